@@ -1,0 +1,3 @@
+"""vaultd: a local credential vault and proxy."""
+
+__version__ = "0.1.0"

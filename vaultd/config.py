@@ -1,0 +1,231 @@
+"""Configuration: the TOML file, XDG default paths and the environment overrides.
+
+Every key the code reads is declared once in ``SCHEMA`` with its parser and
+default; ``config.example.toml`` documents the same keys and a test keeps the
+two equal. A wrong key, type or value is a ``ConfigError`` that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaultd.errors import ConfigError
+from vaultd.services import Service, build_registry
+from vaultd.units import parse_duration, parse_size
+
+DEFAULT_PORT = 3978
+KEY_FILE_NAME = "master.key"
+DB_FILE_NAME = "vault.db"
+# systemd's LoadCredential=/LoadCredentialEncrypted= put the key here.
+SYSTEMD_KEY_CREDENTIAL = "vaultd-master-key"
+
+Parser = Callable[[str, object], Any]
+
+
+def _str(where: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, not {type(value).__name__}")
+    if not value.isprintable():
+        raise ConfigError(f"{where} must not contain control characters")
+    return value
+
+
+def _path(where: str, value: object) -> str:
+    text = _str(where, value)
+    if not text:
+        raise ConfigError(f"{where} must not be empty")
+    return text
+
+
+def _port(where: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{where} must be an integer port from 0 to 65535, not {value!r}")
+    return value
+
+
+def _str_list(where: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of strings")
+    return tuple(_str(f"{where}[{i}]", v) for i, v in enumerate(value))
+
+
+def _duration(where: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f'{where} must be a duration such as "90s", "8h" or "30d"')
+    try:
+        seconds = value if isinstance(value, int) else parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{where} must be longer than zero")
+    return seconds
+
+
+def _size(where: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f'{where} must be a size such as "32MiB"')
+    try:
+        size = value if isinstance(value, int) else parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if size <= 0:
+        raise ConfigError(f"{where} must be larger than zero")
+    return size
+
+
+# section -> key -> (parser, default). None as default means "computed" (paths).
+SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
+    "server": {
+        "host": (_str, "127.0.0.1"),
+        "port": (_port, DEFAULT_PORT),
+        "allowed_hosts": (_str_list, []),
+        "allowed_origins": (_str_list, []),
+    },
+    "storage": {"data_dir": (_path, None)},
+    "crypto": {"key_file": (_path, None)},
+    "sessions": {"default_ttl": (_duration, "8h"), "max_ttl": (_duration, "365d")},
+    "proxy": {
+        "connect_timeout": (_duration, "10s"),
+        "read_timeout": (_duration, "300s"),
+        "max_request_body": (_size, "32MiB"),
+        "usage_flush_interval": (_duration, "1s"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    config_file: Path | None
+    host: str
+    port: int
+    allowed_hosts: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
+    data_dir: Path
+    key_file: Path
+    default_ttl: int
+    max_ttl: int
+    connect_timeout: int
+    read_timeout: int
+    max_request_body: int
+    usage_flush_interval: int
+    services: Mapping[str, Service]
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE_NAME
+
+
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    # The XDG spec says relative values are invalid and must be ignored.
+    value = env.get(var, "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(env.get("HOME") or Path.home()) / fallback
+
+
+def config_home(env: Mapping[str, str]) -> Path:
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "vaultd"
+
+
+def data_home(env: Mapping[str, str]) -> Path:
+    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "vaultd"
+
+
+def _read_toml(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(os.path.expanduser(text))
+    return path if path.is_absolute() else (base / path)
+
+
+def parse_settings(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Every schema key, from ``doc`` or its default, parsed; unknown keys refused."""
+    settings: dict[str, Any] = {}
+    for section, table in doc.items():
+        if section == "services":
+            continue
+        if section not in SCHEMA:
+            raise ConfigError(f"unknown section [{section}] in config")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        for key in table:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"unknown key {key!r} in [{section}]")
+    for section, keys in SCHEMA.items():
+        table = doc.get(section, {})
+        for key, (parse, default) in keys.items():
+            value = table.get(key, default)
+            settings[key] = None if value is None else parse(f"[{section}] {key}", value)
+    services = doc.get("services", {})
+    if not isinstance(services, dict):
+        raise ConfigError("[services] must be a table of [services.NAME] tables")
+    settings["services"] = build_registry(services)
+    if settings["default_ttl"] > settings["max_ttl"]:
+        raise ConfigError("[sessions] default_ttl must not be longer than max_ttl")
+    return settings
+
+
+def load_config(
+    config_path: str | None = None,
+    data_dir: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """The effective configuration: flags over environment over file over defaults."""
+    env = os.environ if env is None else env
+    chosen = config_path or env.get("VAULTD_CONFIG") or None
+    path = Path(chosen).expanduser() if chosen else config_home(env) / "config.toml"
+    settings = parse_settings(_read_toml(path, explicit=chosen is not None))
+    base = path.parent
+
+    data = data_dir or env.get("VAULTD_DATA_DIR") or None
+    if data:
+        resolved_data = Path(data).expanduser().absolute()
+    elif settings["data_dir"]:
+        resolved_data = _resolve(base, settings["data_dir"]).absolute()
+    else:
+        resolved_data = data_home(env)
+
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / SYSTEMD_KEY_CREDENTIAL).exists():
+        key_file = Path(creds) / SYSTEMD_KEY_CREDENTIAL
+    elif settings["key_file"]:
+        key_file = _resolve(base, settings["key_file"]).absolute()
+    else:
+        key_file = config_home(env) / KEY_FILE_NAME
+
+    return Config(
+        config_file=path if path.exists() else None,
+        host=settings["host"],
+        port=settings["port"],
+        allowed_hosts=settings["allowed_hosts"],
+        allowed_origins=settings["allowed_origins"],
+        data_dir=resolved_data,
+        key_file=key_file,
+        default_ttl=settings["default_ttl"],
+        max_ttl=settings["max_ttl"],
+        connect_timeout=settings["connect_timeout"],
+        read_timeout=settings["read_timeout"],
+        max_request_body=settings["max_request_body"],
+        usage_flush_interval=settings["usage_flush_interval"],
+        services=settings["services"],
+    )

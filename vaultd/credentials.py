@@ -1,0 +1,307 @@
+"""Stored credentials: metadata rows plus their sealed secrets.
+
+Reading metadata needs no key; adding a credential or rotating its secret
+needs the data key (DEK), and so does ``reveal``, which only the proxy calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from sqlite_utils import Database
+
+from vaultd import crypto
+from vaultd.db import write_transaction
+from vaultd.errors import (
+    Conflict,
+    CryptoError,
+    FieldError,
+    NotFound,
+    ValidationError,
+    VaultdError,
+)
+from vaultd.models import (
+    Credential,
+    check_expires_at,
+    check_metadata,
+    check_name,
+    check_secret,
+    check_service_name,
+    check_type,
+    hint_for,
+    now,
+    uuid7,
+)
+from vaultd.services import Service
+
+_COLUMNS = (
+    "id, service, name, type, hint, metadata, is_default, created_at, updated_at,"
+    " last_used_at, use_count, expires_at"
+)
+_ID_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
+UNSET: Any = object()
+
+
+class AmbiguousReference(VaultdError):
+    status = 409
+    slug = "ambiguous-reference"
+    title = "Ambiguous reference"
+
+
+class CredentialStore:
+    def __init__(self, db: Database, services: Mapping[str, Service]) -> None:
+        self.db = db
+        self.services = services
+
+    # -- reading ---------------------------------------------------------
+
+    def _rows(self, where: str, params: list[Any], tail: str = "") -> list[Credential]:
+        # where/tail are built only from constants in this module; values are bound.
+        sql = f"SELECT {_COLUMNS} FROM credentials {where} {tail}"  # noqa: S608
+        return [Credential.from_row(r) for r in self.db.query(sql, params)]
+
+    def get(self, credential_id: str) -> Credential:
+        rows = self._rows("WHERE id = ?", [credential_id])
+        if not rows:
+            raise NotFound(f"no credential with id {credential_id}")
+        return rows[0]
+
+    def find(self, service: str, name: str) -> Credential | None:
+        rows = self._rows("WHERE service = ? AND name = ?", [service, name])
+        return rows[0] if rows else None
+
+    def list(
+        self,
+        *,
+        service: str | None = None,
+        type: str | None = None,
+        limit: int | None = None,
+        starting_after: str | None = None,
+    ) -> list[Credential]:
+        """Oldest first; ``starting_after`` is the id of the last item of the previous page."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if service is not None:
+            clauses.append("service = ?")
+            params.append(service)
+        if type is not None:
+            clauses.append("type = ?")
+            params.append(type)
+        if starting_after is not None:
+            cursor = self._rows("WHERE id = ?", [starting_after])
+            if not cursor:
+                raise ValidationError(
+                    FieldError("/starting_after", "is not the id of a stored credential")
+                )
+            clauses.append("(created_at, id) > (?, ?)")
+            params += [cursor[0].created_at, cursor[0].id]
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        tail = "ORDER BY created_at, id"
+        if limit is not None:
+            tail += " LIMIT ?"
+            params.append(limit)
+        return self._rows(where, params, tail)
+
+    def default_for(self, service: str) -> Credential | None:
+        rows = self._rows("WHERE service = ? AND is_default = 1", [service])
+        return rows[0] if rows else None
+
+    def resolve(self, ref: str) -> Credential:
+        """A credential by id, unique id prefix, or ``service/name``."""
+        if "/" in ref:
+            service, name = ref.split("/", 1)
+            found = self.find(service, name)
+            if found is None:
+                raise NotFound(f"no credential {ref!r}")
+            return found
+        text = ref.lower()
+        if not _ID_PREFIX.fullmatch(text):
+            raise NotFound(f"no credential {ref!r} (give an id, an id prefix, or service/name)")
+        matches = self._rows("WHERE substr(id, 1, ?) = ?", [len(text), text], "LIMIT 2")
+        if not matches:
+            raise NotFound(f"no credential {ref!r}")
+        if len(matches) > 1:
+            raise AmbiguousReference(
+                f"{ref!r} is the start of more than one credential id; give more of it"
+            )
+        return matches[0]
+
+    # -- secrets ---------------------------------------------------------
+
+    def reveal(self, dek: bytes, credential: Credential) -> str:
+        """The plaintext secret, for injection into an upstream request only."""
+        row = self.db.execute(
+            "SELECT id, service, sealed FROM credentials WHERE id = ?", [credential.id]
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no credential with id {credential.id}")
+        try:
+            return crypto.unseal(dek, row[0], row[1], row[2]).decode("utf-8")
+        except (CryptoError, UnicodeDecodeError):
+            raise CryptoError(
+                f"credential {credential.service}/{credential.name} ({credential.id}) failed to"
+                " open: its stored value was altered or moved, or the vault key is wrong"
+            ) from None
+
+    # -- writing ---------------------------------------------------------
+
+    def _check_service(self, service: object) -> str:
+        name = check_service_name(service)
+        if name not in self.services:
+            known = ", ".join(self.services)
+            raise ValidationError(
+                FieldError(
+                    "/service",
+                    f"unknown service {name!r}; known: {known} (add others in [services.NAME])",
+                )
+            )
+        return name
+
+    def _conflict(self, service: str, name: str) -> Conflict:
+        existing = self.find(service, name)
+        return Conflict(
+            f"a credential named {service}/{name} already exists",
+            conflicting_resource_id=existing.id if existing else None,
+        )
+
+    def add(
+        self,
+        dek: bytes,
+        *,
+        service: object,
+        name: object,
+        secret: object,
+        type: object = "api_key",
+        metadata: object = None,
+        expires_at: object = None,
+    ) -> Credential:
+        errors: list[FieldError] = []
+        checked: dict[str, Any] = {}
+        for key, check, value in (
+            ("service", self._check_service, service),
+            ("name", check_name, name),
+            ("secret", check_secret, secret),
+            ("type", check_type, type),
+            ("metadata", check_metadata, {} if metadata is None else metadata),
+            ("expires_at", check_expires_at, expires_at),
+        ):
+            try:
+                checked[key] = check(value)
+            except ValidationError as exc:
+                errors += exc.errors
+        if errors:
+            raise ValidationError(errors)
+        credential_id = uuid7()
+        stamp = now()
+        plaintext: str = checked["secret"]
+        sealed = crypto.seal(dek, credential_id, checked["service"], plaintext.encode("utf-8"))
+        try:
+            with write_transaction(self.db) as conn:
+                if self.find(checked["service"], checked["name"]) is not None:
+                    raise self._conflict(checked["service"], checked["name"])
+                # The first key of a service is its default: one key "just works".
+                first = self.default_for(checked["service"]) is None
+                conn.execute(
+                    "INSERT INTO credentials (id, service, name, type, hint, metadata,"
+                    " is_default, created_at, updated_at, last_used_at, use_count, expires_at,"
+                    " sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)",
+                    [
+                        credential_id,
+                        checked["service"],
+                        checked["name"],
+                        checked["type"],
+                        hint_for(plaintext),
+                        json.dumps(checked["metadata"], sort_keys=True),
+                        int(first),
+                        stamp,
+                        stamp,
+                        checked["expires_at"],
+                        sealed,
+                    ],
+                )
+        except sqlite3.IntegrityError:
+            raise self._conflict(checked["service"], checked["name"]) from None
+        return self.get(credential_id)
+
+    def update(
+        self,
+        credential_id: str,
+        *,
+        dek: bytes | None = None,
+        name: object = UNSET,
+        metadata: object = UNSET,
+        expires_at: object = UNSET,
+        secret: object = UNSET,
+        is_default: object = UNSET,
+    ) -> Credential:
+        """Change what is given; everything is checked before anything is written."""
+        current = self.get(credential_id)
+        sets: dict[str, Any] = {}
+        errors: list[FieldError] = []
+
+        def attempt(key: str, fn: Any, value: object) -> None:
+            try:
+                sets[key] = fn(value)
+            except ValidationError as exc:
+                errors.extend(exc.errors)
+
+        if name is not UNSET:
+            attempt("name", check_name, name)
+        if metadata is not UNSET:
+            attempt("metadata", check_metadata, metadata)
+        if expires_at is not UNSET:
+            attempt("expires_at", check_expires_at, expires_at)
+        if secret is not UNSET:
+            attempt("secret", check_secret, secret)
+        if is_default is not UNSET and not isinstance(is_default, bool):
+            errors.append(FieldError("/is_default", "must be true or false"))
+        if errors:
+            raise ValidationError(errors)
+
+        columns: dict[str, Any] = {}
+        if "name" in sets:
+            columns["name"] = sets["name"]
+        if "metadata" in sets:
+            columns["metadata"] = json.dumps(sets["metadata"], sort_keys=True)
+        if "expires_at" in sets:
+            columns["expires_at"] = sets["expires_at"]
+        if "secret" in sets:
+            if dek is None:
+                raise CryptoError("rotating a secret needs the vault key")
+            plaintext: str = sets["secret"]
+            columns["sealed"] = crypto.seal(
+                dek, current.id, current.service, plaintext.encode("utf-8")
+            )
+            columns["hint"] = hint_for(plaintext)
+        columns["updated_at"] = now()
+        try:
+            with write_transaction(self.db) as conn:
+                if self._rows("WHERE id = ?", [credential_id]) == []:
+                    raise NotFound(f"no credential with id {credential_id}")
+                if is_default is True:
+                    conn.execute(
+                        "UPDATE credentials SET is_default = 0 WHERE service = ? AND id != ?",
+                        [current.service, current.id],
+                    )
+                    columns["is_default"] = 1
+                elif is_default is False:
+                    columns["is_default"] = 0
+                assignments = ", ".join(f"{c} = ?" for c in columns)
+                conn.execute(
+                    f"UPDATE credentials SET {assignments} WHERE id = ?",  # noqa: S608 (column names are ours)
+                    [*columns.values(), credential_id],
+                )
+        except sqlite3.IntegrityError:
+            raise self._conflict(current.service, sets.get("name", current.name)) from None
+        return self.get(credential_id)
+
+    def delete(self, credential_id: str) -> Credential:
+        with write_transaction(self.db):
+            gone = self.get(credential_id)
+            # secure_delete (set on every connection) zeroes the freed cells.
+            self.db.execute("DELETE FROM credentials WHERE id = ?", [credential_id])
+        return gone

@@ -1,0 +1,152 @@
+"""The SQLite file: connection settings and numbered schema migrations."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from vaultd.errors import StorageError
+
+# How long a writer waits for another process's lock before "database is locked".
+BUSY_TIMEOUT_MS = 10_000
+
+migrations = Migrations("vaultd")
+
+
+@migrations(name="0001_initial")
+def _m0001_initial(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value BLOB NOT NULL
+        );
+        CREATE TABLE credentials (
+            id TEXT PRIMARY KEY,
+            service TEXT NOT NULL,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL,
+            hint TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            is_default INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            last_used_at INTEGER,
+            use_count INTEGER NOT NULL DEFAULT 0,
+            expires_at INTEGER,
+            sealed BLOB NOT NULL,
+            UNIQUE (service, name)
+        );
+        CREATE INDEX credentials_order ON credentials (created_at, id);
+        -- At most one default per service, enforced by the database itself.
+        CREATE UNIQUE INDEX credentials_one_default
+            ON credentials (service) WHERE is_default = 1;
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            key_prefix TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL,
+            services TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            last_used_at INTEGER,
+            expires_at INTEGER,
+            revoked_at INTEGER
+        );
+        CREATE INDEX sessions_order ON sessions (created_at, id);
+        """
+    )
+
+
+def latest_migration() -> str:
+    return migrations._migrations[-1].name
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # Deleted rows (a removed ciphertext) are overwritten with zeros, not left
+    # in free pages for a stolen copy of the file to recover.
+    conn.execute("PRAGMA secure_delete = ON")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StorageError(f"the database could not switch to WAL mode (got {mode})")
+    # Credential and session writes must survive a power cut once acknowledged.
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+def connect(path: Path, *, create: bool = False) -> Database:
+    """Open (or, with ``create``, make) the vault database and bring its schema up to date.
+
+    Refuses a file that is not a SQLite database or whose schema comes from a
+    newer vaultd, without writing to it.
+    """
+    if not path.exists():
+        if not create:
+            raise StorageError(f"no vault at {path}; create one with: vaultd init")
+        # Made 0600 before SQLite opens it, whatever the process umask.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    try:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {path}: {exc}") from None
+    try:
+        # Read the schema before any write so that a foreign or corrupt file
+        # is refused untouched (switching to WAL would write to it).
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        _configure(conn)
+        db = Database(conn, execute_plugins=False)
+        _check_known_schema(db, path)
+        if migrations.pending(db):
+            migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StorageError(f"database {path} is corrupt or not a vaultd database ({exc})") from None
+    except StorageError:
+        conn.close()
+        raise
+    return db
+
+
+def _check_known_schema(db: Database, path: Path) -> None:
+    known = {m.name for m in migrations._migrations}
+    applied = {m.name for m in migrations.applied(db)}
+    unknown = applied - known
+    if unknown:
+        raise StorageError(
+            f"database {path} has schema {max(unknown)} from a newer vaultd; upgrade vaultd"
+        )
+    tables = set(db.table_names())
+    if not applied and tables - {migrations.migrations_table}:
+        raise StorageError(f"database {path} is not a vaultd database (it has other tables)")
+
+
+class _WriteTransaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock up front.
+
+    A deferred transaction that reads and then writes can fail at once with
+    "database is locked" when another process wrote in between (SQLite will not
+    wait there, it would deadlock); taking the lock first makes it wait for
+    ``busy_timeout`` instead, so concurrent CLI writers and the daemon queue up.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.conn = db.conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def write_transaction(db: Database) -> _WriteTransaction:
+    return _WriteTransaction(db)

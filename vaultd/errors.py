@@ -1,0 +1,99 @@
+"""The one family of errors vaultd raises for anything a user or client can cause.
+
+Each class carries the HTTP status it maps to (the API renders it as an RFC 9457
+problem) and its message is a single line fit for the CLI. This module must not
+import aiohttp: the CLI uses it for verbs that never touch HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One validation failure: a JSON pointer into the request body and what is wrong."""
+
+    pointer: str
+    message: str
+
+
+class VaultdError(Exception):
+    """Base class: ``str(err)`` is one line that never contains a secret or a token."""
+
+    status: int = 400
+    slug: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, message: str) -> None:
+        # One line, always: a message that spans lines breaks the CLI contract
+        # and could smuggle fake lines into logs.
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ValidationError(VaultdError):
+    status = 422
+    slug = "validation-error"
+    title = "Validation failed"
+
+    def __init__(self, errors: list[FieldError] | FieldError) -> None:
+        self.errors = [errors] if isinstance(errors, FieldError) else list(errors)
+        super().__init__("; ".join(_describe(e) for e in self.errors))
+
+
+def _describe(error: FieldError) -> str:
+    field = error.pointer.rsplit("/", 1)[-1] if error.pointer else ""
+    return f"{field}: {error.message}" if field else error.message
+
+
+class NotFound(VaultdError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(VaultdError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+    def __init__(self, message: str, *, conflicting_resource_id: str | None = None) -> None:
+        super().__init__(message)
+        self.conflicting_resource_id = conflicting_resource_id
+
+
+class Unauthorized(VaultdError):
+    status = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+
+
+class Forbidden(VaultdError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class ConfigError(VaultdError):
+    """The configuration file or an override is wrong; the message names the key."""
+
+
+class UnsafePermissions(VaultdError):
+    """A file or directory that holds vault material is open to other users."""
+
+
+class CryptoError(VaultdError):
+    """A key does not open the vault, or a sealed value failed to open.
+
+    Deliberately one class for every failure kind (wrong key, flipped byte,
+    moved ciphertext, unknown version), as Fernet's ``InvalidToken`` is: callers
+    cannot branch on which check failed, and nothing about the plaintext leaks.
+    """
+
+
+class StorageError(VaultdError):
+    """The database file is missing, corrupt, locked or of an unknown schema."""

@@ -1,0 +1,190 @@
+"""The records vaultd keeps and the checks on every field that comes from outside.
+
+Validators raise ``ValidationError`` with JSON pointers (``/name``,
+``/metadata/team``) so the API can return them as ``errors[]`` and the CLI as
+one line. The JSON shapes here are the API's (DESIGN 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from vaultd.errors import FieldError, ValidationError
+from vaultd.services import SERVICE_NAME
+
+NAME_MAX = 255
+SECRET_MAX = 16 * 1024
+METADATA_MAX_KEYS = 50
+METADATA_KEY_MAX = 40
+METADATA_VALUE_MAX = 500
+KNOWN_TYPES = ("api_key", "oauth_token", "basic_auth", "git_pat", "generic_secret")
+# The type is an open enum: the known ones above, or any short snake_case word.
+_TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+HINT_MIN_SECRET = 20
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def uuid7() -> str:
+    """A time-ordered UUID (RFC 9562 version 7): 48-bit milliseconds, then randomness."""
+    if hasattr(uuid, "uuid7"):  # Python 3.14+
+        return str(uuid.uuid7())
+    ms = time.time_ns() // 1_000_000
+    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+    return str(uuid.UUID(int=value))
+
+
+def hint_for(secret: str) -> str | None:
+    """First 3 and last 4 characters, only for secrets long enough to spare them."""
+    if len(secret) < HINT_MIN_SECRET:
+        return None
+    return f"{secret[:3]}...{secret[-4:]}"
+
+
+def _printable(text: str) -> bool:
+    return text.isprintable()
+
+
+def check_service_name(value: object, pointer: str = "/service") -> str:
+    if not isinstance(value, str) or not SERVICE_NAME.fullmatch(value):
+        raise ValidationError(
+            FieldError(
+                pointer,
+                "must be 1 to 63 of a-z 0-9 . _ - starting with a letter or digit",
+            )
+        )
+    return value
+
+
+def check_name(value: object, pointer: str = "/name") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(FieldError(pointer, "must be a string"))
+    if not 1 <= len(value) <= NAME_MAX:
+        raise ValidationError(FieldError(pointer, f"must be 1 to {NAME_MAX} characters"))
+    if not _printable(value):
+        raise ValidationError(FieldError(pointer, "must not contain control characters"))
+    return value
+
+
+def check_type(value: object, pointer: str = "/type") -> str:
+    if not isinstance(value, str) or not _TYPE.fullmatch(value):
+        raise ValidationError(
+            FieldError(pointer, f"must be a lower-case word such as {', '.join(KNOWN_TYPES)}")
+        )
+    return value
+
+
+def check_secret(value: object, pointer: str = "/secret") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(FieldError(pointer, "must be a string"))
+    if not value:
+        raise ValidationError(FieldError(pointer, "must not be empty"))
+    if len(value) > SECRET_MAX:
+        raise ValidationError(FieldError(pointer, f"must be at most {SECRET_MAX} characters"))
+    # A newline in a key would let it inject headers into the upstream request.
+    if not _printable(value):
+        raise ValidationError(FieldError(pointer, "must not contain control characters"))
+    if value != value.strip():
+        raise ValidationError(FieldError(pointer, "must not start or end with white space"))
+    return value
+
+
+def check_metadata(value: object, pointer: str = "/metadata") -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValidationError(FieldError(pointer, "must be an object of strings"))
+    if len(value) > METADATA_MAX_KEYS:
+        raise ValidationError(FieldError(pointer, f"must have at most {METADATA_MAX_KEYS} keys"))
+    errors: list[FieldError] = []
+    for key, item in value.items():
+        where = f"{pointer}/{_pointer_escape(str(key))}"
+        if not isinstance(key, str) or not 1 <= len(key) <= METADATA_KEY_MAX:
+            errors.append(FieldError(where, f"keys must be 1 to {METADATA_KEY_MAX} characters"))
+        elif not _printable(key):
+            errors.append(FieldError(where, "keys must not contain control characters"))
+        if not isinstance(item, str):
+            errors.append(FieldError(where, "must be a string"))
+        elif len(item) > METADATA_VALUE_MAX:
+            errors.append(FieldError(where, f"must be at most {METADATA_VALUE_MAX} characters"))
+        elif not _printable(item):
+            errors.append(FieldError(where, "must not contain control characters"))
+    if errors:
+        raise ValidationError(errors)
+    return dict(value)
+
+
+def check_expires_at(value: object, pointer: str = "/expires_at") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**53:
+        raise ValidationError(FieldError(pointer, "must be Unix seconds (an integer) or null"))
+    if value <= now():
+        raise ValidationError(FieldError(pointer, "must be in the future"))
+    return value
+
+
+def _pointer_escape(token: str) -> str:
+    # RFC 6901: "~" and "/" are escaped inside a JSON pointer token.
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+@dataclass(frozen=True)
+class Credential:
+    id: str
+    service: str
+    name: str
+    type: str
+    hint: str | None
+    metadata: dict[str, str]
+    is_default: bool
+    created_at: int
+    updated_at: int
+    last_used_at: int | None
+    use_count: int
+    expires_at: int | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Credential:
+        return cls(
+            id=row["id"],
+            service=row["service"],
+            name=row["name"],
+            type=row["type"],
+            hint=row["hint"],
+            metadata=json.loads(row["metadata"]),
+            is_default=bool(row["is_default"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            last_used_at=row["last_used_at"],
+            use_count=row["use_count"],
+            expires_at=row["expires_at"],
+        )
+
+    def expired(self, at: int | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now() if at is None else at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's shape (DESIGN 3). It has no field that could hold the secret."""
+        return {
+            "id": self.id,
+            "service": self.service,
+            "name": self.name,
+            "type": self.type,
+            "hint": self.hint,
+            "metadata": dict(self.metadata),
+            "is_default": self.is_default,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_used_at": self.last_used_at,
+            "use_count": self.use_count,
+            "expires_at": self.expires_at,
+        }

@@ -1,0 +1,225 @@
+"""Session tokens: what a local tool holds instead of a key.
+
+A token is ``fn_sess_`` + 43 base64url characters (32 random bytes). It is
+returned once, at creation; the database keeps only its SHA-256 and its first
+12 characters (``key_prefix``) so that people can tell tokens apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlite_utils import Database
+
+from vaultd.db import write_transaction
+from vaultd.errors import FieldError, NotFound, Unauthorized, ValidationError
+from vaultd.models import check_name, now, uuid7
+from vaultd.services import SERVICE_NAME
+
+TOKEN_PREFIX = "fn_sess_"  # noqa: S105 (a prefix, not a secret)
+TOKEN_RE = re.compile(r"fn_sess_[A-Za-z0-9_-]{43}")
+KEY_PREFIX_LEN = 12
+SCOPES = ("proxy", "read", "admin")
+DEFAULT_SCOPES = ("read", "proxy")
+ALL_SERVICES = "*"
+
+
+def new_token() -> str:
+    raw = secrets.token_bytes(32)
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    name: str
+    key_prefix: str
+    scopes: tuple[str, ...]
+    services: tuple[str, ...]
+    created_at: int
+    last_used_at: int | None
+    expires_at: int | None
+    revoked_at: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Session:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            key_prefix=row["key_prefix"],
+            scopes=tuple(json.loads(row["scopes"])),
+            services=tuple(json.loads(row["services"])),
+            created_at=row["created_at"],
+            last_used_at=row["last_used_at"],
+            expires_at=row["expires_at"],
+            revoked_at=row["revoked_at"],
+        )
+
+    def status(self, at: int | None = None) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now() if at is None else at):
+            return "expired"
+        return "active"
+
+    def has_scope(self, scope: str) -> bool:
+        # admin does everything (DESIGN 5).
+        return scope in self.scopes or "admin" in self.scopes
+
+    def allows_service(self, service: str) -> bool:
+        return ALL_SERVICES in self.services or service in self.services
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "key_prefix": self.key_prefix,
+            "scopes": list(self.scopes),
+            "services": list(self.services),
+            "status": self.status(),
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "expires_at": self.expires_at,
+        }
+
+
+def check_scopes(value: object, pointer: str = "/scopes") -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValidationError(FieldError(pointer, f"must be a non-empty list of {SCOPES}"))
+    for i, scope in enumerate(value):
+        if scope not in SCOPES:
+            raise ValidationError(
+                FieldError(f"{pointer}/{i}", f"must be one of {', '.join(SCOPES)}")
+            )
+    return tuple(dict.fromkeys(value))
+
+
+def check_services(
+    value: object, known: Iterable[str], pointer: str = "/services"
+) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValidationError(FieldError(pointer, 'must be a non-empty list of services or ["*"]'))
+    known_set = set(known)
+    for i, service in enumerate(value):
+        if service == ALL_SERVICES:
+            continue
+        if not isinstance(service, str) or not SERVICE_NAME.fullmatch(service):
+            raise ValidationError(FieldError(f"{pointer}/{i}", "is not a service name"))
+        if service not in known_set:
+            raise ValidationError(FieldError(f"{pointer}/{i}", f"unknown service {service!r}"))
+    if ALL_SERVICES in value:
+        return (ALL_SERVICES,)
+    return tuple(dict.fromkeys(value))
+
+
+class SessionStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _rows(self, where: str, params: list[Any]) -> list[Session]:
+        columns = "id, name, key_prefix, scopes, services, created_at, last_used_at, expires_at"
+        # ``where`` is built only from constants in this module; values are bound.
+        sql = f"SELECT {columns}, revoked_at FROM sessions {where} ORDER BY created_at, id"  # noqa: S608
+        return [Session.from_row(r) for r in self.db.query(sql, params)]
+
+    def create(
+        self,
+        *,
+        name: object,
+        scopes: object,
+        services: object,
+        ttl: int | None,
+        known_services: Iterable[str],
+    ) -> tuple[Session, str]:
+        """A new session and its token; the token is not kept anywhere after this."""
+        errors: list[FieldError] = []
+        checked: dict[str, Any] = {}
+        for key, fn in (
+            ("name", lambda v: check_name(v)),
+            ("scopes", lambda v: check_scopes(v)),
+            ("services", lambda v: check_services(v, known_services)),
+        ):
+            try:
+                checked[key] = fn({"name": name, "scopes": scopes, "services": services}[key])
+            except ValidationError as exc:
+                errors += exc.errors
+        if errors:
+            raise ValidationError(errors)
+        token = new_token()
+        session_id = uuid7()
+        stamp = now()
+        with write_transaction(self.db) as conn:
+            conn.execute(
+                "INSERT INTO sessions (id, name, key_prefix, token_hash, scopes, services,"
+                " created_at, last_used_at, expires_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL)",
+                [
+                    session_id,
+                    checked["name"],
+                    token[:KEY_PREFIX_LEN],
+                    token_hash(token),
+                    json.dumps(list(checked["scopes"])),
+                    json.dumps(list(checked["services"])),
+                    stamp,
+                    None if ttl is None else stamp + ttl,
+                ],
+            )
+        return self.get(session_id), token
+
+    def list(self) -> list[Session]:
+        return self._rows("", [])
+
+    def get(self, session_id: str) -> Session:
+        rows = self._rows("WHERE id = ?", [session_id])
+        if not rows:
+            raise NotFound(f"no session with id {session_id}")
+        return rows[0]
+
+    def authenticate(self, token: str) -> Session:
+        """The active session for ``token``; ``Unauthorized`` for anything else.
+
+        The lookup is by the token's SHA-256: the database never holds or
+        compares the token itself, and a timing difference in the index lookup
+        says something only about a hash, which does not help forge a token.
+        """
+        if not TOKEN_RE.fullmatch(token):
+            raise Unauthorized("the token is missing or malformed")
+        rows = self._rows("WHERE token_hash = ?", [token_hash(token)])
+        if not rows:
+            raise Unauthorized("the token is not valid")
+        status = rows[0].status()
+        if status != "active":
+            raise Unauthorized(f"the token is {status}")
+        return rows[0]
+
+    def revoke(self, session_id: str) -> Session:
+        with write_transaction(self.db) as conn:
+            session = self.get(session_id)
+            if session.revoked_at is None:
+                conn.execute("UPDATE sessions SET revoked_at = ? WHERE id = ?", [now(), session_id])
+        return self.get(session_id)
+
+    def resolve(self, ref: str) -> Session:
+        """A session by id or unique id prefix."""
+        text = ref.lower()
+        if not re.fullmatch(r"[0-9a-f-]{1,36}", text):
+            raise NotFound(f"no session {ref!r}")
+        rows = self._rows("WHERE substr(id, 1, ?) = ?", [len(text), text])
+        if not rows:
+            raise NotFound(f"no session {ref!r}")
+        if len(rows) > 1:
+            raise ValidationError(
+                FieldError("", f"{ref!r} is the start of more than one session id; give more")
+            )
+        return rows[0]

@@ -1,0 +1,65 @@
+"""Human units in config and on the command line: durations, sizes, "3 min ago"."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"(\d{1,9})(s|m|h|d|w)")
+_DURATION_FULL = re.compile(r"(?:\d{1,9}(?:s|m|h|d|w))+")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB|KB|MB|GB)?")
+_BYTES = {
+    None: 1,
+    "B": 1,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``"90s"``, ``"8h"``, ``"30d"`` or ``"1h30m"``; ``ValueError`` otherwise."""
+    value = text.strip()
+    if not _DURATION_FULL.fullmatch(value):
+        raise ValueError(f"{text!r} is not a duration such as 90s, 15m, 8h, 30d or 1h30m")
+    return sum(int(n) * _SECONDS[u] for n, u in _DURATION.findall(value))
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``"32MiB"``, ``"512KiB"``, ``"1000"``; ``ValueError`` otherwise."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a size such as 512KiB, 32MiB or 1GiB")
+    return int(match.group(1)) * _BYTES[match.group(2)]
+
+
+def format_duration(seconds: int) -> str:
+    """The largest whole unit: 3600 -> "1h", 90 -> "90s"."""
+    for unit in ("w", "d", "h", "m"):
+        if seconds and seconds % _SECONDS[unit] == 0:
+            return f"{seconds // _SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def format_ago(then: int | None, now: int) -> str:
+    """ "never", "just now", "3 min ago", "2 h ago", "5 days ago", or "in 4 days"."""
+    if then is None:
+        return "never"
+    delta = now - then
+    future = delta < 0
+    delta = abs(delta)
+    if delta < 60:
+        text = "just now" if not future else "in under a minute"
+        return text
+    if delta < 3600:
+        amount = f"{delta // 60} min"
+    elif delta < 86400:
+        amount = f"{delta // 3600} h"
+    else:
+        days = delta // 86400
+        amount = f"{days} day" + ("s" if days != 1 else "")
+    return f"in {amount}" if future else f"{amount} ago"
