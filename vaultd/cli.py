@@ -12,8 +12,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -64,13 +63,9 @@ def one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@contextmanager
-def opened(state: State) -> Iterator[Vault]:
-    vault = open_vault(state.config)
-    try:
-        yield vault
-    finally:
-        vault.close()
+def opened(state: State) -> Vault:
+    """The existing vault, to use in a ``with`` block (it closes the database)."""
+    return open_vault(state.config)
 
 
 def json_option(fn: F) -> F:

@@ -85,6 +85,12 @@ class Vault:
         self._dek = None
         self.db.close()
 
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _check_files(config: Config) -> None:
     check_private(config.data_dir, "data directory")
