@@ -51,7 +51,7 @@ def _box(key: bytes) -> nacl.secret.SecretBox:
 
 
 def wrap_key(kek: bytes, dek: bytes) -> bytes:
-    if len(dek) != KEY_SIZE:
+    if not isinstance(dek, bytes) or len(dek) != KEY_SIZE:
         raise CryptoError(f"a data key must be exactly {KEY_SIZE} bytes")
     return WRAP_VERSION + bytes(_box(kek).encrypt(dek))
 
@@ -71,7 +71,7 @@ def unwrap_key(kek: bytes, wrapped: bytes) -> bytes:
 
 
 def _subkey(dek: bytes, credential_id: str, service: str) -> bytes:
-    if len(dek) != KEY_SIZE:
+    if not isinstance(dek, bytes) or len(dek) != KEY_SIZE:
         raise CryptoError(f"a data key must be exactly {KEY_SIZE} bytes")
     try:
         salt = uuid.UUID(credential_id).bytes

@@ -167,7 +167,7 @@ def build_service(name: str, table: object, base: Service | None) -> Service:
             changes[key] = _matching(where, value, _HEADER_NAME, "an HTTP header name")
         elif key == "template":
             text = _string(where, value)
-            if "{secret}" not in text or text.replace("{secret}", "").count("{"):
+            if text.count("{secret}") != 1 or text.replace("{secret}", "").count("{"):
                 raise ConfigError(f"{where} must contain {{secret}} once and no other braces")
             changes[key] = text
         elif key == "query_param":

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-_DURATION = re.compile(r"(\d{1,9})(s|m|h|d|w)")
-_DURATION_FULL = re.compile(r"(?:\d{1,9}(?:s|m|h|d|w))+")
+# [0-9], not \d: \d also matches Arabic-Indic and other Unicode digits.
+_DURATION = re.compile(r"([0-9]{1,12})(s|m|h|d|w)")
+_DURATION_FULL = re.compile(r"(?:[0-9]{1,12}(?:s|m|h|d|w))+")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB|KB|MB|GB)?")
+_SIZE = re.compile(r"([0-9]{1,12}) ?(B|KiB|MiB|GiB|KB|MB|GB)?")
 _BYTES = {
     None: 1,
     "B": 1,
