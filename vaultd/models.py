@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,14 +34,36 @@ def now() -> int:
     return int(time.time())
 
 
+_uuid7_lock = threading.Lock()
+_uuid7_last = (0, 0)  # (milliseconds, 74-bit tail) of the last id made in this process
+
+
 def uuid7() -> str:
-    """A time-ordered UUID (RFC 9562 version 7): 48-bit milliseconds, then randomness."""
-    if hasattr(uuid, "uuid7"):  # Python 3.14+
+    """A time-ordered UUID (RFC 9562 version 7) that also increases within a millisecond.
+
+    Ids made in the same millisecond count up from a random start (RFC 9562
+    6.2, method 2), so "oldest first" by (created_at, id) is creation order.
+    """
+    if hasattr(uuid, "uuid7"):  # Python 3.14+ does the same itself
         return str(uuid.uuid7())
-    ms = time.time_ns() // 1_000_000
-    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+    global _uuid7_last
+    with _uuid7_lock:
+        ms = time.time_ns() // 1_000_000
+        last_ms, last_tail = _uuid7_last
+        if ms > last_ms:
+            tail = int.from_bytes(os.urandom(10), "big") >> 6  # 74 random bits
+        elif last_tail + 1 < 1 << 74:
+            ms, tail = last_ms, last_tail + 1
+        else:
+            ms, tail = last_ms + 1, 0
+        _uuid7_last = (ms, tail)
+    value = (
+        (ms & ((1 << 48) - 1)) << 80
+        | 0x7 << 76  # version 7
+        | (tail >> 62) << 64
+        | 0x2 << 62  # RFC 9562 variant
+        | (tail & ((1 << 62) - 1))
+    )
     return str(uuid.UUID(int=value))
 
 
