@@ -16,6 +16,9 @@ from vaultd.cli import cli
 from vaultd.config import Config, load_config
 from vaultd.vault import Vault, open_vault
 
+# Fixture modules shared by several test files: the API on a real socket.
+pytest_plugins = ["tests.api_fixtures"]
+
 _ISOLATED_VARS = (
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",

@@ -1,0 +1,219 @@
+"""``vaultd serve`` as a real process: start, serve, revoke from the CLI, SIGTERM.
+
+Each daemon runs on a free loopback port with HOME and the XDG directories
+under tmp_path; every wait is a bounded loop or has a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vaultd.config import load_config
+from vaultd.vault import open_vault
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Env:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.port = free_port()
+        home = tmp_path / "home"
+        home.mkdir(mode=0o700, exist_ok=True)
+        config = tmp_path / "config.toml"
+        config.write_text(f"[server]\nport = {self.port}\n")
+        self.vars = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local" / "share"),
+            "VAULTD_CONFIG": str(config),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def vaultd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vaultd", *args],
+            env=self.vars,
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def start(self, name: str = "daemon", **extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.tmp / f"{name}.stderr"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vaultd", "serve"],
+                env={**self.vars, **extra},
+                cwd=self.tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        return proc, log
+
+    def request(
+        self, method: str, path: str, token: str | None = None, body: Any = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=data, headers=headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310 (loopback)
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def wait_healthy(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        for _ in range(200):  # at most ~20 s
+            if proc.poll() is not None:
+                pytest.fail(f"daemon exited with {proc.returncode}: {log.read_text()}")
+            try:
+                if self.request("GET", "/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"daemon never became healthy: {log.read_text()}")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+@pytest.fixture
+def daemon(env: Env) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    proc, log = env.start()
+    try:
+        env.wait_healthy(proc, log)
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_serve_request_revoke_and_sigterm(env: Env, tmp_path: Path) -> None:
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.settimeout(20)
+        proc, log = env.start(NOTIFY_SOCKET=str(notify_path))
+        try:
+            # A fresh machine: the first serve initialised the vault itself.
+            assert notify.recv(4096).startswith(b"READY=1\n")
+            env.wait_healthy(proc, log)
+            config = load_config(env=env.vars)
+            with open_vault(config) as vault:
+                session, token = vault.sessions.create(
+                    name="t",
+                    scopes=["admin"],
+                    services=["*"],
+                    ttl=600,
+                    known_services=config.services,
+                )
+            assert env.request("GET", "/api/credentials", token) == (200, [])
+            status, created = env.request(
+                "POST",
+                "/api/credentials",
+                token,
+                {"service": "openai", "name": "main", "secret": "sk-subprocess-secret-000000"},
+            )
+            assert status == 201 and created["name"] == "main"
+            status, body = env.request("GET", "/api/credentials")
+            assert status == 401 and body["error"] == body["detail"]
+
+            # Revoked by another process (the CLI): the very next request fails.
+            revoked = env.vaultd("session", "revoke", session.id)
+            assert revoked.returncode == 0, revoked.stderr
+            status, body = env.request("GET", "/api/credentials", token)
+            assert (status, body["detail"]) == (401, "the token is revoked")
+
+            assert stop(proc) == 0
+            assert notify.recv(4096) == b"STOPPING=1"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    stderr = log.read_text()
+    assert "listening on http://127.0.0.1:" in stderr and "stopped" in stderr
+    assert token not in stderr and "sk-subprocess-secret" not in stderr
+    assert "Traceback" not in stderr
+
+
+def test_sigint_also_exits_cleanly(env: Env, daemon: tuple[subprocess.Popen[bytes], Path]) -> None:
+    proc, _ = daemon
+    assert stop(proc, signal.SIGINT) == 0
+
+
+def test_second_instance_is_one_line(
+    env: Env, daemon: tuple[subprocess.Popen[bytes], Path]
+) -> None:
+    second, log = env.start("second")
+    assert second.wait(timeout=60) == 1
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Error: another vaultd is already serving")
+    # The first one is unharmed.
+    assert env.request("GET", "/healthz")[0] == 200
+    assert stop(daemon[0]) == 0
+
+
+def test_taken_port_is_one_line(env: Env) -> None:
+    assert env.vaultd("init").returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", env.port))
+        taken.listen()
+        proc, log = env.start()
+        assert proc.wait(timeout=60) == 1
+    lines = log.read_text().splitlines()
+    assert lines == [
+        f"Error: cannot listen on 127.0.0.1:{env.port}: the port is already in use"
+        " (is another vaultd running?)"
+    ]
+
+
+def test_wrong_key_is_one_line(env: Env) -> None:
+    assert env.vaultd("init").returncode == 0
+    key = Path(env.vars["XDG_CONFIG_HOME"]) / "vaultd" / "master.key"
+    key.write_bytes(os.urandom(32))
+    proc, log = env.start()
+    assert proc.wait(timeout=60) == 1
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: wrong key"), lines

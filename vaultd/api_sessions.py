@@ -1,0 +1,113 @@
+"""``/api/sessions``: minting, listing and revoking the tokens local tools hold."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from aiohttp import web
+
+from vaultd.appkeys import CONFIG, VAULT
+from vaultd.auth import authenticate, requires
+from vaultd.config import Config
+from vaultd.errors import FieldError, Forbidden, NotFound, ValidationError
+from vaultd.jsonio import read_object
+from vaultd.models import check_name
+from vaultd.sessions import ALL_SERVICES, DEFAULT_SCOPES, check_scopes, check_services
+from vaultd.units import format_duration, parse_duration
+
+routes = web.RouteTableDef()
+
+CREATE_FIELDS = ("name", "scopes", "services", "ttl")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TTL_HELP = 'must be a duration such as "90s" or "8h", whole seconds, or "never"'
+
+
+def parse_ttl(value: object, config: Config) -> int | None:
+    """Seconds to live (``None``: never expires) from the body's ``ttl``.
+
+    "never" is accepted whatever ``max_ttl`` says, as ``vaultd session create
+    --ttl never`` accepts it: the bound is on a stated lifetime.
+    """
+    if value == "never":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValidationError(FieldError("/ttl", _TTL_HELP))
+    if isinstance(value, str):
+        try:
+            value = parse_duration(value)
+        except ValueError:
+            raise ValidationError(FieldError("/ttl", _TTL_HELP)) from None
+    if value <= 0:
+        raise ValidationError(FieldError("/ttl", "must be longer than zero"))
+    if value > config.max_ttl:
+        limit = format_duration(config.max_ttl)
+        raise ValidationError(
+            FieldError("/ttl", f"must be at most {limit} (the [sessions] max_ttl)")
+        )
+    return value
+
+
+@routes.get("/api/sessions", allow_head=False)
+@requires("read")
+async def list_sessions(request: web.Request) -> web.StreamResponse:
+    return web.json_response([s.to_json() for s in request.app[VAULT].sessions.list()])
+
+
+@routes.post("/api/sessions")
+@requires("admin")
+async def create_session(request: web.Request) -> web.StreamResponse:
+    body = await read_object(request, allowed=CREATE_FIELDS, required=("name",))
+    config = request.app[CONFIG]
+    values = {
+        "name": body["name"],
+        "scopes": body.get("scopes", list(DEFAULT_SCOPES)),
+        "services": body.get("services", [ALL_SERVICES]),
+        "ttl": body.get("ttl", config.default_ttl),
+    }
+    # Every field is checked before anything is written, so one response
+    # lists every mistake; the store checks the same again when it inserts.
+    checks: dict[str, Callable[[object], object]] = {
+        "name": check_name,
+        "scopes": check_scopes,
+        "services": lambda v: check_services(v, config.services),
+        "ttl": lambda v: parse_ttl(v, config),
+    }
+    errors: list[FieldError] = []
+    checked: dict[str, object] = {}
+    for key, check in checks.items():
+        try:
+            checked[key] = check(values[key])
+        except ValidationError as exc:
+            errors += exc.errors
+    if errors:
+        raise ValidationError(errors)
+    ttl = checked["ttl"]
+    session, token = request.app[VAULT].sessions.create(
+        name=values["name"],
+        scopes=values["scopes"],
+        services=values["services"],
+        ttl=ttl if isinstance(ttl, int) else None,
+        known_services=config.services,
+    )
+    # The token exists in this response and nowhere else, ever.
+    return web.json_response(
+        {**session.to_json(), "token": token},
+        status=201,
+        headers={"Location": f"/api/sessions/{session.id}"},
+    )
+
+
+@routes.delete("/api/sessions/{id}")
+async def delete_session(request: web.Request) -> web.StreamResponse:
+    """Admin may revoke any session; any session may revoke itself (a tool logging out)."""
+    caller = authenticate(request)
+    session_id = request.match_info["id"]
+    if session_id != caller.id:
+        if not caller.has_scope("admin"):
+            # Said before looking the id up, so a non-admin learns nothing about it.
+            raise Forbidden("a token may revoke only itself unless it has the 'admin' scope")
+        if not _UUID.fullmatch(session_id):
+            raise NotFound("no session with that id")
+    request.app[VAULT].sessions.revoke(session_id)
+    return web.Response(status=204)

@@ -1,0 +1,57 @@
+"""The aiohttp application: routes, middlewares, and the vault's lifetime.
+
+``create_app`` does no I/O, so tests and ``serve`` can build it freely; the
+vault is opened on startup (initialised first on a fresh machine) and closed
+on cleanup, in one ``cleanup_ctx`` generator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from vaultd import api_credentials, api_info, api_sessions
+from vaultd.appkeys import CONFIG, VAULT
+from vaultd.config import Config
+from vaultd.middleware import make_guard, problem_middleware, standard_headers
+from vaultd.vault import init_vault
+
+log = logging.getLogger("vaultd")
+
+# JSON bodies of this API are a few KiB at most; the proxy streams its bodies
+# and enforces [proxy] max_request_body itself (client_max_size does not apply
+# to streamed reads).
+MAX_JSON_BODY = 1024 * 1024
+
+
+async def vault_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    vault, created = init_vault(config)
+    try:
+        # Unlocked now so that a wrong key fails the start, not the first request.
+        vault.unlock()
+        if created:
+            log.info("initialised a new vault in %s", config.data_dir)
+    except BaseException:
+        vault.close()
+        raise
+    app[VAULT] = vault
+    try:
+        yield
+    finally:
+        vault.close()
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[problem_middleware, make_guard(config)],
+        client_max_size=MAX_JSON_BODY,
+    )
+    app[CONFIG] = config
+    app.cleanup_ctx.append(vault_context)
+    app.on_response_prepare.append(standard_headers)
+    for module in (api_info, api_credentials, api_sessions):
+        app.add_routes(module.routes)
+    return app

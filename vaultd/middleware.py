@@ -1,0 +1,221 @@
+"""What every request passes through: request id, error rendering, browser defences.
+
+Order matters and is fixed by ``create_app``: ``problem_middleware`` is the
+outermost, so a refusal by ``guard`` (or anything after it) is rendered as a
+problem carrying the request id like every other error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import traceback
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from vaultd.appkeys import REQUEST_ID
+from vaultd.config import Config
+from vaultd.errors import ConfigError, VaultdError
+from vaultd.models import uuid7
+from vaultd.problems import (
+    SERVER_SIDE,
+    ForbiddenHost,
+    ForbiddenOrigin,
+    InternalError,
+    UnsupportedMediaType,
+    VaultUnavailable,
+    from_http_exception,
+    problem_response,
+    redact,
+)
+
+log = logging.getLogger("vaultd.http")
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+# A Host value: a DNS name or IPv4 literal, or a bracketed IPv6 literal, then
+# an optional port. Anything else (userinfo, spaces, a second colon) is refused.
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?")
+# Methods whose body is JSON on every /api/ endpoint (T3: a browser can send
+# text/plain or a form cross-origin without a preflight, but not JSON).
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``(name, port)`` of a Host value, lower-cased; ``None`` if it is not one."""
+    match = _HOST.fullmatch(value.strip().lower())
+    if match is None:
+        return None
+    port = match.group(2)
+    return match.group(1), None if port is None else int(port)
+
+
+class HostPolicy:
+    """The allow-list of Host values (threat T3: defeats DNS rebinding).
+
+    ``localhost``, ``127.0.0.1`` and ``[::1]`` are allowed bare or with the port
+    the request actually arrived on; each ``[server] allowed_hosts`` entry is
+    allowed the same way, or, if it names a port, exactly with that port.
+    Names are compared as strings, so ``localhost6``, ``127.1`` or ``0177.0.0.1``
+    (which may resolve to loopback) are refused like any foreign name.
+    """
+
+    def __init__(self, extra: tuple[str, ...]) -> None:
+        self.names = set(LOOPBACK_NAMES)
+        self.exact: set[tuple[str, int]] = set()
+        for entry in extra:
+            parsed = split_host(entry)
+            if parsed is None:
+                raise ConfigError(f"[server] allowed_hosts: {entry!r} is not a host name")
+            name, port = parsed
+            if port is None:
+                self.names.add(name)
+            else:
+                self.exact.add((name, port))
+
+    def allows(self, value: str, listening_port: int | None) -> bool:
+        parsed = split_host(value)
+        if parsed is None:
+            return False
+        name, port = parsed
+        if (name, port) in self.exact:
+            return True
+        return name in self.names and (port is None or port == listening_port)
+
+
+def _listening_port(request: web.Request) -> int | None:
+    # The port of the socket this request came in on: right for --port, for
+    # port 0 in tests, and for several listeners alike.
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2 and isinstance(sockname[1], int):
+        return sockname[1]
+    return None
+
+
+def check_host(request: web.Request, policy: HostPolicy) -> None:
+    # request.host would fall back to this machine's name when Host is missing;
+    # the raw header is what a browser sent and what rebinding controls.
+    values = request.headers.getall("Host", [])
+    if len(values) != 1:
+        raise ForbiddenHost("the request must carry exactly one Host header")
+    if not policy.allows(values[0], _listening_port(request)):
+        raise ForbiddenHost("this Host is not allowed; use 127.0.0.1 or localhost")
+
+
+def check_origin(request: web.Request, allowed: frozenset[str]) -> None:
+    origins = request.headers.getall("Origin", [])
+    if origins:
+        # "null" (sandboxed frames, file: pages) is never on the list unless put there.
+        if len(origins) > 1 or origins[0] not in allowed:
+            raise ForbiddenOrigin("requests from web pages are refused")
+        return
+    # Browsers omit Origin on no-cors GETs but mark them here; no other client
+    # sends this header, so it costs nothing to honour it.
+    if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+        raise ForbiddenOrigin("requests from web pages are refused")
+
+
+def check_json_body(request: web.Request) -> None:
+    if request.method not in _BODY_METHODS or not request.path.startswith("/api/"):
+        return
+    if request.match_info.http_exception is not None:
+        return  # no such route: the router's 404/405 says more than a 415 would
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("the body must be sent as Content-Type: application/json")
+    if request.charset is not None and request.charset.lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("a JSON body must be UTF-8")
+
+
+def make_guard(config: Config) -> Middleware:
+    """The Host, Origin and content-type checks, before any handler runs."""
+    policy = HostPolicy(config.allowed_hosts)
+    origins = frozenset(config.allowed_origins)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        check_host(request, policy)
+        check_origin(request, origins)
+        check_json_body(request)
+        return await handler(request)
+
+    return guard
+
+
+def _log_unexpected(request: web.Request, exc: BaseException, request_id: str) -> None:
+    # Frames only: the exception's message and the locals could hold a secret
+    # or a token, the code locations cannot.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error(
+        "unexpected %s in %s %s (request %s)\n%s",
+        type(exc).__name__,
+        request.method,
+        redact(request.rel_url.raw_path),
+        request_id,
+        frames,
+    )
+
+
+def render_error(request: web.Request, exc: Exception, request_id: str) -> web.Response:
+    """The problem response for ``exc``, logging what the operator needs to know."""
+    if isinstance(exc, web.HTTPException):
+        return problem_response(from_http_exception(exc), request_id)
+    if isinstance(exc, SERVER_SIDE):
+        # Logged in full (paths are the operator's business), answered generically.
+        log.error(
+            "vault error in %s %s (request %s): %s",
+            request.method,
+            redact(request.rel_url.raw_path),
+            request_id,
+            redact(str(exc)),
+        )
+        return problem_response(
+            VaultUnavailable("the vault cannot be used right now; see the daemon's log"),
+            request_id,
+        )
+    if isinstance(exc, VaultdError):
+        return problem_response(exc, request_id)
+    _log_unexpected(request, exc, request_id)
+    return problem_response(
+        InternalError(f"unexpected error; the daemon's log has request {request_id}"),
+        request_id,
+    )
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Assign the request id and render every error, expected or not, as a problem."""
+    request_id = uuid7()
+    request[REQUEST_ID] = request_id
+    try:
+        return await handler(request)
+    except asyncio.CancelledError:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # a deliberate redirect or 204, not an error
+        return render_error(request, exc, request_id)
+    except Exception as exc:
+        writer = request.writer
+        if writer is not None and writer.output_size > 0:
+            # Part of a streamed body is on the wire: no other response can
+            # follow, so let aiohttp drop the connection.
+            raise
+        return render_error(request, exc, request_id)
+
+
+async def standard_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: headers every response carries, streamed ones too."""
+    set_standard_headers(response, request.get(REQUEST_ID) or uuid7())
+
+
+def set_standard_headers(response: web.StreamResponse, request_id: str) -> None:
+    response.headers["X-Request-Id"] = request_id
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # aiohttp's default names itself and its version; say no more than needed.
+    response.headers["Server"] = "vaultd"
+    # T3: no CORS, ever, whatever a handler set.
+    for name in [h for h in response.headers if h.lower().startswith("access-control-")]:
+        del response.headers[name]

@@ -1,0 +1,181 @@
+"""``vaultd serve``: run the API on a TCP port until SIGTERM or SIGINT.
+
+Start-up failures a user can cause (a taken port, a second daemon on the same
+vault, a wrong key, unsafe permissions) are one ``Error:`` line on stderr and
+a return value of 1; a signal drains requests in flight, bounded by
+``DRAIN_TIMEOUT``, and returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+from vaultd.app import create_app
+from vaultd.config import Config, load_config
+from vaultd.errors import VaultdError
+from vaultd.fsperms import ensure_private_dir
+from vaultd.hardening import harden_process
+from vaultd.instance import InstanceLock
+from vaultd.problems import redact
+from vaultd.protocol import DaemonRunner
+from vaultd.sdnotify import notify
+from vaultd.services import is_loopback_host
+
+log = logging.getLogger("vaultd")
+DRAIN_TIMEOUT = 10.0
+
+
+class RedactingFormatter(logging.Formatter):
+    """Last line of defence: no token-shaped text reaches stderr, from any logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure_logging() -> None:
+    root = logging.getLogger()
+    if root.handlers:
+        return  # the embedding program (or a test) has its own
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+    return 1
+
+
+def _display(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    where = f"cannot listen on {_display(host, port)}"
+    if isinstance(exc, socket.gaierror):
+        return f"{where}: unknown host {host!r}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where}: the port is already in use (is another vaultd running?)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: this machine has no such address"
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied"
+    return f"{where}: {exc.strerror or exc}"
+
+
+async def run_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    drain_timeout: float = DRAIN_TIMEOUT,
+    on_ready: Callable[[list[int]], None] | None = None,
+) -> int:
+    """Serve ``app`` until ``stop`` is set, then drain; 1 if it could not start.
+
+    ``on_ready`` receives the bound ports once listening (useful with port 0).
+    """
+    if not is_loopback_host(host):
+        log.warning(
+            "LISTENING ON %s, NOT LOOPBACK: other machines can reach this vault's API. "
+            "Every request still needs a token and an allowed Host.",
+            host,
+        )
+    runner = DaemonRunner(app, shutdown_timeout=drain_timeout)
+    try:
+        await runner.setup()  # runs the app's startup: opens (or creates) the vault
+    except (VaultdError, OSError) as exc:
+        await runner.cleanup()
+        return _fail(str(exc) if isinstance(exc, VaultdError) else f"cannot start: {exc}")
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        return _fail(_bind_error(host, port, exc))
+    ports = sorted({address[1] for address in runner.addresses})
+    bound = ", ".join(f"http://{_display(host, p)}" for p in ports)
+    log.info("listening on %s", bound)
+    notify(f"READY=1\nSTATUS=listening on {bound}")
+    if on_ready is not None:
+        on_ready(ports)
+    await stop.wait()
+    log.info("stopping: finishing requests in flight (at most %gs)", drain_timeout)
+    notify("STOPPING=1")
+    # Closes the listening socket first, then waits for handlers, then the vault.
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+async def _until_signal(app: web.Application, host: str, port: int) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await run_app(app, host, port, stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def serve(config: Config, host: str | None = None, port: int | None = None) -> int:
+    """Run the daemon in the foreground; the process exit code."""
+    # Whatever the daemon creates (database, WAL, lock) is private to the user.
+    os.umask(0o077)
+    harden_process()
+    configure_logging()
+    bind_host = config.host if host is None else host
+    bind_port = config.port if port is None else port
+    lock = InstanceLock(config.data_dir)
+    try:
+        app = create_app(config)
+        # A fresh machine has no data dir yet: the lock lives in it.
+        ensure_private_dir(config.data_dir, "data directory")
+        lock.acquire()
+    except VaultdError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot use the data directory {config.data_dir}: {exc.strerror or exc}")
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_until_signal(app, bind_host, bind_port))
+    finally:
+        lock.release()
+
+
+def main() -> int:
+    """``python -m vaultd.server``: config from $VAULTD_CONFIG / $VAULTD_DATA_DIR."""
+    try:
+        config = load_config()
+    except VaultdError as exc:
+        return _fail(str(exc))
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
