@@ -53,9 +53,7 @@ def main() -> None:
             "            name=f'key-{i}', secret=f'sk-bench-{i:04d}-abcdefghijklmnopqrstuvwxyz',\n"
             "            metadata={'team': 'bench', 'n': str(i)})\n"
         )
-        subprocess.run(
-            [sys.executable, "-c", fill, str(args.credentials)], env=env, check=True
-        )
+        subprocess.run([sys.executable, "-c", fill, str(args.credentials)], env=env, check=True)
         timings: list[float] = []
         for _ in range(args.runs):
             start = time.perf_counter()

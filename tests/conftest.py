@@ -16,8 +16,9 @@ from vaultd.cli import cli
 from vaultd.config import Config, load_config
 from vaultd.vault import Vault, open_vault
 
-# Fixture modules shared by several test files: the API on a real socket.
-pytest_plugins = ["tests.api_fixtures"]
+# Fixture modules shared by several test files: the API on a real socket, and a
+# fake upstream with vaultd's proxy in front of it.
+pytest_plugins = ["tests.api_fixtures", "tests.proxy_fixtures"]
 
 _ISOLATED_VARS = (
     "XDG_CONFIG_HOME",

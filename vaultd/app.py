@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from vaultd import api_credentials, api_info, api_sessions
+from vaultd import api_audit, api_credentials, api_info, api_sessions, proxy
 from vaultd.appkeys import CONFIG, VAULT
 from vaultd.config import Config
 from vaultd.middleware import make_guard, problem_middleware, standard_headers
@@ -52,6 +52,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app.cleanup_ctx.append(vault_context)
     app.on_response_prepare.append(standard_headers)
-    for module in (api_info, api_credentials, api_sessions):
+    for module in (api_info, api_credentials, api_sessions, api_audit):
         app.add_routes(module.routes)
+    proxy.setup(app)
     return app

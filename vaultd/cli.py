@@ -476,6 +476,107 @@ def session_revoke(state: State, session_id: str) -> None:
     click.echo(f"revoked session {found.id} ({found.name})", err=True)
 
 
+# -- using keys ----------------------------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--service", "services_", multiple=True, help="A service CMD may use (repeatable).")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime of the session.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_state
+@one_line_errors
+def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND with proxy URLs and a session token in its environment.
+
+    Each service's variables are set, e.g. OPENAI_BASE_URL to vaultd's proxy and
+    OPENAI_API_KEY to a proxy-only token for just these services, revoked when
+    COMMAND exits. Without --service: every service that has a default key.
+    Needs the daemon (VAULTD_URL, default http://127.0.0.1:3978).
+    """
+    from vaultd import runner
+
+    config = state.config
+    lifetime = parse_ttl(ttl)
+    if lifetime is None or lifetime > config.max_ttl:
+        raise click.BadParameter("must be a duration no longer than max_ttl", param_hint="--ttl")
+    url = runner.daemon_url(os.environ)
+    runner.check_daemon(url)
+    with opened(state) as vault:
+        if services_:
+            chosen = list(dict.fromkeys(services_))
+        else:
+            chosen = sorted({c.service for c in vault.credentials.list() if c.is_default})
+            if not chosen:
+                raise click.ClickException(
+                    "no keys stored yet; add one with: vaultd add SERVICE NAME"
+                )
+        created, token = vault.sessions.create(
+            # Only the program's name: its arguments may hold things not meant for a list.
+            name=f"run: {os.path.basename(command[0])}"[:255],
+            scopes=["proxy"],
+            services=chosen,
+            ttl=lifetime,
+            known_services=config.services,
+        )
+        try:
+            env = runner.child_env(
+                os.environ, url, token, [config.services[name] for name in chosen]
+            )
+            code = runner.run_command(command, env)
+        finally:
+            vault.sessions.revoke(created.id)
+    sys.exit(code)
+
+
+@cli.command(name="audit")
+@click.option("--service", help="Only this service.")
+@click.option("--since", metavar="DURATION", help='Only the last e.g. "1h" or "7d".')
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)
+@json_option
+@pass_state
+@one_line_errors
+def audit_(state: State, service: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """Recent proxied requests, newest first: who used which key, where, and how it went."""
+    from vaultd.audit import list_entries
+
+    start = None
+    if since is not None:
+        try:
+            start = now() - parse_duration(since)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+    with opened(state) as vault:
+        entries = list_entries(vault.db, service=service, since=start, limit=limit)
+        names = {c.id: f"{c.service}/{c.name}" for c in vault.credentials.list()}
+        sessions = {s.id: s.name for s in vault.sessions.list()}
+    if as_json:
+        emit_json([e.to_json() for e in entries])
+        return
+    at = now()
+    print_table(
+        ["WHEN", "SERVICE", "METHOD", "PATH", "STATUS", "MS", "CREDENTIAL", "SESSION"],
+        [
+            [
+                format_ago(e.at, at),
+                e.service,
+                e.method,
+                e.path if len(e.path) <= 60 else e.path[:57] + "...",
+                str(e.status),
+                f"{e.duration_ms:.0f}",
+                names.get(e.credential_id or "", e.credential_id or "-"),
+                sessions.get(e.session_id or "", "-"),
+            ]
+            for e in entries
+        ],
+    )
+
+
 # -- daemon ------------------------------------------------------------------
 
 

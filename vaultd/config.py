@@ -48,6 +48,12 @@ def _port(where: str, value: object) -> int:
     return value
 
 
+def _positive_int(where: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where} must be a positive integer, not {value!r}")
+    return value
+
+
 def _str_list(where: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{where} must be a list of strings")
@@ -95,6 +101,7 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
         "max_request_body": (_size, "32MiB"),
         "usage_flush_interval": (_duration, "1s"),
     },
+    "audit": {"max_rows": (_positive_int, 100_000), "max_age": (_duration, "90d")},
 }
 
 
@@ -113,6 +120,8 @@ class Config:
     read_timeout: int
     max_request_body: int
     usage_flush_interval: int
+    audit_max_rows: int
+    audit_max_age: int
     services: Mapping[str, Service]
 
     @property
@@ -227,5 +236,7 @@ def load_config(
         read_timeout=settings["read_timeout"],
         max_request_body=settings["max_request_body"],
         usage_flush_interval=settings["usage_flush_interval"],
+        audit_max_rows=settings["max_rows"],
+        audit_max_age=settings["max_age"],
         services=settings["services"],
     )

@@ -62,6 +62,31 @@ def _m0001_initial(db: Database) -> None:
     )
 
 
+@migrations(name="0002_audit")
+def _m0002_audit(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at INTEGER NOT NULL,
+            request_id TEXT NOT NULL,
+            session_id TEXT,
+            credential_id TEXT,
+            service TEXT NOT NULL,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            duration_ms REAL NOT NULL,
+            bytes_in INTEGER NOT NULL,
+            bytes_out INTEGER NOT NULL
+        );
+        -- One index only: every proxied request inserts a row, and the table
+        -- is bounded ([audit] max_rows), so filtered reads may scan it.
+        CREATE INDEX audit_at ON audit (at);
+        """
+    )
+
+
 def latest_migration() -> str:
     return migrations._migrations[-1].name
 

@@ -157,6 +157,24 @@ SCHEMAS: Doc = {
             "credential_count": {"type": "integer"},
         },
     },
+    "AuditEntry": {
+        "type": "object",
+        "required": ["id", "at", "request_id", "service", "method", "path", "status"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": {"type": "integer"},
+            "request_id": {"type": "string"},
+            "session_id": {"type": ["string", "null"]},
+            "credential_id": {"type": ["string", "null"]},
+            "service": {"type": "string"},
+            "method": {"type": "string"},
+            "path": {"type": "string", "description": "without the query string"},
+            "status": {"type": "integer"},
+            "duration_ms": {"type": "number"},
+            "bytes_in": {"type": "integer"},
+            "bytes_out": {"type": "integer"},
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status", "version"],
@@ -286,6 +304,52 @@ PATHS: Doc = {
             {"200": _json({"type": "array", "items": _ref("Service")}, "all services")},
             (),
         )
+    },
+    "/api/audit": {
+        "get": _operation(
+            "listAudit",
+            "Proxied requests, newest first",
+            "read",
+            {"200": _json({"type": "array", "items": _ref("AuditEntry")}, "audit rows")},
+            (422,),
+            parameters=[
+                {"name": "service", "in": "query", "schema": {"type": "string"}},
+                {"name": "credential_id", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "since",
+                    "in": "query",
+                    "description": 'Unix seconds, or a duration back from now such as "1h"',
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                },
+            ],
+        )
+    },
+    "/proxy/{service}/{path}": {
+        "parameters": [
+            {"name": "service", "in": "path", "required": True, "schema": {"type": "string"}},
+            {
+                "name": "path",
+                "in": "path",
+                "required": True,
+                "description": "the upstream path; may contain further slashes",
+                "schema": {"type": "string"},
+            },
+        ],
+        **{
+            method: _operation(
+                f"proxy{method.capitalize()}",
+                "Forward to the service with the stored key injected; the answer is streamed",
+                "proxy",
+                {"default": {"description": "the upstream's own response, as it sent it"}},
+                (400, 404, 413, 502, 504),
+            )
+            for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+        },
     },
     "/api/openapi.json": {
         "get": _operation(

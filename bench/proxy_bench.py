@@ -1,0 +1,396 @@
+"""Proxy benchmark: vaultd against the simplest aiohttp proxy, in one run, on loopback.
+
+Starts, each in its own process: a fast fake upstream (raw asyncio protocol,
+keep-alive, plus a 50-event SSE stream), the naive baseline proxy (one
+ClientSession, stream the bodies, a dict lookup of the token, nothing else),
+and ``vaultd serve``. Both proxies use uvloop when it is installed. Load comes
+from wrk when present, else from a Python client. Prints:
+
+* requests/s at 16 and 64 connections: direct, naive, vaultd (ratio vaultd/naive)
+* latency p50/p99 at 1 connection, and what each proxy adds over direct
+* SSE: time to first event and total for a 50-event stream, direct and via vaultd
+* peak RSS of each proxy
+
+Usage: .venv/bin/python bench/proxy_bench.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KEY = "sk-bench-0123456789abcdefghijklmnopqrstuvwxyz"
+SSE_EVENTS = 50
+SSE_GAP = 0.01
+STREAMS: set[asyncio.Future[None]] = set()
+
+
+# -- roles run in child processes ------------------------------------------------
+
+
+def use_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """HTTP/1.1 keep-alive, just enough for GET: a tiny JSON body, or an SSE stream."""
+
+    BODY = b'{"ok":true}'
+    RESPONSE = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(BODY)).encode()
+        + b"\r\n\r\n"
+        + BODY
+    )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            target = head.split(b" ", 2)[1]
+            if target.startswith(b"/sse"):
+                task = asyncio.ensure_future(self.sse())
+                STREAMS.add(task)  # a strong reference until the stream ends
+                task.add_done_callback(STREAMS.discard)
+            else:
+                self.transport.write(self.RESPONSE)  # type: ignore[attr-defined]
+
+    async def sse(self) -> None:
+        t = self.transport
+        t.write(  # type: ignore[attr-defined]
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for i in range(SSE_EVENTS):
+            event = f'data: {{"i": {i}}}\n\n'.encode()
+            t.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")  # type: ignore[attr-defined]
+            await asyncio.sleep(SSE_GAP)
+        t.write(b"0\r\n\r\n")  # type: ignore[attr-defined]
+
+
+def run_upstream(port: int) -> None:
+    use_uvloop()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(
+            UpstreamProtocol, "127.0.0.1", port, backlog=1024
+        )
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def run_naive(port: int, upstream: int, token: str) -> None:
+    """The baseline: what anyone would write first with aiohttp."""
+    loop_name = use_uvloop()
+    import aiohttp
+    from aiohttp import web
+
+    tokens = {token: KEY}
+    base = f"http://127.0.0.1:{upstream}"
+
+    async def client_ctx(app: web.Application) -> object:
+        app["client"] = aiohttp.ClientSession(auto_decompress=False)
+        yield
+        await app["client"].close()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        key = tokens.get(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        if key is None:
+            return web.Response(status=401)
+        tail = request.match_info["tail"]
+        async with request.app["client"].request(
+            request.method,
+            f"{base}/{tail}",
+            headers={"Authorization": f"Bearer {key}"},
+            data=request.content if request.body_exists else None,
+        ) as upstream_response:
+            response = web.StreamResponse(status=upstream_response.status)
+            response.content_type = upstream_response.content_type
+            await response.prepare(request)
+            async for chunk in upstream_response.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    app = web.Application()
+    app.cleanup_ctx.append(client_ctx)  # type: ignore[arg-type]
+    app.router.add_route("*", "/proxy/openai/{tail:.*}", handle)
+    print(f"naive proxy on {loop_name}", file=sys.stderr)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# -- the conductor -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port} after {timeout}s")
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if errors or socket_errors:
+        raise SystemExit(f"wrk saw errors against {url}:\n{out}")
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        result[f"p{pct}_ms"] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    return result
+
+
+async def python_load(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+    """Fallback when wrk is absent: ``connections`` keep-alive clients for ``seconds``."""
+    import aiohttp
+
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+
+        async def worker() -> None:
+            while time.monotonic() < deadline:
+                start = time.perf_counter()
+                async with session.get(url, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise SystemExit(f"{url} answered {resp.status}")
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    latencies.sort()
+    return {
+        "rps": len(latencies) / seconds,
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99)],
+    }
+
+
+def load(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+    if shutil.which("wrk"):
+        return wrk(url, token, connections, seconds)
+    return asyncio.run(python_load(url, token, connections, seconds))
+
+
+async def sse_timing(url: str, token: str, runs: int = 5) -> tuple[float, float]:
+    """Median (first event ms, total ms) for the 50-event stream."""
+    import aiohttp
+
+    firsts, totals = [], []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(runs):
+            start = time.perf_counter()
+            first = None
+            count = 0
+            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+                buffer = b""
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    while b"\n\n" in buffer:
+                        _event, buffer = buffer.split(b"\n\n", 1)
+                        count += 1
+                        if first is None:
+                            first = (time.perf_counter() - start) * 1000
+            assert count == SSE_EVENTS, f"{count} events from {url}"
+            assert first is not None
+            firsts.append(first)
+            totals.append((time.perf_counter() - start) * 1000)
+    return statistics.median(firsts), statistics.median(totals)
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--role", choices=["upstream", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "upstream":
+        return run_upstream(args.port)
+    if args.role == "naive":
+        return run_naive(args.port, args.upstream, args.token)
+
+    home = Path(tempfile.mkdtemp(prefix="vaultd-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "VAULTD_"))}
+    env["HOME"] = str(home)
+    vaultd = str(Path(sys.executable).with_name("vaultd"))
+    up_port, naive_port, vaultd_port = free_port(), free_port(), free_port()
+    config = home / "config.toml"
+    config.write_text(
+        f'[services.openai]\nbase_url = "http://127.0.0.1:{up_port}"\n'
+        f"[server]\nport = {vaultd_port}\n"
+    )
+    env["VAULTD_CONFIG"] = str(config)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run([vaultd, "init"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [vaultd, "add", "openai", "bench"],
+            env=env,
+            check=True,
+            input=f"{KEY}\n".encode(),
+            capture_output=True,
+        )
+        token = subprocess.run(
+            [vaultd, "session", "create", "--ttl", "1h"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        me = [sys.executable, __file__]
+        procs.append(start([*me, "--role", "upstream", "--port", str(up_port)]))
+        procs.append(
+            start(
+                [
+                    *me,
+                    "--role",
+                    "naive",
+                    "--port",
+                    str(naive_port),
+                    "--upstream",
+                    str(up_port),
+                    "--token",
+                    token,
+                ]
+            )
+        )
+        daemon = start([vaultd, "serve"], env=env)
+        procs.append(daemon)
+        for port in (up_port, naive_port, vaultd_port):
+            wait_port(port)
+        naive = procs[1]
+        urls = {
+            "direct": f"http://127.0.0.1:{up_port}/v1/models",
+            "naive": f"http://127.0.0.1:{naive_port}/proxy/openai/v1/models",
+            "vaultd": f"http://127.0.0.1:{vaultd_port}/proxy/openai/v1/models",
+        }
+        for url in urls.values():  # warm up connections and code paths
+            load(url, token, 4, 1)
+        tool = "wrk" if shutil.which("wrk") else "python client"
+        try:
+            import uvloop  # noqa: F401
+
+            loop_name = "uvloop"
+        except ImportError:
+            loop_name = "asyncio"
+        print(
+            f"load from {tool}; {args.seconds}s per run; proxies on {loop_name}; "
+            f"{os.cpu_count()} cores"
+        )
+        print("\nthroughput (requests/s)")
+        for conns in (16, 64):
+            rps = {name: load(url, token, conns, args.seconds)["rps"] for name, url in urls.items()}
+            print(
+                f"  {conns:>3} connections: direct {rps['direct']:>8.0f}   naive "
+                f"{rps['naive']:>7.0f}   vaultd {rps['vaultd']:>7.0f}   "
+                f"vaultd/naive {rps['vaultd'] / rps['naive']:.2f}x  (target >= 1.0x)"
+            )
+        print("\nlatency at 1 connection (ms)")
+        lat = {name: load(url, token, 1, args.seconds) for name, url in urls.items()}
+        for name in urls:
+            added = (
+                ""
+                if name == "direct"
+                else (
+                    f"   added p50 {lat[name]['p50_ms'] - lat['direct']['p50_ms']:+.3f}"
+                    f"  p99 {lat[name]['p99_ms'] - lat['direct']['p99_ms']:+.3f}"
+                )
+            )
+            print(
+                f"  {name:>6}: p50 {lat[name]['p50_ms']:.3f}  p99 {lat[name]['p99_ms']:.3f}{added}"
+            )
+        print("  (target: vaultd adds at most 0.5 ms at p50)")
+        sse_direct = asyncio.run(sse_timing(f"http://127.0.0.1:{up_port}/sse", token))
+        sse_vaultd = asyncio.run(
+            sse_timing(f"http://127.0.0.1:{vaultd_port}/proxy/openai/sse", token)
+        )
+        print(f"\nSSE, {SSE_EVENTS} events {SSE_GAP * 1000:.0f} ms apart (median of 5, ms)")
+        print(f"  direct: first {sse_direct[0]:.2f}  total {sse_direct[1]:.1f}")
+        print(
+            f"  vaultd: first {sse_vaultd[0]:.2f}  total {sse_vaultd[1]:.1f}   "
+            f"first event later by {sse_vaultd[0] - sse_direct[0]:+.2f} (target <= 1 ms)"
+        )
+        print("\npeak RSS (MiB)")
+        print(
+            f"  naive {peak_rss_mib(naive.pid):.1f}   vaultd {peak_rss_mib(daemon.pid):.1f}"
+            "   (target: vaultd < 60)"
+        )
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=30)
+        conn_rows = subprocess.run(
+            [vaultd, "list", "--json"], env=env, check=True, capture_output=True, text=True
+        ).stdout
+        uses = json.loads(conn_rows)[0]["use_count"]
+        print(f"\nvaultd exited {code} on SIGTERM; recorded use_count {uses}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

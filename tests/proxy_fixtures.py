@@ -1,0 +1,248 @@
+"""A fake upstream that records what it received, and vaultd in front of it.
+
+Everything is real: the upstream is an aiohttp server on 127.0.0.1, vaultd is
+``create_app`` served on another port, and clients talk to it over sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from vaultd.app import create_app
+from vaultd.appkeys import VAULT
+from vaultd.config import Config, load_config
+from vaultd.vault import init_vault
+
+OPENAI_KEY = "sk-proj-REALKEYrealkeyREALKEY0001"
+ANTHROPIC_KEY = "sk-ant-REALKEYrealkeyREALKEY0002"
+OTHER_KEY = "sk-proj-SECONDKEYsecondkey0003"
+
+
+@dataclass
+class Seen:
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: bytes
+    peer: object = None
+
+
+@dataclass
+class Upstream:
+    server: TestServer
+    seen: list[Seen] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+def upstream_app(seen: list[Seen], *, other_url: str = "http://127.0.0.1:9") -> web.Application:
+    async def record(request: web.Request) -> Seen:
+        body = await request.read()
+        item = Seen(
+            request.method,
+            request.path_qs,
+            dict(request.headers),
+            body,
+            request.transport.get_extra_info("peername") if request.transport else None,
+        )
+        seen.append(item)
+        return item
+
+    async def echo(request: web.Request) -> web.Response:
+        item = await record(request)
+        return web.json_response(
+            {
+                "method": item.method,
+                "path_qs": item.path_qs,
+                "headers": item.headers,
+                "body_len": len(item.body),
+            }
+        )
+
+    async def reflect_key(request: web.Request) -> web.StreamResponse:
+        """An upstream error page that quotes the Authorization header, split oddly."""
+        await record(request)
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        payload = f'{{"error": "invalid key {key}", "again": "{key}"}}'.encode()
+        response = web.StreamResponse(status=401)
+        response.content_type = "application/json"
+        await response.prepare(request)
+        for i in range(0, len(payload), 7):  # the key straddles chunks
+            await response.write(payload[i : i + 7])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        count = int(request.query.get("n", "5"))
+        gap = float(request.query.get("gap", "0.2"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i in range(count):
+            await response.write(f"data: {json.dumps({'i': i})}\n\n".encode())
+            await asyncio.sleep(gap)
+        await response.write_eof()
+        return response
+
+    async def gzipped(request: web.Request) -> web.Response:
+        await record(request)
+        body = gzip.compress(b'{"hello": "compressed"}' * 50, mtime=0)
+        return web.Response(
+            body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    async def redirect(request: web.Request) -> web.Response:
+        await record(request)
+        raise web.HTTPFound(other_url + "/stolen")
+
+    async def slow(request: web.Request) -> web.Response:
+        await record(request)
+        await asyncio.sleep(float(request.query.get("s", "5")))
+        return web.Response(text="late")
+
+    async def sink(request: web.Request) -> web.Response:
+        seen.append(Seen(request.method, request.path_qs, dict(request.headers), b""))
+        total = 0
+        while chunk := await request.content.readany():
+            total += len(chunk)
+        return web.json_response({"received": total})
+
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_route("*", "/reflect-key", reflect_key)
+    app.router.add_get("/v1/sse", sse)
+    app.router.add_get("/gzip", gzipped)
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/slow", slow)
+    app.router.add_post("/sink", sink)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+StartUpstream = Callable[..., Awaitable[Upstream]]
+
+
+@pytest.fixture
+async def start_upstream(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> StartUpstream:
+    async def start(**kw: Any) -> Upstream:
+        seen: list[Seen] = []
+        # No access log: the fake upstream logs the URLs it gets, keys included,
+        # and the log tests are about what vaultd logs.
+        server = await aiohttp_server(upstream_app(seen, **kw), host="127.0.0.1", access_log=None)
+        return Upstream(server, seen)
+
+    return start
+
+
+def write_config(path: Path, upstream_url: str, extra: str = "") -> Config:
+    path.write_text(
+        f"""
+[proxy]
+usage_flush_interval = "1s"
+connect_timeout = "2s"
+read_timeout = "1s"
+max_request_body = "64KiB"
+
+[services.openai]
+base_url = "{upstream_url}"
+
+[services.anthropic]
+base_url = "{upstream_url}"
+
+[services.github]
+base_url = "{upstream_url}"
+
+[services.hdr]
+base_url = "{upstream_url}/hdr"
+auth = "header"
+header = "X-Custom-Key"
+template = "token {{secret}}"
+
+[services.basicsvc]
+base_url = "{upstream_url}"
+auth = "basic"
+
+[services.querysvc]
+base_url = "{upstream_url}"
+auth = "query"
+query_param = "key"
+{extra}
+"""
+    )
+    return load_config(config_path=str(path))
+
+
+@dataclass
+class Proxy:
+    config: Config
+    client: TestClient[web.Request, web.Application]
+    upstream: Upstream
+    bystander: Upstream
+    token: str
+    keys: dict[str, str]
+
+    def url(self, path: str) -> str:
+        return str(self.client.make_url(path))
+
+    def auth(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.token}"}
+
+    def mint(self, **kw: Any) -> str:
+        vault = self.client.app[VAULT]
+        kw.setdefault("name", "test")
+        kw.setdefault("scopes", ["proxy"])
+        kw.setdefault("services", ["*"])
+        kw.setdefault("ttl", 3600)
+        _session, token = vault.sessions.create(known_services=self.config.services, **kw)
+        return token
+
+
+def seed_vault(config: Config) -> dict[str, str]:
+    vault, _ = init_vault(config)
+    with vault:
+        dek = vault.unlock()
+        ids = {}
+        for service, name, secret in (
+            ("openai", "primary", OPENAI_KEY),
+            ("openai", "second", OTHER_KEY),
+            ("anthropic", "main", ANTHROPIC_KEY),
+            ("github", "gh", "ghp_GITHUBKEYgithubkey0004"),
+            ("hdr", "h", "HDRKEYhdrkey0005"),
+            ("basicsvc", "b", "alice:s3cret-PASSWORD-0006"),
+            ("querysvc", "q", "QUERYKEYquerykey0007"),
+        ):
+            ids[f"{service}/{name}"] = vault.credentials.add(
+                dek, service=service, name=name, secret=secret
+            ).id
+    return ids
+
+
+@pytest.fixture
+async def proxy(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> Proxy:
+    bystander = await start_upstream()
+    upstream = await start_upstream(other_url=bystander.url)
+    config = write_config(tmp_path / "config.toml", upstream.url)
+    ids = seed_vault(config)
+    app = create_app(config)
+    client = await aiohttp_client(app, server_kwargs={"host": "127.0.0.1"})
+    result = Proxy(config, client, upstream, bystander, "", ids)
+    result.token = result.mint(name="default", scopes=["proxy", "read"])
+    return result

@@ -1,0 +1,169 @@
+"""`vaultd run` as a real process against vaultd, and the audit trail it leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, Proxy
+from vaultd.cli import cli
+from vaultd.proxy import USAGE
+
+VAULTD = str(Path(sys.executable).with_name("vaultd"))
+
+CHILD = """
+import json, os, sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+req = urllib.request.Request(
+    os.environ["OPENAI_BASE_URL"] + "/models",
+    headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]},
+)
+with opener.open(req, timeout=10) as reply:
+    body = json.loads(reply.read())
+print(json.dumps({
+    "status": reply.status,
+    "path": body["path_qs"],
+    "key_prefix": os.environ["OPENAI_API_KEY"][:8],
+    "anthropic": os.environ.get("ANTHROPIC_API_KEY"),
+    "env_has_real_key": any(k in v for v in os.environ.values() for k in KEYS),
+}))
+sys.exit(7)
+""".replace("KEYS", repr((OPENAI_KEY, ANTHROPIC_KEY)))
+
+
+async def run_vaultd(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        VAULTD,
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def env_for(proxy: Proxy) -> dict[str, str]:
+    assert proxy.config.config_file is not None
+    return {
+        **os.environ,
+        "VAULTD_CONFIG": str(proxy.config.config_file),
+        "VAULTD_URL": proxy.url("/").rstrip("/"),
+    }
+
+
+async def test_run_sets_env_proxies_and_revokes(proxy: Proxy) -> None:
+    code, out, err = await run_vaultd(
+        env_for(proxy), "run", "--service", "openai", "--", sys.executable, "-c", CHILD
+    )
+    assert code == 7, err  # the command's own exit status
+    report = json.loads(out)
+    assert report == {
+        "status": 200,
+        "path": "/v1/models",
+        "key_prefix": "fn_sess_",
+        "anthropic": None,  # only the services asked for
+        "env_has_real_key": False,
+    }
+    assert proxy.upstream.seen[-1].headers["Authorization"] == f"Bearer {OPENAI_KEY}"
+    conn = sqlite3.connect(proxy.config.db_path)
+    rows = conn.execute(
+        "SELECT scopes, services, revoked_at FROM sessions WHERE name LIKE 'run:%'"
+    ).fetchall()
+    conn.close()
+    assert len(rows) == 1
+    scopes, services, revoked_at = rows[0]
+    assert json.loads(scopes) == ["proxy"] and json.loads(services) == ["openai"]
+    assert revoked_at is not None
+    assert OPENAI_KEY not in out + err
+
+
+async def test_run_without_daemon_is_one_line(proxy: Proxy, unused_tcp_port: int) -> None:
+    env = {**env_for(proxy), "VAULTD_URL": f"http://127.0.0.1:{unused_tcp_port}"}
+    code, out, err = await run_vaultd(env, "run", "--", sys.executable, "-c", "print('ran')")
+    assert code == 1
+    assert "ran" not in out
+    assert err.count("\n") == 1 and "not reachable" in err and "vaultd serve" in err
+
+
+async def test_run_unknown_command_is_one_line(proxy: Proxy) -> None:
+    code, _out, err = await run_vaultd(env_for(proxy), "run", "--", "no-such-program-xyz")
+    assert code == 1
+    assert err.strip() == "Error: command not found: no-such-program-xyz"
+
+
+async def test_audit_lists_proxied_requests(proxy: Proxy) -> None:
+    for path in ("/proxy/openai/v1/models?secret=1", "/proxy/github/user"):
+        resp = await proxy.client.get(path, headers=proxy.auth())
+        assert resp.status == 200
+    resp = await proxy.client.get("/proxy/openai/x", headers={"Authorization": "Bearer nope"})
+    assert resp.status == 401
+
+    runner = CliRunner()
+    config = str(proxy.config.config_file)
+    deadline = time.monotonic() + 5
+    entries: list[dict[str, object]] = []
+    while len(entries) < 3:
+        assert time.monotonic() < deadline, "audit rows were not flushed in time"
+        await asyncio.sleep(0.1)
+        result = await asyncio.to_thread(
+            runner.invoke, cli, ["--config", config, "audit", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        entries = json.loads(result.stdout)
+    newest, middle, oldest = entries
+    assert (oldest["service"], oldest["path"], oldest["status"]) == ("openai", "/v1/models", 200)
+    assert oldest["credential_id"] == proxy.keys["openai/primary"]
+    assert (middle["service"], middle["path"]) == ("github", "/user")
+    assert newest["status"] == 401 and newest["session_id"] is None
+    only = json.loads(
+        runner.invoke(cli, ["--config", config, "audit", "--service", "github", "--json"]).stdout
+    )
+    assert [e["service"] for e in only] == ["github"]
+    table = runner.invoke(cli, ["--config", config, "audit", "--since", "1h"]).stdout
+    assert "openai/primary" in table and "/v1/models" in table
+    assert "secret=1" not in table + json.dumps(entries)
+
+
+async def test_audit_api_filters_and_refuses_bad_params(proxy: Proxy) -> None:
+    await proxy.client.get("/proxy/openai/a", headers=proxy.auth())
+    await proxy.client.get("/proxy/github/b", headers=proxy.auth())
+    await proxy.client.app[USAGE].flush()
+    resp = await proxy.client.get("/api/audit", headers=proxy.auth())
+    assert resp.status == 200
+    rows = await resp.json()
+    assert [(r["service"], r["path"]) for r in rows] == [("github", "/b"), ("openai", "/a")]
+    resp = await proxy.client.get(
+        "/api/audit",
+        params={
+            "service": "openai",
+            "since": "1h",
+            "limit": "1",
+            "credential_id": proxy.keys["openai/primary"],
+        },
+        headers=proxy.auth(),
+    )
+    assert [r["path"] for r in await resp.json()] == ["/a"]
+    for params in (
+        {"limit": "0"},
+        {"limit": "1001"},
+        {"since": "soon"},
+        {"credential_id": "x"},
+        {"service": "Bad Name"},
+        {"bogus": "1"},
+    ):
+        resp = await proxy.client.get("/api/audit", params=params, headers=proxy.auth())
+        assert resp.status == 422, params
+        assert resp.content_type == "application/problem+json"
+    assert (await proxy.client.get("/api/audit")).status == 401
+    proxy_only = proxy.mint(scopes=["proxy"])
+    assert (await proxy.client.get("/api/audit", headers=proxy.auth(proxy_only))).status == 403

@@ -1,0 +1,73 @@
+"""``GET /api/audit``: proxied requests, newest first (metadata, never secrets)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from aiohttp import web
+
+from vaultd.appkeys import VAULT
+from vaultd.audit import MAX_LIMIT, list_entries
+from vaultd.auth import requires
+from vaultd.errors import FieldError, ValidationError
+from vaultd.jsonio import query_params
+from vaultd.models import check_service_name
+from vaultd.units import parse_duration
+
+routes = web.RouteTableDef()
+AUDIT_PARAMS = ("service", "credential_id", "since", "limit")
+DEFAULT_LIMIT = 100
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_INT = re.compile(r"[0-9]{1,12}")
+
+
+def _since(text: str) -> int:
+    """Unix seconds, or a duration back from now ("1h", "7d")."""
+    if _INT.fullmatch(text):
+        return int(text)
+    try:
+        return int(time.time()) - parse_duration(text)
+    except ValueError:
+        raise ValidationError(
+            FieldError("/since", 'must be Unix seconds or a duration such as "1h" or "7d"')
+        ) from None
+
+
+@routes.get("/api/audit", allow_head=False)
+@requires("read")
+async def list_audit(request: web.Request) -> web.StreamResponse:
+    params = query_params(request.query, AUDIT_PARAMS)
+    errors: list[FieldError] = []
+    service = params.get("service")
+    if service is not None:
+        try:
+            check_service_name(service, "/service")
+        except ValidationError as exc:
+            errors += exc.errors
+    credential_id = params.get("credential_id")
+    if credential_id is not None and not _UUID.fullmatch(credential_id):
+        errors.append(FieldError("/credential_id", "must be a credential id"))
+    since = None
+    if "since" in params:
+        try:
+            since = _since(params["since"])
+        except ValidationError as exc:
+            errors += exc.errors
+    limit = DEFAULT_LIMIT
+    if "limit" in params:
+        text = params["limit"]
+        if _INT.fullmatch(text) and 1 <= int(text) <= MAX_LIMIT:
+            limit = int(text)
+        else:
+            errors.append(FieldError("/limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
+    if errors:
+        raise ValidationError(errors)
+    entries = list_entries(
+        request.app[VAULT].db,
+        service=service,
+        credential_id=credential_id,
+        since=since,
+        limit=limit,
+    )
+    return web.json_response([e.to_json() for e in entries])

@@ -1,0 +1,272 @@
+"""``ANY /proxy/{service}/{path}``: the streaming transport (DESIGN 6).
+
+The order is the contract's: refuse what is not allowed before any byte goes
+upstream, choose the credential, strip and inject headers (``upstream.py``
+decides which), then stream both bodies without buffering either whole,
+redacting the key if the upstream echoes it, and record the use behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from vaultd.appkeys import CONFIG, REQUEST_ID, VAULT
+from vaultd.audit import AuditEntry
+from vaultd.config import Config
+from vaultd.errors import (
+    Forbidden,
+    NoCredential,
+    NotFound,
+    Unauthorized,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    VaultdError,
+)
+from vaultd.models import Credential
+from vaultd.problems import PayloadTooLarge
+from vaultd.proxycache import ProxyCache
+from vaultd.redact import Redactor
+from vaultd.services import Service
+from vaultd.sessions import Session
+from vaultd.upstream import (
+    CREDENTIAL_HEADER,
+    outgoing_headers,
+    response_headers,
+    split_proxy_target,
+    token_from,
+    upstream_url,
+    with_query_secret,
+)
+from vaultd.usage import UsageRecorder
+
+log = logging.getLogger("vaultd.proxy")
+
+CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
+USAGE = web.AppKey("usage", UsageRecorder)
+CACHE = web.AppKey("proxy_cache", ProxyCache)
+
+
+def pick_credential(cache: ProxyCache, service: Service, wanted: str | None) -> Credential:
+    """``X-Vaultd-Credential`` (name or id, of this service) or the service's default."""
+    credential = cache.credential(service.name, wanted)
+    if credential is None:
+        if wanted is None:
+            raise NoCredential(
+                f"no default credential for {service.name}; add one with: "
+                f"vaultd add {service.name} NAME (or choose one with vaultd default)"
+            )
+        raise NoCredential(f"{service.name} has no credential {wanted!r}")
+    if credential.expired():
+        raise NoCredential(f"credential {service.name}/{credential.name} has expired")
+    return credential
+
+
+def authorise(cache: ProxyCache, request: web.Request, service: Service) -> Session:
+    token = token_from(request.headers)
+    if token is None:
+        raise Unauthorized("send the session token as Authorization: Bearer <token>")
+    session = cache.session(token)
+    if not session.has_scope("proxy"):
+        raise Forbidden("this token has no proxy scope")
+    if not session.allows_service(service.name):
+        raise Forbidden(f"this token may not use {service.name}")
+    return session
+
+
+async def _limited(request: web.Request, limit: int, counter: list[int]) -> AsyncIterator[bytes]:
+    """The request body as it arrives, cut off at ``limit`` bytes."""
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return
+        counter[0] += len(chunk)
+        if counter[0] > limit:
+            raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+        yield chunk
+
+
+def client_timeout(config: Config) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+    )
+
+
+async def handle_proxy(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    config = request.app[CONFIG]
+    cache = request.app[CACHE]
+    cache.refresh()
+    usage = request.app[USAGE]
+    session: Session | None = None
+    credential: Credential | None = None
+    service_name = "?"
+    rest = ""
+    status = 500
+    sent = [0]
+    received = 0
+    try:
+        service_name, rest = split_proxy_target(request.raw_path)
+        service = config.services.get(service_name)
+        if service is None:
+            raise NotFound(f"there is no service {service_name!r}; see GET /api/services")
+        session = authorise(cache, request, service)
+        url = upstream_url(service, rest, request.rel_url.raw_query_string)
+        credential = pick_credential(cache, service, request.headers.get(CREDENTIAL_HEADER))
+        secret = cache.secret(credential)
+
+        length = request.content_length
+        if length is not None and length > config.max_request_body:
+            raise PayloadTooLarge(
+                f"the request body is larger than the limit of {config.max_request_body} bytes"
+            )
+        headers = outgoing_headers(request.headers, service, secret)
+        url = with_query_secret(url, service, secret)
+        body = _limited(request, config.max_request_body, sent) if request.body_exists else None
+        try:
+            response, received, status = await _forward(request, url, headers, body, secret, config)
+        except VaultdError:
+            # A body cut off at the limit surfaces from the client library as a
+            # broken upstream connection; the client should hear why.
+            if sent[0] > config.max_request_body:
+                raise PayloadTooLarge(
+                    f"the request body is larger than the limit of {config.max_request_body} bytes"
+                ) from None
+            raise
+        return response
+    except VaultdError as exc:
+        status = exc.status
+        raise
+    finally:
+        usage.record(
+            AuditEntry(
+                at=int(time.time()),
+                request_id=request.get(REQUEST_ID, ""),
+                session_id=session.id if session else None,
+                credential_id=credential.id if credential else None,
+                service=service_name[:63],
+                method=request.method[:16],
+                path="/" + rest[:2048],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                bytes_in=sent[0],
+                bytes_out=received,
+            )
+        )
+
+
+async def _forward(
+    request: web.Request,
+    url: URL,
+    headers: CIMultiDict[str],
+    body: AsyncIterator[bytes] | None,
+    secret: str,
+    config: Config,
+) -> tuple[web.StreamResponse, int, int]:
+    client = request.app[CLIENT]
+    try:
+        upstream_cm = client.request(
+            request.method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            timeout=client_timeout(config),
+        )
+        upstream = await upstream_cm.__aenter__()
+    except PayloadTooLarge:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(
+            f"the upstream did not answer within {config.read_timeout}s"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnreachable(
+            f"the upstream could not be reached ({exc.__class__.__name__})"
+        ) from None
+    try:
+        encoded = upstream.headers.get("Content-Encoding", "identity").lower() != "identity"
+        redactor = None if encoded else Redactor(secret.encode("utf-8"))
+        response = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=response_headers(
+                ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers),
+                body_may_change=not encoded,
+            ),
+        )
+        await response.prepare(request)
+        received = 0
+        try:
+            async for chunk in upstream.content.iter_any():
+                received += len(chunk)
+                out = redactor.feed(chunk) if redactor else chunk
+                if out:
+                    await response.write(out)
+            if redactor:
+                tail = redactor.flush()
+                if tail:
+                    await response.write(tail)
+            await response.write_eof()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Headers are gone already: the only honest signal left is to cut
+            # the connection, so the client sees a truncated body, not a whole one.
+            log.warning(
+                "upstream stream broke off after %d bytes: %s", received, exc.__class__.__name__
+            )
+            if request.transport is not None:
+                request.transport.close()
+        return response, received, upstream.status
+    finally:
+        await upstream_cm.__aexit__(None, None, None)
+
+
+async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The one upstream ``ClientSession`` of the app, with its keep-alive pool."""
+    connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        # Bytes pass as the upstream sent them (gzip stays gzip), and nothing is
+        # added that the client did not ask for.
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        # Cookies from one upstream answer must never ride along on another
+        # session's request, and no HTTP(S)_PROXY from the environment may
+        # route keys through a host the user did not configure here.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+    ) as client:
+        app[CLIENT] = client
+        yield
+
+
+async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[CACHE] = ProxyCache(app[VAULT])
+    recorder = UsageRecorder(
+        config.db_path,
+        interval=config.usage_flush_interval,
+        audit_keep_rows=config.audit_max_rows,
+        audit_keep_seconds=config.audit_max_age,
+    )
+    await recorder.start()
+    app[USAGE] = recorder
+    try:
+        yield
+    finally:
+        # Runs after in-flight requests have finished: their use is written too.
+        await recorder.close()
+
+
+def setup(app: web.Application) -> None:
+    """Add the proxy route and the resources it needs to ``app``."""
+    app.cleanup_ctx.append(_client_ctx)
+    app.cleanup_ctx.append(_usage_ctx)
+    # The whole tail is parsed from the raw target by ``split_proxy_target``.
+    app.router.add_route("*", "/proxy/{service}/{path:.*}", handle_proxy)

@@ -1,0 +1,148 @@
+"""Write-behind usage tracking: last use and count per credential, last use per
+session, and the audit rows, all written in one transaction per flush.
+
+Proxied requests only append to memory; a background task flushes every
+``usage_flush_interval`` and once more on shutdown. A hard crash loses at most
+what arrived since the last flush (README says so). A failed flush keeps its
+batch and retries, so a busy database delays records but does not drop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from vaultd import audit
+from vaultd.audit import AuditEntry
+from vaultd.db import connect, write_transaction
+from vaultd.models import now
+
+log = logging.getLogger("vaultd.usage")
+PRUNE_EVERY = 60  # seconds
+
+
+@dataclass
+class _Batch:
+    credentials: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (last, count)
+    sessions: dict[str, int] = field(default_factory=dict)  # id -> last
+    entries: list[AuditEntry] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.credentials or self.sessions or self.entries)
+
+    def merge(self, newer: _Batch) -> None:
+        for cid, (last, count) in newer.credentials.items():
+            old_last, old_count = self.credentials.get(cid, (0, 0))
+            self.credentials[cid] = (max(old_last, last), old_count + count)
+        for sid, last in newer.sessions.items():
+            self.sessions[sid] = max(self.sessions.get(sid, 0), last)
+        self.entries.extend(newer.entries)
+
+
+class UsageRecorder:
+    """Collects usage in memory and writes it behind on its own database connection."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        interval: float,
+        audit_keep_rows: int,
+        audit_keep_seconds: int,
+    ) -> None:
+        self.db_path = db_path
+        self.interval = interval
+        self.audit_keep_rows = audit_keep_rows
+        self.audit_keep_seconds = audit_keep_seconds
+        self._pending = _Batch()
+        self._db: Database | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._pruned_at = 0
+
+    # -- recording (hot path: memory only) -------------------------------
+
+    def touch_session(self, session_id: str, at: int) -> None:
+        sessions = self._pending.sessions
+        sessions[session_id] = max(sessions.get(session_id, 0), at)
+
+    def record(self, entry: AuditEntry) -> None:
+        """One proxied request: its audit row, and use of its credential and session."""
+        self._pending.entries.append(entry)
+        if entry.session_id is not None:
+            self.touch_session(entry.session_id, entry.at)
+        if entry.credential_id is not None and entry.status < 400:
+            last, count = self._pending.credentials.get(entry.credential_id, (0, 0))
+            self._pending.credentials[entry.credential_id] = (max(last, entry.at), count + 1)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        # Its own connection: flushes run in a worker thread, and a sqlite3
+        # connection must not be used by two threads at once.
+        self._db = await asyncio.to_thread(connect, self.db_path)
+        # Usage may lose one flush interval in a crash anyway (README); NORMAL
+        # keeps WAL commits atomic and skips the fsync that FULL adds to each.
+        self._db.conn.execute("PRAGMA synchronous = NORMAL")
+        self._task = asyncio.create_task(self._run(), name="vaultd-usage-flusher")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._pending or self._db is None:
+                return
+            batch, self._pending = self._pending, _Batch()
+            try:
+                await asyncio.to_thread(self._write, self._db, batch)
+            except Exception as exc:
+                # Kept and retried at the next flush, never dropped. SQLite's
+                # messages hold no values, so no secret can reach the log.
+                log.warning("usage flush failed, will retry: %s", exc)
+                batch.merge(self._pending)
+                self._pending = batch
+
+    def _write(self, db: Database, batch: _Batch) -> None:
+        with write_transaction(db) as conn:
+            conn.executemany(
+                "UPDATE credentials SET last_used_at = max(coalesce(last_used_at, 0), ?),"
+                " use_count = use_count + ? WHERE id = ?",
+                [(last, count, cid) for cid, (last, count) in batch.credentials.items()],
+            )
+            conn.executemany(
+                "UPDATE sessions SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
+                [(last, sid) for sid, last in batch.sessions.items()],
+            )
+            if batch.entries:
+                rows = json.dumps([e.values() for e in batch.entries])
+                conn.execute(audit.INSERT_BATCH_SQL, [rows])
+            # Pruning is a range delete: once a minute is plenty to keep the bound.
+            if now() - self._pruned_at >= PRUNE_EVERY:
+                audit.prune(
+                    db,
+                    keep_rows=self.audit_keep_rows,
+                    keep_seconds=self.audit_keep_seconds,
+                    now=now(),
+                )
+                self._pruned_at = now()
+
+    async def close(self) -> None:
+        """Stop the flusher and write what is left (called on shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
