@@ -36,7 +36,7 @@ INSERT_BATCH_SQL = (
 MAX_LIMIT = 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     at: int
     request_id: str

@@ -177,7 +177,6 @@ async def _forward(
             headers=headers,
             data=body,
             allow_redirects=False,
-            timeout=client_timeout(config),
         )
         upstream = await upstream_cm.__aenter__()
     except PayloadTooLarge:
@@ -241,6 +240,7 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
         # route keys through a host the user did not configure here.
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
+        timeout=client_timeout(app[CONFIG]),
     ) as client:
         app[CLIENT] = client
         yield
