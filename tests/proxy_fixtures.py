@@ -63,12 +63,13 @@ def upstream_app(seen: list[Seen], *, other_url: str = "http://127.0.0.1:9") -> 
     async def echo(request: web.Request) -> web.Response:
         item = await record(request)
         return web.json_response(
-            {
+            headers={"X-Request-Id": "req_upstream_123"},
+            data={
                 "method": item.method,
                 "path_qs": item.path_qs,
                 "headers": item.headers,
                 "body_len": len(item.body),
-            }
+            },
         )
 
     async def reflect_key(request: web.Request) -> web.StreamResponse:

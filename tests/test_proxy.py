@@ -436,3 +436,11 @@ async def test_changes_from_another_process_apply_to_the_next_request(proxy: Pro
     conn.close()
     assert (await proxy.client.get("/proxy/openai/x", headers=proxy.auth())).status == 200
     assert proxy.upstream.seen[-1].headers["Authorization"] == f"Bearer {OTHER_KEY}"
+
+
+async def test_upstream_request_id_is_kept_beside_ours(proxy: Proxy) -> None:
+    resp = await proxy.client.get("/proxy/openai/v1/models", headers=proxy.auth())
+    assert resp.status == 200
+    assert resp.headers["X-Upstream-Request-Id"] == "req_upstream_123"
+    assert resp.headers["X-Request-Id"] != "req_upstream_123"
+    assert len(resp.headers.getall("X-Request-Id")) == 1

@@ -169,5 +169,10 @@ def response_headers(
             continue
         if body_may_change and lowered == "content-length":
             continue  # redaction may change the length: sent chunked instead
+        if lowered == "x-request-id":
+            # vaultd's own X-Request-Id is set on every response; the
+            # upstream's (which its support asks for) is kept under this name.
+            out.add("X-Upstream-Request-Id", value)
+            continue
         out.add(name, value)
     return out
