@@ -363,11 +363,15 @@ def main() -> None:
             )
         print("  (target: vaultd adds at most 0.5 ms at p50)")
         sse_direct = asyncio.run(sse_timing(f"http://127.0.0.1:{up_port}/sse", token))
+        sse_naive = asyncio.run(
+            sse_timing(f"http://127.0.0.1:{naive_port}/proxy/openai/sse", token)
+        )
         sse_vaultd = asyncio.run(
             sse_timing(f"http://127.0.0.1:{vaultd_port}/proxy/openai/sse", token)
         )
         print(f"\nSSE, {SSE_EVENTS} events {SSE_GAP * 1000:.0f} ms apart (median of 5, ms)")
         print(f"  direct: first {sse_direct[0]:.2f}  total {sse_direct[1]:.1f}")
+        print(f"   naive: first {sse_naive[0]:.2f}  total {sse_naive[1]:.1f}")
         print(
             f"  vaultd: first {sse_vaultd[0]:.2f}  total {sse_vaultd[1]:.1f}   "
             f"first event later by {sse_vaultd[0] - sse_direct[0]:+.2f} (target <= 1 ms)"
