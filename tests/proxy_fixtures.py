@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.api_helpers import DaemonTestServer
 from vaultd.app import create_app
 from vaultd.appkeys import VAULT
 from vaultd.config import Config, load_config
@@ -242,8 +243,8 @@ async def proxy(
     upstream = await start_upstream(other_url=bystander.url)
     config = write_config(tmp_path / "config.toml", upstream.url)
     ids = seed_vault(config)
-    app = create_app(config)
-    client = await aiohttp_client(app, server_kwargs={"host": "127.0.0.1"})
+    # Served by the daemon's own runner (access log, protocol errors), as in `vaultd serve`.
+    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
     result = Proxy(config, client, upstream, bystander, "", ids)
     result.token = result.mint(name="default", scopes=["proxy", "read"])
     return result

@@ -444,3 +444,16 @@ async def test_upstream_request_id_is_kept_beside_ours(proxy: Proxy) -> None:
     assert resp.headers["X-Upstream-Request-Id"] == "req_upstream_123"
     assert resp.headers["X-Request-Id"] != "req_upstream_123"
     assert len(resp.headers.getall("X-Request-Id")) == 1
+
+
+async def test_access_log_skips_good_proxy_calls_but_not_failures(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="vaultd.access"):
+        assert (await proxy.client.get("/proxy/openai/x", headers=proxy.auth())).status == 200
+        assert (await proxy.client.get("/proxy/openai/x")).status == 401
+        assert (await proxy.client.get("/api/services", headers=proxy.auth())).status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "vaultd.access"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("GET /proxy/openai/x 401 ")
+    assert lines[1].startswith("GET /api/services 200 ")

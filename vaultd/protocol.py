@@ -66,9 +66,17 @@ class ProblemServer(web.Server):
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: never headers (Authorization), never the query string."""
+    """One line per request: never headers (Authorization), never the query string.
+
+    A proxied request that succeeded is not logged here: the audit table holds
+    a fuller row for each of them (``vaultd audit``), and a log line per call
+    cost the proxy about a sixth of its throughput. Failed proxied requests and
+    every API request are logged.
+    """
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if response.status < 400 and request.path.startswith("/proxy/"):
+            return
         self.logger.info(
             "%s %s %d %.1fms request=%s",
             request.method,
