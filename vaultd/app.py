@@ -52,7 +52,9 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app.cleanup_ctx.append(vault_context)
     app.on_response_prepare.append(standard_headers)
+    # The proxy's route first: the router tries routes in order, and proxied
+    # calls are the hot path.
+    proxy.setup(app)
     for module in (api_info, api_credentials, api_sessions, api_audit):
         app.add_routes(module.routes)
-    proxy.setup(app)
     return app
