@@ -99,6 +99,17 @@ def upstream_app(seen: list[Seen], *, other_url: str = "http://127.0.0.1:9") -> 
         await response.write_eof()
         return response
 
+    async def broken(request: web.Request) -> web.StreamResponse:
+        """Starts a body it promised to be long, then drops the connection."""
+        await record(request)
+        response = web.StreamResponse(headers={"Content-Length": "100000"})
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
     async def gzipped(request: web.Request) -> web.Response:
         await record(request)
         body = gzip.compress(b'{"hello": "compressed"}' * 50, mtime=0)
@@ -126,6 +137,7 @@ def upstream_app(seen: list[Seen], *, other_url: str = "http://127.0.0.1:9") -> 
     app.router.add_route("*", "/reflect-key", reflect_key)
     app.router.add_get("/v1/sse", sse)
     app.router.add_get("/gzip", gzipped)
+    app.router.add_get("/broken", broken)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/slow", slow)
     app.router.add_post("/sink", sink)

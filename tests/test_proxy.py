@@ -10,10 +10,12 @@ import logging
 import sqlite3
 import time
 
+import aiohttp
 import pytest
 
 from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY, Proxy
 from vaultd.appkeys import VAULT
+from vaultd.proxy import USAGE
 
 ALL_KEYS = (
     OPENAI_KEY,
@@ -457,3 +459,47 @@ async def test_access_log_skips_good_proxy_calls_but_not_failures(
     assert len(lines) == 2, lines
     assert lines[0].startswith("GET /proxy/openai/x 401 ")
     assert lines[1].startswith("GET /api/services 200 ")
+
+
+async def audit_statuses(proxy: Proxy) -> list[tuple[str, int]]:
+    await proxy.client.app[USAGE].flush()
+    conn = sqlite3.connect(proxy.config.db_path)
+    try:
+        rows = conn.execute("SELECT path, status FROM audit ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [(path, status) for path, status in rows]
+
+
+async def test_client_leaving_mid_stream_is_audited_499(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = proxy.client.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /proxy/openai/v1/sse?n=30&gap=0.05 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {proxy.token}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    first = await asyncio.wait_for(reader.readuntil(b"\n\n"), timeout=10)
+    assert b"data:" in first
+    writer.close()  # gone mid-stream
+    deadline = time.monotonic() + 10
+    while ("/v1/sse", 499) not in await audit_statuses(proxy):
+        assert time.monotonic() < deadline, await audit_statuses(proxy)
+        await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_upstream_breaking_off_truncates_and_is_audited_502(proxy: Proxy) -> None:
+    resp = await proxy.client.get("/proxy/openai/broken", headers=proxy.auth())
+    assert resp.status == 200  # the upstream's status went out before it broke
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    assert ("/broken", 502) in await audit_statuses(proxy)
+
+
+async def test_head_keeps_content_length(proxy: Proxy) -> None:
+    resp = await proxy.client.head("/proxy/openai/gzip", headers=proxy.auth())
+    assert resp.status == 200
+    assert "Content-Length" in resp.headers

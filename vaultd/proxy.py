@@ -8,6 +8,7 @@ redacting the key if the upstream echoes it, and record the use behind.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -51,6 +52,10 @@ log = logging.getLogger("vaultd.proxy")
 CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
 USAGE = web.AppKey("usage", UsageRecorder)
 CACHE = web.AppKey("proxy_cache", ProxyCache)
+# Audit statuses for what no HTTP status says once the upstream's went out:
+# the client left mid-answer (nginx's 499), or the upstream broke off (502).
+CLIENT_CLOSED = 499
+STREAM_BROKEN = 502
 
 
 def pick_credential(cache: ProxyCache, service: Service, wanted: str | None) -> Credential:
@@ -143,6 +148,10 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     except VaultdError as exc:
         status = exc.status
         raise
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client's connection is lost.
+        status = CLIENT_CLOSED
+        raise
     finally:
         usage.record(
             AuditEntry(
@@ -191,39 +200,65 @@ async def _forward(
         ) from None
     try:
         encoded = upstream.headers.get("Content-Encoding", "identity").lower() != "identity"
+        # A HEAD answer has no body to redact: its Content-Length stays true.
         redactor = None if encoded else Redactor(secret.encode("utf-8"))
         response = web.StreamResponse(
             status=upstream.status,
             reason=upstream.reason,
             headers=response_headers(
                 ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers),
-                body_may_change=not encoded,
+                body_may_change=not encoded and request.method != "HEAD",
             ),
         )
-        await response.prepare(request)
+        status = upstream.status
         received = 0
         try:
+            try:
+                await response.prepare(request)
+            except ConnectionResetError:
+                raise _ClientGone from None
             async for chunk in upstream.content.iter_any():
                 received += len(chunk)
                 out = redactor.feed(chunk) if redactor else chunk
                 if out:
-                    await response.write(out)
+                    await _send(response, out)
             if redactor:
                 tail = redactor.flush()
                 if tail:
-                    await response.write(tail)
-            await response.write_eof()
+                    await _send(response, tail)
+            await _send(response, None)
+        except _ClientGone:
+            # Nobody is reading any more: stop pulling from the upstream too.
+            status = CLIENT_CLOSED
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already: the only honest signal left is to cut
             # the connection, so the client sees a truncated body, not a whole one.
             log.warning(
                 "upstream stream broke off after %d bytes: %s", received, exc.__class__.__name__
             )
+            status = STREAM_BROKEN
             if request.transport is not None:
                 request.transport.close()
-        return response, received, upstream.status
+        return response, received, status
     finally:
         await upstream_cm.__aexit__(None, None, None)
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while the answer was being streamed."""
+
+
+async def _send(response: web.StreamResponse, data: bytes | None) -> None:
+    """Write ``data`` (``None``: end the body), telling a vanished client apart."""
+    try:
+        if data is None:
+            await response.write_eof()
+        else:
+            await response.write(data)
+    except ConnectionResetError:
+        # aiohttp's ClientConnectionResetError is one too; it must not be
+        # mistaken for the upstream's failure below.
+        raise _ClientGone from None
 
 
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
