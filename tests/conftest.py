@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from vaultd import keysource
 from vaultd.cli import cli
 from vaultd.config import Config, load_config
 from vaultd.vault import Vault, open_vault
@@ -40,6 +41,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     for var in _ISOLATED_VARS:
         monkeypatch.delenv(var, raising=False)
+    # Nor does any in-process test ask the developer's terminal for a passphrase.
+    monkeypatch.setattr(keysource, "terminal_available", lambda: False)
     return home
 
 

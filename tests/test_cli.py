@@ -99,6 +99,21 @@ def test_empty_vault_list_says_how_to_add(initialised: CLI) -> None:
     assert "vaultd add" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("verb", "hint"),
+    [
+        (["session", "list"], "vaultd session create"),
+        (["audit"], "no proxied requests recorded"),
+        (["audit", "--service", "openai"], "that match"),
+    ],
+)
+def test_empty_listings_say_so_on_stderr(initialised: CLI, verb: list[str], hint: str) -> None:
+    result = initialised.ok(*verb)
+    assert result.stdout == ""
+    assert hint in result.stderr
+    assert json.loads(initialised.ok(*verb, "--json").stdout) == []
+
+
 def test_show_by_id_prefix_and_service_name(initialised: CLI) -> None:
     created = initialised.add("openai", "primary", SECRET)
     by_name = json.loads(initialised.ok("show", "openai/primary", "--json").stdout)

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -30,9 +31,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class State:
     """What the global options chose; the config is read on first use."""
 
-    def __init__(self, config_path: str | None, data_dir: str | None) -> None:
+    def __init__(
+        self, config_path: str | None, data_dir: str | None, passphrase_file: Path | None = None
+    ) -> None:
         self.config_path = config_path
         self.data_dir = data_dir
+        self.passphrase_file = passphrase_file
         self._config: Config | None = None
 
     @property
@@ -65,7 +69,7 @@ def one_line_errors(fn: F) -> F:
 
 def opened(state: State) -> Vault:
     """The existing vault, to use in a ``with`` block (it closes the database)."""
-    return open_vault(state.config)
+    return open_vault(state.config, passphrase_file=state.passphrase_file)
 
 
 def json_option(fn: F) -> F:
@@ -165,27 +169,58 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     type=click.Path(file_okay=False),
     help="Directory of vault.db [default: $VAULTD_DATA_DIR or ~/.local/share/vaultd].",
 )
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Passphrase mode: a 0600 file whose first line is the passphrase "
+    "[default: $VAULTD_PASSPHRASE_FILE, $CREDENTIALS_DIRECTORY/vaultd-passphrase, or a prompt].",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, data_dir: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    data_dir: str | None,
+    passphrase_file: Path | None,
+) -> None:
     """vaultd keeps API keys encrypted and lends local tools short-lived tokens instead."""
     # Whatever this process creates (database, WAL, key) is private to the user.
     os.umask(0o077)
-    ctx.obj = State(config_path, data_dir)
+    ctx.obj = State(config_path, data_dir, passphrase_file)
 
 
 @cli.command()
+@click.option(
+    "--passphrase",
+    "use_passphrase",
+    is_flag=True,
+    help="Lock the vault with a passphrase (Argon2id) instead of a key file.",
+)
 @pass_state
 @one_line_errors
-def init(state: State) -> None:
+def init(state: State, use_passphrase: bool) -> None:
     """Create the data directory, the key file and the database.
 
     Never replaces an existing key; running it again only checks that the key
-    opens the vault.
+    opens the vault. With --passphrase no key file is made: the passphrase is
+    asked on the terminal (twice), or read from --passphrase-file.
     """
-    vault, created = init_vault(state.config)
+    vault, created = init_vault(
+        state.config, passphrase=use_passphrase, passphrase_file=state.passphrase_file
+    )
+    passphrase_mode = vault.passphrase_mode
     vault.close()
     config = state.config
-    if created:
+    if use_passphrase and not passphrase_mode:
+        raise click.ClickException(
+            f"the vault {config.db_path} already exists and opens with the key file "
+            f"{config.key_file}; --passphrase applies only to a new vault"
+        )
+    if created and passphrase_mode:
+        click.echo(f"created vault {config.db_path}, locked by a passphrase", err=True)
+        click.echo("no key file: without the passphrase nothing opens", err=True)
+    elif passphrase_mode:
+        click.echo(f"vault {config.db_path} already exists and opens with the passphrase")
+    elif created:
         click.echo(f"created vault {config.db_path}", err=True)
         click.echo(f"key file {config.key_file} (back it up: without it nothing opens)", err=True)
     else:
@@ -445,6 +480,9 @@ def session_list(state: State, as_json: bool) -> None:
     if as_json:
         emit_json([s.to_json() for s in sessions])
         return
+    if not sessions:
+        click.echo("no sessions; create one with: vaultd session create", err=True)
+        return
     at = now()
     print_table(
         ["ID", "NAME", "PREFIX", "SCOPES", "SERVICES", "STATUS", "LAST USED", "EXPIRES"],
@@ -558,6 +596,11 @@ def audit_(state: State, service: str | None, since: str | None, limit: int, as_
     if as_json:
         emit_json([e.to_json() for e in entries])
         return
+    if not entries:
+        click.echo(
+            "no proxied requests recorded" + (" that match" if service or since else ""), err=True
+        )
+        return
     at = now()
     print_table(
         ["WHEN", "SERVICE", "METHOD", "PATH", "STATUS", "MS", "CREDENTIAL", "SESSION"],
@@ -577,6 +620,81 @@ def audit_(state: State, service: str | None, since: str | None, limit: int, as_
     )
 
 
+# -- operations --------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@pass_state
+@one_line_errors
+def backup(state: State, path: Path) -> None:
+    """Copy the vault database to PATH (a new 0600 file), safely while the daemon runs.
+
+    The copy holds ciphertext only and opens with the same key file: keep the
+    key file backed up separately. Never overwrites PATH.
+    """
+    from vaultd.backup import backup_vault
+
+    with opened(state) as vault:
+        size = backup_vault(vault, path)
+    click.echo(f"backed up {state.config.db_path} to {path} ({size} bytes)", err=True)
+
+
+@cli.command()
+@pass_state
+@one_line_errors
+def rekey(state: State) -> None:
+    """Replace the data key and re-seal every credential with it, in one transaction.
+
+    The key file stays the same. Stop the daemon first: it holds the old data
+    key in memory (rekey refuses while it runs).
+    """
+    from vaultd.rekey import daemon_stopped
+    from vaultd.rekey import rekey as rekey_vault
+
+    with opened(state) as vault, daemon_stopped(state.config.data_dir):
+        count = rekey_vault(vault)
+    click.echo(f"new data key; re-sealed {count} credentials", err=True)
+
+
+@cli.command()
+@click.option(
+    "--new-passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A 0600 file whose first line is the new passphrase [default: ask twice].",
+)
+@pass_state
+@one_line_errors
+def passwd(state: State, new_passphrase_file: Path | None) -> None:
+    """Change the passphrase of a passphrase-locked vault (re-wraps the data key only)."""
+    from vaultd.keysource import get_passphrase, read_passphrase_file
+    from vaultd.vault import change_passphrase
+
+    with opened(state) as vault:
+        vault.unlock()  # the current passphrase first: a wrong one changes nothing
+        if new_passphrase_file is not None:
+            new = read_passphrase_file(new_passphrase_file)
+        else:
+            new = get_passphrase(
+                None, what="New vault passphrase", confirm=True, env={}, use_credentials=False
+            )
+        change_passphrase(vault, new)
+    click.echo("passphrase changed; restart the daemon with the new one", err=True)
+
+
+@cli.command()
+@pass_state
+def doctor(state: State) -> None:
+    """Check config, permissions, key, database, credentials and daemon; exit 1 on a FAIL."""
+    from vaultd.doctor import run_checks
+
+    checks = run_checks(state.config_path, state.data_dir, passphrase_file=state.passphrase_file)
+    for check in checks:
+        click.echo(check.line())
+    if any(c.level == "FAIL" for c in checks):
+        sys.exit(1)
+
+
 # -- daemon ------------------------------------------------------------------
 
 
@@ -590,8 +708,16 @@ def serve(state: State, host: str | None, port: int | None) -> None:
     # Imported here: the other verbs must not pay for importing aiohttp.
     from vaultd.server import serve as run_server
 
+    if state.passphrase_file is not None:
+        # The daemon opens the vault in the app's startup, which reads this (a path, not a secret).
+        os.environ["VAULTD_PASSPHRASE_FILE"] = str(state.passphrase_file)
     sys.exit(run_server(state.config, host=host, port=port))
 
 
 def main() -> None:
+    from vaultd.hardening import harden_process
+
+    # Every verb may hold the data key or a passphrase in memory, not only serve:
+    # no core dump, and not ptrace-able by other processes of the user.
+    harden_process()
     cli(prog_name="vaultd")

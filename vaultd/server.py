@@ -33,6 +33,34 @@ from vaultd.services import is_loopback_host
 
 log = logging.getLogger("vaultd")
 DRAIN_TIMEOUT = 10.0
+SD_LISTEN_FDS_START = 3  # <systemd/sd-daemon.h>
+
+
+def systemd_socket(env: dict[str, str] | None = None) -> socket.socket | None:
+    """The listening socket systemd passed (socket activation), else None.
+
+    Only if ``LISTEN_PID`` names this process (the variables are inherited by
+    children, which must not take the socket too); the variables are then
+    removed, as ``sd_listen_fds(1)`` does.
+    """
+    environ = os.environ if env is None else env
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = environ.get("LISTEN_FDS", "")
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(var, None)
+    if not count.isdigit() or int(count) < 1:
+        return None
+    if int(count) > 1:
+        raise VaultdError(f"systemd passed {count} sockets; vaultd.socket must listen on one")
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
+        sock.detach()
+        raise VaultdError("the socket systemd passed is not a listening TCP socket")
+    os.set_inheritable(sock.fileno(), False)
+    return sock
 
 
 class RedactingFormatter(logging.Formatter):
@@ -83,11 +111,15 @@ async def run_app(
     *,
     drain_timeout: float = DRAIN_TIMEOUT,
     on_ready: Callable[[list[int]], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> int:
     """Serve ``app`` until ``stop`` is set, then drain; 1 if it could not start.
 
     ``on_ready`` receives the bound ports once listening (useful with port 0).
+    With ``sock`` (socket activation) it serves on that socket instead of binding.
     """
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
     if not is_loopback_host(host):
         log.warning(
             "LISTENING ON %s, NOT LOOPBACK: other machines can reach this vault's API. "
@@ -100,7 +132,9 @@ async def run_app(
     except (VaultdError, OSError) as exc:
         await runner.cleanup()
         return _fail(str(exc) if isinstance(exc, VaultdError) else f"cannot start: {exc}")
-    site = web.TCPSite(runner, host, port)
+    site: web.BaseSite = (
+        web.TCPSite(runner, host, port) if sock is None else web.SockSite(runner, sock)
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -121,14 +155,16 @@ async def run_app(
     return 0
 
 
-async def _until_signal(app: web.Application, host: str, port: int) -> int:
+async def _until_signal(
+    app: web.Application, host: str, port: int, sock: socket.socket | None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await run_app(app, host, port, stop)
+        return await run_app(app, host, port, stop, sock=sock)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
@@ -153,6 +189,8 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
     bind_port = config.port if port is None else port
     lock = InstanceLock(config.data_dir)
     try:
+        # Socket activation (systemd/vaultd.socket): the socket replaces --host/--port.
+        sock = systemd_socket()
         app = create_app(config)
         # A fresh machine has no data dir yet: the lock lives in it.
         ensure_private_dir(config.data_dir, "data directory")
@@ -163,7 +201,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
         return _fail(f"cannot use the data directory {config.data_dir}: {exc.strerror or exc}")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(_until_signal(app, bind_host, bind_port))
+            return runner.run(_until_signal(app, bind_host, bind_port, sock))
     finally:
         lock.release()
 

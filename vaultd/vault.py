@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nacl.utils import random as nacl_random
 from sqlite_utils import Database
 
 from vaultd import crypto
@@ -20,9 +21,32 @@ from vaultd.credentials import CredentialStore
 from vaultd.db import connect, write_transaction
 from vaultd.errors import CryptoError, StorageError
 from vaultd.fsperms import check_private, create_private_file, ensure_private_dir
+from vaultd.keysource import get_passphrase
 from vaultd.sessions import SessionStore
 
 FORMAT_VERSION = b"1"
+KEYFILE_MODE = b"keyfile"
+PASSPHRASE_MODE = b"passphrase"
+
+
+def passphrase_params() -> dict[str, bytes]:
+    """A fresh salt and the current Argon2id limits, as stored in ``meta``.
+
+    The limits are stored so that a later vaultd with other defaults still
+    derives the same key (read from ``crypto`` at call time: tests lower them).
+    """
+    return {
+        "kdf_salt": bytes(nacl_random(crypto.PASSPHRASE_SALT_SIZE)),
+        "kdf_opslimit": str(crypto.PASSPHRASE_OPSLIMIT).encode("ascii"),
+        "kdf_memlimit": str(crypto.PASSPHRASE_MEMLIMIT).encode("ascii"),
+    }
+
+
+def kek_from_passphrase(passphrase: bytes, params: dict[str, bytes | None]) -> bytes:
+    salt, ops, mem = params["kdf_salt"], params["kdf_opslimit"], params["kdf_memlimit"]
+    if salt is None or ops is None or mem is None or not ops.isdigit() or not mem.isdigit():
+        raise CryptoError("the stored passphrase parameters are damaged")
+    return crypto.passphrase_kek(passphrase, salt, int(ops), int(mem))
 
 
 def read_key_file(path: Path) -> bytes:
@@ -50,6 +74,8 @@ class Vault:
     credentials: CredentialStore = field(init=False)
     sessions: SessionStore = field(init=False)
     _dek: bytes | None = field(default=None, repr=False)
+    # Passphrase mode: an explicitly named passphrase file (else keysource's order).
+    passphrase_file: Path | None = None
 
     def __post_init__(self) -> None:
         self.credentials = CredentialStore(self.db, self.config.services)
@@ -63,23 +89,45 @@ class Vault:
     def initialised(self) -> bool:
         return self.meta("wrapped_dek") is not None
 
+    @property
+    def passphrase_mode(self) -> bool:
+        return self.meta("kek_mode") == PASSPHRASE_MODE
+
+    def kdf_params(self) -> dict[str, bytes | None]:
+        return {k: self.meta(k) for k in ("kdf_salt", "kdf_opslimit", "kdf_memlimit")}
+
+    def current_kek(self) -> bytes:
+        """The key encryption key, read afresh (it is never cached)."""
+        if self.passphrase_mode:
+            return kek_from_passphrase(get_passphrase(self.passphrase_file), self.kdf_params())
+        return read_key_file(self.config.key_file)
+
+    def _kek_name(self) -> str:
+        return "the passphrase" if self.passphrase_mode else str(self.config.key_file)
+
     def unlock(self) -> bytes:
-        """The data key, unwrapped by the key file; cached for this process."""
+        """The data key, unwrapped by the key file or passphrase; cached for this process."""
         if self._dek is None:
-            wrapped = self.meta("wrapped_dek")
-            if wrapped is None:
-                raise StorageError(
-                    f"the vault at {self.config.db_path} is not initialised; run: vaultd init"
-                )
-            kek = read_key_file(self.config.key_file)
-            try:
-                self._dek = crypto.unwrap_key(kek, wrapped)
-            except CryptoError:
-                raise CryptoError(
-                    f"wrong key: {self.config.key_file} does not open the vault at "
-                    f"{self.config.db_path}"
-                ) from None
+            return self.unlock_with_kek()[0]
         return self._dek
+
+    def unlock_with_kek(self) -> tuple[bytes, bytes]:
+        """The data key and the key that unwraps it, read afresh (asks for a passphrase once)."""
+        wrapped = self.meta("wrapped_dek")
+        if wrapped is None:
+            raise StorageError(
+                f"the vault at {self.config.db_path} is not initialised; run: vaultd init"
+            )
+        kek = self.current_kek()
+        try:
+            dek = crypto.unwrap_key(kek, wrapped)
+        except CryptoError:
+            what = "passphrase" if self.passphrase_mode else "key"
+            raise CryptoError(
+                f"wrong {what}: {self._kek_name()} does not open the vault at {self.config.db_path}"
+            ) from None
+        self._dek = dek
+        return dek, kek
 
     def close(self) -> None:
         self._dek = None
@@ -99,54 +147,85 @@ def _check_files(config: Config) -> None:
     check_private(config.key_file, "key file")
 
 
-def open_vault(config: Config) -> Vault:
+def open_vault(config: Config, *, passphrase_file: Path | None = None) -> Vault:
     """An existing, initialised vault; nothing is created."""
     if not config.db_path.exists():
         raise StorageError(f"no vault at {config.db_path}; create one with: vaultd init")
     _check_files(config)
-    vault = Vault(config, connect(config.db_path))
+    vault = Vault(config, connect(config.db_path), passphrase_file=passphrase_file)
     if not vault.initialised:
         vault.close()
         raise StorageError(f"the vault at {config.db_path} is not initialised; run: vaultd init")
     return vault
 
 
-def init_vault(config: Config) -> tuple[Vault, bool]:
+def init_vault(
+    config: Config, *, passphrase: bool = False, passphrase_file: Path | None = None
+) -> tuple[Vault, bool]:
     """Create whatever is missing; return the unlocked vault and whether it was new.
 
     Order matters for crash safety: the key file is written (and synced) before
     the data key wrapped by it, so no crash leaves a vault with no key that opens it.
+    With ``passphrase``, a new vault's data key is wrapped by a passphrase-derived
+    key instead and no key file is made.
     """
     ensure_private_dir(config.data_dir, "data directory")
     _check_files(config)
-    vault = Vault(config, connect(config.db_path, create=True))
+    vault = Vault(config, connect(config.db_path, create=True), passphrase_file=passphrase_file)
     try:
         if vault.initialised:
             vault.unlock()  # an existing vault must open with the key we have
             return vault, False
+        if passphrase:
+            secret = get_passphrase(
+                passphrase_file, what="New vault passphrase", confirm=True, use_credentials=False
+            )
+            params = passphrase_params()
+            kek = kek_from_passphrase(secret, dict(params))
+            rows: list[tuple[str, bytes]] = [("kek_mode", PASSPHRASE_MODE), *params.items()]
+            return _store_new_dek(vault, kek, rows)
         if not config.key_file.exists():
             ensure_private_dir(config.key_file.parent, "key directory")
             # A concurrent init may make it first: then that one is used.
             with contextlib.suppress(FileExistsError):
                 create_private_file(config.key_file, crypto.new_key())
         kek = read_key_file(config.key_file)
-        dek = crypto.new_key()
-        try:
-            with write_transaction(vault.db) as conn:
-                conn.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [
-                        ("format_version", FORMAT_VERSION),
-                        ("kek_mode", b"keyfile"),
-                        ("wrapped_dek", crypto.wrap_key(kek, dek)),
-                    ],
-                )
-        except sqlite3.IntegrityError:
-            # A concurrent init won the race; its data key is the vault's.
-            vault.unlock()
-            return vault, False
-        vault._dek = dek
-        return vault, True
+        return _store_new_dek(vault, kek, [("kek_mode", KEYFILE_MODE)])
     except BaseException:
         vault.close()
         raise
+
+
+def _store_new_dek(vault: Vault, kek: bytes, rows: list[tuple[str, bytes]]) -> tuple[Vault, bool]:
+    dek = crypto.new_key()
+    try:
+        with write_transaction(vault.db) as conn:
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("format_version", FORMAT_VERSION),
+                    *rows,
+                    ("wrapped_dek", crypto.wrap_key(kek, dek)),
+                ],
+            )
+    except sqlite3.IntegrityError:
+        # A concurrent init won the race; its data key is the vault's.
+        vault.unlock()
+        return vault, False
+    vault._dek = dek
+    return vault, True
+
+
+def change_passphrase(vault: Vault, new_passphrase: bytes) -> None:
+    """Re-wrap the data key under a new passphrase (new salt); credentials are untouched."""
+    if not vault.passphrase_mode:
+        raise CryptoError("this vault is opened by a key file, not a passphrase")
+    dek = vault.unlock()
+    params = passphrase_params()
+    wrapped = crypto.wrap_key(kek_from_passphrase(new_passphrase, dict(params)), dek)
+    # Salt, limits and wrapped key change together: a crash keeps the old passphrase.
+    with write_transaction(vault.db) as conn:
+        conn.executemany(
+            "UPDATE meta SET value = ? WHERE key = ?",
+            [(value, key) for key, value in [*params.items(), ("wrapped_dek", wrapped)]],
+        )

@@ -1,0 +1,161 @@
+"""``vaultd doctor``: one line per check, and whether any of them failed.
+
+Levels: ``ok``, ``FAIL`` (the vault is unusable or unsafe: exit 1), ``warn``
+(worth knowing, but the vault itself is fine: a daemon that is not running
+is a normal state for the CLI, so it is a warning, not a failure) and
+``info``. No line ever holds a secret: credentials are counted, not shown.
+Never imports aiohttp (it runs when the daemon cannot start).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vaultd.config import Config, config_home, load_config
+from vaultd.db import connect, latest_migration, migrations
+from vaultd.errors import VaultdError
+from vaultd.vault import PASSPHRASE_MODE, Vault
+
+
+@dataclass(frozen=True)
+class Check:
+    level: str  # "ok", "FAIL", "warn" or "info"
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.level:<4} {self.name}: {self.detail}"
+
+
+def _mode(path: Path, kind: str, want: int) -> tuple[bool, str]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False, f"{kind} {path} is missing"
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != os.getuid():
+        return False, f"{kind} {path} is owned by uid {st.st_uid}, not you"
+    if mode & 0o077:
+        return False, f"{kind} {path} is {mode:o}; fix it with: chmod {want:o} {path}"
+    return True, f"{kind} {mode:o}"
+
+
+def _kek_mode(db_path: Path) -> bytes | None:
+    """The vault's kek_mode, read without writing (None if unreadable)."""
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'kek_mode'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else bytes(row[0])
+
+
+def _permissions(config: Config, passphrase_mode: bool) -> Check:
+    results = [
+        _mode(config.data_dir, "data dir", 0o700),
+        _mode(config.db_path, "database", 0o600),
+    ]
+    if not passphrase_mode:
+        results.append(_mode(config.key_file, "key file", 0o600))
+    bad = [text for good, text in results if not good]
+    if bad:
+        return Check("FAIL", "permissions", "; ".join(bad))
+    return Check("ok", "permissions", ", ".join(text for _, text in results))
+
+
+def _vault_checks(config: Config, passphrase_file: Path | None) -> Iterator[Check]:
+    try:
+        db = connect(config.db_path)
+    except VaultdError as exc:
+        yield Check("FAIL", "database", str(exc))
+        return
+    vault = Vault(config, db, passphrase_file=passphrase_file)
+    try:
+        result = [str(r[0]) for r in db.execute("PRAGMA integrity_check").fetchall()]
+        if result == ["ok"]:
+            yield Check("ok", "integrity", "PRAGMA integrity_check: ok")
+        else:
+            yield Check("FAIL", "integrity", "; ".join(result[:3]))
+        applied = [m.name for m in migrations.applied(db)]
+        latest = latest_migration()
+        if applied and applied[-1] == latest and not migrations.pending(db):
+            yield Check("ok", "schema", f"{latest} ({len(applied)} migrations)")
+        else:
+            yield Check("FAIL", "schema", f"expected {latest}, database has {applied or 'none'}")
+        try:
+            dek = vault.unlock()
+        except VaultdError as exc:
+            yield Check("FAIL", "key", str(exc))
+            return
+        opener = "the passphrase" if vault.passphrase_mode else str(config.key_file)
+        yield Check("ok", "key", f"{opener} opens the vault")
+        credentials = vault.credentials.list()
+        broken = []
+        for credential in credentials:
+            try:
+                vault.credentials.reveal(dek, credential)
+            except VaultdError:
+                broken.append(f"{credential.service}/{credential.name} ({credential.id})")
+        if broken:
+            yield Check(
+                "FAIL",
+                "credentials",
+                f"{len(broken)} of {len(credentials)} do not open: {', '.join(broken[:5])}",
+            )
+        else:
+            yield Check("ok", "credentials", f"all {len(credentials)} open")
+    except VaultdError as exc:
+        yield Check("FAIL", "database", str(exc))
+    finally:
+        vault.close()
+
+
+def _daemon(env: Mapping[str, str]) -> Check:
+    from vaultd.runner import check_daemon, daemon_url
+
+    try:
+        url = daemon_url(env)
+        version = check_daemon(url, timeout=2.0)
+    except VaultdError as exc:
+        return Check("warn", "daemon", str(exc))
+    return Check("ok", "daemon", f"vaultd {version} at {url}")
+
+
+def _unit(env: Mapping[str, str]) -> Check:
+    unit = config_home(env).parent / "systemd" / "user" / "vaultd.service"
+    if unit.exists():
+        return Check("info", "systemd", f"user unit {unit} is installed")
+    return Check("info", "systemd", f"no user unit at {unit} (see README, Operations)")
+
+
+def run_checks(
+    config_path: str | None,
+    data_dir: str | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    passphrase_file: Path | None = None,
+) -> list[Check]:
+    env = os.environ if env is None else env
+    checks: list[Check] = []
+    try:
+        config = load_config(config_path, data_dir)
+    except VaultdError as exc:
+        return [Check("FAIL", "config", str(exc))]
+    checks.append(Check("ok", "config", "parses"))
+    passphrase_mode = _kek_mode(config.db_path) == PASSPHRASE_MODE
+    checks.append(_permissions(config, passphrase_mode))
+    if config.db_path.exists():
+        checks.extend(_vault_checks(config, passphrase_file))
+    else:
+        checks.append(Check("FAIL", "database", f"no vault at {config.db_path}; run: vaultd init"))
+    checks.append(_daemon(env))
+    checks.append(_unit(env))
+    return checks
