@@ -6,6 +6,8 @@ Every ``load_config`` call gets an explicit ``env`` with ``HOME`` under
 
 from __future__ import annotations
 
+import os
+import pwd
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,6 +107,14 @@ def test_relative_xdg_variables_are_ignored(
     assert config.config_file is None
     assert config.data_dir == home / ".local" / "share" / "vaultd"
     assert config.key_file == home / ".config" / "vaultd" / "master.key"
+
+
+@pytest.mark.parametrize("value", ["", "relative/home"])
+def test_empty_or_relative_home_uses_the_password_database(value: str) -> None:
+    real = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    config = load_config(env={"HOME": value})
+    assert config.data_dir == real / ".local" / "share" / "vaultd"
+    assert config.key_file == real / ".config" / "vaultd" / "master.key"
 
 
 @pytest.mark.parametrize("winner", ["argument", "env", "file", "xdg"])

@@ -8,6 +8,7 @@ two equal. A wrong key, type or value is a ``ConfigError`` that names the key.
 from __future__ import annotations
 
 import os
+import pwd
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -134,7 +135,12 @@ def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
     value = env.get(var, "")
     if value and os.path.isabs(value):
         return Path(value)
-    return Path(env.get("HOME") or Path.home()) / fallback
+    home = env.get("HOME", "")
+    if not os.path.isabs(home):
+        # An empty or relative $HOME would put the vault under / or the current
+        # directory; the password database names the real one.
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    return Path(home) / fallback
 
 
 def config_home(env: Mapping[str, str]) -> Path:
