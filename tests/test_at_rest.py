@@ -4,6 +4,7 @@ and ciphertexts moved between rows, or a row's service edited, never open."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,30 @@ def test_no_secret_byte_run_on_disk(initialised: CLI) -> None:
         for (service, name), secret in SECRETS.items():
             cred = vault.credentials.resolve(f"{service}/{name}")
             assert vault.credentials.reveal(dek, cred) == secret
+
+
+def sealed_of(db_path: Path, ref_name: str) -> bytes:
+    with sqlite3.connect(db_path) as conn:
+        return bytes(
+            conn.execute("SELECT sealed FROM credentials WHERE name = ?", [ref_name]).fetchone()[0]
+        )
+
+
+def test_removed_and_rotated_ciphertexts_leave_the_wal_too(initialised: CLI) -> None:
+    """With the daemon's connection open, SQLite keeps the WAL: old pages must not stay in it."""
+    initialised.add("openai", "doomed", "sk-gone-KKKKllllJJJJiiiiHHHHgggg5555")
+    initialised.add("openai", "turned", "sk-old-MMMMnnnnOOOOppppQQQQrrrr4444")
+    gone = sealed_of(initialised.db_path, "doomed")
+    replaced = sealed_of(initialised.db_path, "turned")
+    with initialised.vault() as daemon_like:
+        daemon_like.credentials.list()  # an idle reader, as the daemon's connections are
+        initialised.ok("rm", "openai/doomed", "--yes")
+        initialised.ok("rotate", "openai/turned", input="sk-new-abcdefghijklmnopqrstuvwxyz99\n")
+        files = file_bytes_under(initialised.db_path.parent)
+        assert initialised.db_path.with_name("vault.db-wal") in files
+        for path, data in files.items():
+            assert gone not in data, f"the removed ciphertext is still in {path}"
+            assert replaced not in data, f"the rotated-away ciphertext is still in {path}"
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import CLI
+from tests.conftest import CLI, file_bytes_under
 from vaultd import crypto
 from vaultd.config import load_config
 from vaultd.vault import open_vault
@@ -59,6 +59,19 @@ def test_rekey_changes_the_data_key_and_keeps_every_secret(initialised: CLI) -> 
             pass
         else:
             raise AssertionError("a credential still opens with the old data key")
+
+
+def test_old_key_and_ciphertexts_leave_the_wal(initialised: CLI) -> None:
+    """An open reader keeps SQLite's WAL around: the replaced pages must not stay in it."""
+    initialised.add("openai", "k", "sk-proj-REKEYwalCHECK0001xyz")
+    old_wrapped = wrapped_dek(initialised)
+    with initialised.vault() as reader:
+        old_sealed = bytes(reader.db.execute("SELECT sealed FROM credentials").fetchone()[0])
+        initialised.ok("rekey")
+        files = file_bytes_under(initialised.db_path.parent)
+        for path, data in files.items():
+            assert old_wrapped not in data, f"the old wrapped data key is still in {path}"
+            assert old_sealed not in data, f"an old ciphertext is still in {path}"
 
 
 def test_rekey_of_an_empty_vault(initialised: CLI) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from vaultd import crypto
-from vaultd.db import write_transaction
+from vaultd.db import forget_replaced_pages, write_transaction
 from vaultd.errors import (
     Conflict,
     CryptoError,
@@ -297,6 +297,8 @@ class CredentialStore:
                 )
         except sqlite3.IntegrityError:
             raise self._conflict(current.service, sets.get("name", current.name)) from None
+        if "sealed" in columns:
+            forget_replaced_pages(self.db)  # the old ciphertext, still in the WAL
         return self.get(credential_id)
 
     def delete(self, credential_id: str) -> Credential:
@@ -304,4 +306,5 @@ class CredentialStore:
             gone = self.get(credential_id)
             # secure_delete (set on every connection) zeroes the freed cells.
             self.db.execute("DELETE FROM credentials WHERE id = ?", [credential_id])
+        forget_replaced_pages(self.db)
         return gone

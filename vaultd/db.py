@@ -175,3 +175,30 @@ class _WriteTransaction:
 
 def write_transaction(db: Database) -> _WriteTransaction:
     return _WriteTransaction(db)
+
+
+# How long forget_replaced_pages waits for other connections' readers: short,
+# because the daemon calls it on its event loop (an API delete or rotate).
+_CHECKPOINT_WAIT_MS = 500
+
+
+def forget_replaced_pages(db: Database) -> bool:
+    """Checkpoint the WAL and truncate it to zero bytes; whether that was done.
+
+    ``secure_delete`` zeroes what a delete or rotate freed in the database
+    file, but while any other connection has the file open (the daemon, as a
+    rule) SQLite keeps the WAL file, and the WAL still holds the earlier
+    versions of the changed pages: the removed ciphertext, or the data key
+    wrapped by a key file or passphrase just replaced. Truncating the WAL
+    drops them. Best effort: a reader that stays in a transaction past the
+    wait keeps the WAL until a later call or the daemon's next checkpoint.
+    """
+    conn = db.conn
+    conn.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_WAIT_MS}")
+    try:
+        busy = int(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+    except sqlite3.OperationalError:
+        busy = 1
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return busy == 0

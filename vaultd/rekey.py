@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vaultd import crypto
-from vaultd.db import write_transaction
+from vaultd.db import forget_replaced_pages, write_transaction
 from vaultd.errors import CryptoError, StorageError
 from vaultd.instance import AlreadyRunning, InstanceLock
 from vaultd.vault import Vault
@@ -72,5 +72,7 @@ def rekey(vault: Vault) -> int:
         conn.execute(
             "UPDATE meta SET value = ? WHERE key = 'wrapped_dek'", [crypto.wrap_key(kek, new)]
         )
+    # The old ciphertexts and wrapped key must not stay behind in the WAL.
+    forget_replaced_pages(vault.db)
     vault._dek = new
     return len(rows)

@@ -18,7 +18,7 @@ from sqlite_utils import Database
 from vaultd import crypto
 from vaultd.config import Config
 from vaultd.credentials import CredentialStore
-from vaultd.db import connect, write_transaction
+from vaultd.db import connect, forget_replaced_pages, write_transaction
 from vaultd.errors import CryptoError, StorageError
 from vaultd.fsperms import check_private, create_private_file, ensure_private_dir
 from vaultd.keysource import get_passphrase
@@ -229,3 +229,5 @@ def change_passphrase(vault: Vault, new_passphrase: bytes) -> None:
             "UPDATE meta SET value = ? WHERE key = ?",
             [(value, key) for key, value in [*params.items(), ("wrapped_dek", wrapped)]],
         )
+    # The data key wrapped by the old passphrase must not stay behind in the WAL.
+    forget_replaced_pages(vault.db)
