@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultd.redact import REPLACEMENT, Redactor
+from vaultd.redact import REPLACEMENT, Patterns, Redactor
+from vaultd.services import Service
+from vaultd.upstream import secret_forms
 
 SECRET = b"sk-proj-SECRETsecretSECRET1234"
 
@@ -63,3 +67,71 @@ def test_bodies_without_the_secret_pass_unchanged(data: bytes, cuts: list[int]) 
     if SECRET in data:
         return
     assert run(split(data, cuts)) == data
+
+
+# -- several forms at once (the key as sent, base64, percent-encoded, JSON) ---------
+
+B64 = base64.b64encode(b"alice:" + SECRET).rstrip(b"=")
+FORMS = (SECRET, B64, b'sk-we\\/ird\\"q', b"abcab", b"abcabcX", b"cab")
+
+
+def run_forms(chunks: list[bytes], forms: tuple[bytes, ...] = FORMS) -> bytes:
+    redactor = Patterns(forms).redactor()
+    return b"".join(redactor.feed(c) for c in chunks) + redactor.flush()
+
+
+def test_prefix_of_a_longer_form_waits_for_the_decision() -> None:
+    # "abcab" is whole here, but could have been the start of "abcabcX": every
+    # split must give what the whole body gives.
+    for body in (b"xxabcabcXyy", b"xxabcabcYyy", b"xxabcab", b"cabcabc"):
+        whole = Patterns(FORMS).sub(body)
+        for cut in range(len(body) + 1):
+            assert run_forms([body[:cut], body[cut:]]) == whole, (body, cut)
+    assert Patterns(FORMS).sub(b"xxabcabcXyy") == b"xx" + REPLACEMENT + b"yy"
+
+
+@settings(max_examples=300)
+@given(
+    parts=st.lists(
+        st.one_of(st.sampled_from(FORMS), st.binary(max_size=12), st.sampled_from(FORMS[3:])),
+        max_size=10,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
+)
+def test_many_forms_any_split_matches_whole_body(parts: list[bytes], cuts: list[int]) -> None:
+    body = b"".join(parts)
+    out = run_forms(split(body, cuts))
+    assert out == Patterns(FORMS).sub(body)
+    # The forms that share no bytes with the others never survive.
+    for form in FORMS[:3]:
+        assert form not in out
+
+
+@given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=8))
+def test_hold_back_never_exceeds_longest_form_minus_one(data: bytes, cuts: list[int]) -> None:
+    patterns = Patterns(FORMS)
+    redactor = patterns.redactor()
+    fed = sent = 0
+    for chunk in split(data, cuts):
+        fed += len(chunk)
+        out = redactor.feed(chunk)
+        sent += len(out)
+        if not patterns.found_in(data):
+            assert sent >= fed - (patterns.longest - 1)
+
+
+def test_secret_forms_cover_how_each_auth_style_sends_the_key() -> None:
+    basic = Service(name="b", base_url="https://b.example", auth="basic")
+    query = Service(name="q", base_url="https://q.example", auth="query")
+    bearer = Service(name="o", base_url="https://o.example")
+    forms = set(secret_forms(basic, 'alice:pa/ss"word-0001'))
+    assert base64.b64encode(b'alice:pa/ss"word-0001').rstrip(b"=") in forms
+    assert b'pa/ss"word-0001' in forms  # the password on its own
+    assert b'alice:pa/ss\\"word-0001' in forms  # JSON
+    assert b'alice:pa\\/ss\\"word-0001' in forms  # JSON with \/
+    assert b"alice%3Apa%2Fss%22word-0001" in forms  # percent-encoded
+    forms = set(secret_forms(query, "k y+é"))
+    assert {b"k%20y%2B%C3%A9", b"k+y%2B%C3%A9", b"k y+\\u00e9", "k y+é".encode()} <= forms
+    # Short parts are not redacted on their own: they would hit ordinary text.
+    assert b"pw" not in set(secret_forms(basic, "alice:pw"))
+    assert set(secret_forms(bearer, "sk-plain-0001")) == {b"sk-plain-0001"}

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from sqlite_utils import Database
+
+from vaultd.problems import redact
 
 _COLUMNS = (
     "at",
@@ -34,6 +37,25 @@ INSERT_BATCH_SQL = (
     + " FROM json_each(?)"
 )
 MAX_LIMIT = 1000
+MAX_PATH = 2048
+
+
+def audit_path(rest: str) -> str:
+    """The proxied path tail (still percent-encoded) as an audit row keeps it.
+
+    A client can put anything in its path, its own session token included:
+    that is cut to its key prefix as in every log line, also when the client
+    percent-encoded it to slip past a plain match.
+    """
+    path = "/" + rest[:MAX_PATH]
+    if "%" in path:
+        decoded = unquote(path, errors="replace")
+        if "sess" in decoded:
+            scrubbed = redact(decoded)
+            if scrubbed != decoded:
+                return scrubbed
+    # "sess" is in every token prefix: most paths skip the regex altogether.
+    return redact(path) if "sess" in path else path
 
 
 @dataclass(frozen=True, slots=True)

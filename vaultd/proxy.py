@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from vaultd.appkeys import CONFIG, REQUEST_ID, VAULT
-from vaultd.audit import AuditEntry
+from vaultd.audit import AuditEntry, audit_path
 from vaultd.config import Config
 from vaultd.errors import (
     Forbidden,
@@ -31,9 +31,8 @@ from vaultd.errors import (
     VaultdError,
 )
 from vaultd.models import Credential
-from vaultd.problems import PayloadTooLarge
-from vaultd.proxycache import ProxyCache
-from vaultd.redact import Redactor
+from vaultd.problems import MalformedRequest, MethodNotAllowed, PayloadTooLarge
+from vaultd.proxycache import ProxyCache, Secret
 from vaultd.services import Service
 from vaultd.sessions import Session
 from vaultd.upstream import (
@@ -42,6 +41,7 @@ from vaultd.upstream import (
     response_headers,
     split_proxy_target,
     token_from,
+    unscannable_coding,
     upstream_url,
     with_query_secret,
 )
@@ -56,10 +56,33 @@ CACHE = web.AppKey("proxy_cache", ProxyCache)
 # the client left mid-answer (nginx's 499), or the upstream broke off (502).
 CLIENT_CLOSED = 499
 STREAM_BROKEN = 502
+# TRACE would have the upstream echo the request, key included, by design;
+# CONNECT and TRACK mean nothing to an API. (aiohttp's parser already refuses
+# the last two; this keeps them refused whatever the parser does.)
+REFUSED_METHODS = frozenset({"TRACE", "CONNECT", "TRACK"})
+ALLOWED_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+# Longer than any name (64) or id: a longer X-Vaultd-Credential is not a
+# selector, and is refused before it costs a lookup.
+MAX_SELECTOR = 300
+# Statuses whose answers have no body (RFC 9110 6.4.1): nothing there to redact.
+_BODILESS = frozenset({204, 304})
+
+
+class UpstreamEncoding(VaultdError):
+    """The upstream compressed its answer although vaultd asked for identity."""
+
+    status = 502
+    slug = "upstream-encoding"
+    title = "Upstream answer cannot be checked"
 
 
 def pick_credential(cache: ProxyCache, service: Service, wanted: str | None) -> Credential:
     """``X-Vaultd-Credential`` (name or id, of this service) or the service's default."""
+    if wanted is not None and len(wanted) > MAX_SELECTOR:
+        raise MalformedRequest(
+            f"{CREDENTIAL_HEADER} must be a credential name or id "
+            f"(at most {MAX_SELECTOR} characters)"
+        )
     credential = cache.credential(service.name, wanted)
     if credential is None:
         if wanted is None:
@@ -117,6 +140,10 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     sent = [0]
     received = 0
     try:
+        if request.method in REFUSED_METHODS:
+            raise MethodNotAllowed(
+                f"the proxy does not forward {request.method}", allowed=ALLOWED_METHODS
+            )
         service_name, rest = split_proxy_target(request.raw_path)
         service = config.services.get(service_name)
         if service is None:
@@ -124,15 +151,15 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         session = authorise(cache, request, service)
         url = upstream_url(service, rest, request.rel_url.raw_query_string)
         credential = pick_credential(cache, service, request.headers.get(CREDENTIAL_HEADER))
-        secret = cache.secret(credential)
+        secret = cache.secret(credential, service)
 
         length = request.content_length
         if length is not None and length > config.max_request_body:
             raise PayloadTooLarge(
                 f"the request body is larger than the limit of {config.max_request_body} bytes"
             )
-        headers = outgoing_headers(request.headers, service, secret)
-        url = with_query_secret(url, service, secret)
+        headers = outgoing_headers(request.headers, service, secret.value)
+        url = with_query_secret(url, service, secret.value)
         body = _limited(request, config.max_request_body, sent) if request.body_exists else None
         try:
             response, received, status = await _forward(request, url, headers, body, secret, config)
@@ -161,7 +188,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
                 credential_id=credential.id if credential else None,
                 service=service_name[:63],
                 method=request.method[:16],
-                path="/" + rest[:2048],
+                path=audit_path(rest),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 bytes_in=sent[0],
@@ -175,7 +202,7 @@ async def _forward(
     url: URL,
     headers: CIMultiDict[str],
     body: AsyncIterator[bytes] | None,
-    secret: str,
+    secret: Secret,
     config: Config,
 ) -> tuple[web.StreamResponse, int, int]:
     client = request.app[CLIENT]
@@ -199,15 +226,37 @@ async def _forward(
             f"the upstream could not be reached ({exc.__class__.__name__})"
         ) from None
     try:
-        encoded = upstream.headers.get("Content-Encoding", "identity").lower() != "identity"
-        # A HEAD answer has no body to redact: its Content-Length stays true.
-        redactor = None if encoded else Redactor(secret.encode("utf-8"))
+        # A HEAD answer, or a 204/304, has no body to redact: its Content-Length
+        # (and its Content-Encoding) stay true.
+        bodiless = request.method == "HEAD" or upstream.status in _BODILESS
+        coding = unscannable_coding(
+            upstream.headers.getall("Content-Encoding", ()),
+            upstream.headers.getall("Transfer-Encoding", ()),
+        )
+        if coding is not None and not bodiless:
+            # Decided: refuse, never pass unchecked. vaultd asked for identity,
+            # so only a misbehaving upstream gets here; decompressing to scan
+            # would break DESIGN 6.4 (bytes as sent) and invite zip bombs, and
+            # passing it through would hand an echoed key to the client.
+            raise UpstreamEncoding(
+                f"the upstream sent a body in the {coding[:40]!r} Content-Encoding or "
+                "Transfer-Encoding although vaultd asked for identity; a compressed answer "
+                "cannot be checked for the key, so it is not passed on"
+            )
+        redactor = secret.patterns.redactor()
+        reason = upstream.reason
+        if (
+            reason
+            and len(reason) >= secret.patterns.shortest
+            and secret.patterns.found_in(reason.encode("utf-8", "replace"))
+        ):
+            # "401 Invalid key sk-...": the status line is echo space too.
+            reason = None  # aiohttp then sends the standard phrase
         response = web.StreamResponse(
             status=upstream.status,
-            reason=upstream.reason,
+            reason=reason,
             headers=response_headers(
-                ((k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers),
-                body_may_change=not encoded and request.method != "HEAD",
+                upstream.raw_headers, body_may_change=not bodiless, patterns=secret.patterns
             ),
         )
         status = upstream.status
@@ -219,13 +268,12 @@ async def _forward(
                 raise _ClientGone from None
             async for chunk in upstream.content.iter_any():
                 received += len(chunk)
-                out = redactor.feed(chunk) if redactor else chunk
+                out = redactor.feed(chunk)
                 if out:
                     await _send(response, out)
-            if redactor:
-                tail = redactor.flush()
-                if tail:
-                    await _send(response, tail)
+            tail = redactor.flush()
+            if tail:
+                await _send(response, tail)
             await _send(response, None)
         except _ClientGone:
             # Nobody is reading any more: stop pulling from the upstream too.
@@ -266,8 +314,9 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
     async with aiohttp.ClientSession(
         connector=connector,
-        # Bytes pass as the upstream sent them (gzip stays gzip), and nothing is
-        # added that the client did not ask for.
+        # Bytes pass as the upstream sent them, and nothing is added that the
+        # client did not ask for. (Identity is asked for, and anything else
+        # refused: see ``outgoing_headers`` and ``UpstreamEncoding``.)
         auto_decompress=False,
         skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
         # Cookies from one upstream answer must never ride along on another

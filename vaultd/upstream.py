@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Iterable, Mapping
-from urllib.parse import unquote
+import json
+import re
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote, unquote, unquote_plus, unquote_to_bytes
 
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from vaultd.errors import FieldError, ValidationError
+from vaultd.redact import Patterns
 from vaultd.services import Service
+from vaultd.sessions import TOKEN_PREFIX
 
 # RFC 9110 7.6.1 hop-by-hop fields, plus Host (set from the upstream URL) and
 # the headers that would forward where the request came from.
@@ -37,6 +41,22 @@ HOP_BY_HOP = frozenset(
 # Where an unmodified SDK puts the "API key" (our session token, here).
 TOKEN_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 CREDENTIAL_HEADER = "X-Vaultd-Credential"
+# Cookies never cross the vault, either way. A local tool has no business
+# holding an upstream's session cookie (it would be a second credential that
+# vaultd neither stores nor revokes), and the client's cookies (for
+# 127.0.0.1, any local web app's) are not the upstream's business. Deliberate.
+_NEVER_FORWARDED = frozenset({"cookie", "cookie2", "accept-encoding"})
+_NEVER_RETURNED = frozenset({"set-cookie", "set-cookie2"})
+_DROPPED_OUTGOING = HOP_BY_HOP | _NEVER_FORWARDED | frozenset(TOKEN_HEADERS)
+# Redaction can only scan bytes as they will be read: see ``unscannable_coding``.
+_SCANNABLE_CODINGS = frozenset({"", "identity"})
+_SCANNABLE_TRANSFER_CODINGS = frozenset({"", "identity", "chunked"})
+# A percent escape left after decoding once: the client encoded twice, which
+# upstreams and the proxies before them decode a different number of times.
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# The shortest part of a basic-auth secret redacted on its own: shorter ones
+# would replace ordinary words in every answer.
+_MIN_PART = 8
 
 
 class BadProxyPath(ValidationError):
@@ -66,14 +86,24 @@ def checked_tail(rest: str) -> str:
     """The encoded path tail, if every segment is a plain name.
 
     Refused: empty segments (``//host``), dot segments, also encoded (``%2e%2e``),
-    encoded slashes or backslashes (``%2f``), control characters. Such paths
-    mean nothing to an API and are how path-confusion attacks start.
+    encoded slashes or backslashes (``%2f``), control characters, escapes that
+    are not UTF-8 (``%ff``), ``;`` (path parameters, which some servers strip
+    before routing and others do not) and double encoding (``%252e``). Such
+    paths mean nothing to an API and are how path-confusion attacks start.
     """
     if rest == "":
         return ""
     segments = rest.split("/")
     for i, segment in enumerate(segments):
-        decoded = unquote(segment, errors="strict") if "%" in segment else segment
+        if "%" in segment:
+            try:
+                decoded = unquote(segment, errors="strict")
+            except UnicodeDecodeError:
+                raise _bad("percent escapes in a proxied path must be UTF-8") from None
+            if _ESCAPE.search(decoded):
+                raise _bad("double percent-encoding (%25XX) is not allowed in a proxied path")
+        else:
+            decoded = segment
         last = i == len(segments) - 1
         if segment == "" and not last:
             raise _bad("empty path segments (//) are not allowed")
@@ -81,6 +111,8 @@ def checked_tail(rest: str) -> str:
             raise _bad("dot segments (. and ..) are not allowed in a proxied path")
         if "/" in decoded or "\\" in decoded:
             raise _bad("encoded slashes are not allowed in a proxied path")
+        if ";" in decoded:
+            raise _bad("path parameters (;) are not allowed in a proxied path")
         if not decoded.isprintable():
             raise _bad("control characters are not allowed in a proxied path")
     return rest
@@ -96,6 +128,7 @@ def upstream_url(service: Service, rest: str, raw_query: str) -> URL:
     """``base_url`` + ``/rest`` + ``?query``: scheme, host and port are the base's, always."""
     base = _base(service.base_url)
     tail = checked_tail(rest)
+    raw_query = without_tokens(raw_query)
     # base_url was checked at config load: no query, no fragment, no trailing /.
     text = service.base_url + "/" + tail
     url = URL(text + "?" + raw_query if raw_query else text, encoded=True)
@@ -103,6 +136,19 @@ def upstream_url(service: Service, rest: str, raw_query: str) -> URL:
     if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port) or url.user:
         raise _bad("the proxied path would leave the service's host")
     return url
+
+
+def without_tokens(raw_query: str) -> str:
+    """The client's query minus every parameter that carries a vaultd session token.
+
+    An SDK that puts its "API key" in the query (``?key=``) would otherwise
+    hand our token to the upstream, which has no use for it.
+    """
+    # The token prefix holds "sess" however its "_" is encoded: this cheap
+    # test spares nearly every query the per-parameter decoding.
+    if "sess" not in raw_query:
+        return raw_query
+    return "&".join(p for p in raw_query.split("&") if TOKEN_PREFIX not in unquote_plus(p))
 
 
 def token_from(headers: Mapping[str, str]) -> str | None:
@@ -127,7 +173,7 @@ def outgoing_headers(
         for value in incoming.getall("connection", [])
         for token in value.split(",")
     }
-    dropped = HOP_BY_HOP | named_by_connection | set(TOKEN_HEADERS)
+    dropped = _DROPPED_OUTGOING | named_by_connection if named_by_connection else _DROPPED_OUTGOING
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lowered = name.lower()
@@ -137,6 +183,11 @@ def outgoing_headers(
     for name, value in service.headers.items():
         if name not in out:
             out[name] = value
+    # Whatever the client (or a service's default headers) would accept: the
+    # redaction of step 7 can only scan an uncompressed answer, so that is the
+    # only kind asked for. This overrides DESIGN 6.4's "Content-Encoding bytes
+    # pass as they are": there are none to pass, as the README says.
+    out["Accept-Encoding"] = "identity"
     if service.auth == "bearer":
         out["Authorization"] = f"Bearer {secret}"
     elif service.auth == "header":
@@ -147,32 +198,128 @@ def outgoing_headers(
     return out
 
 
+def query_value(secret: str) -> str:
+    """The secret as a query value: every reserved character escaped."""
+    return quote(secret, safe="")
+
+
 def with_query_secret(url: URL, service: Service, secret: str) -> URL:
-    """For ``auth = "query"``: the key as a query parameter, replacing any the client sent."""
+    """For ``auth = "query"``: the key as a query parameter, replacing any the client sent.
+
+    The client's other parameters keep their exact encoding (a signed query
+    must stay byte for byte what was signed).
+    """
     if service.auth != "query":
         return url
-    query: MultiDict[str] = MultiDict(
-        (k, v) for k, v in url.query.items() if k != service.query_param
-    )
-    query[service.query_param] = secret
-    return url.with_query(query)
+    name = service.query_param
+    pairs = [
+        pair
+        for pair in url.raw_query_string.split("&")
+        if pair and unquote_plus(pair.partition("=")[0]) != name
+    ]
+    pairs.append(f"{name}={query_value(secret)}")
+    return URL(str(url).partition("?")[0] + "?" + "&".join(pairs), encoded=True)
+
+
+def secret_forms(service: Service, secret: str) -> list[bytes]:
+    """Every way the injected secret may come back from the upstream, as bytes.
+
+    What was sent (the secret, its basic-auth base64, its query escape), as
+    URLs, forms and JSON encoders write it again. Computed once per credential
+    by the proxy cache, never per request.
+    """
+    texts = {secret, query_value(secret), quote(secret), quote(secret, safe="").replace("%20", "+")}
+    if service.auth == "basic":
+        # Unpadded, so that it also matches inside a padded or re-wrapped copy.
+        texts.add(base64.b64encode(secret.encode("utf-8")).decode("ascii").rstrip("="))
+        _user, sep, password = secret.partition(":")
+        if sep and len(password) >= _MIN_PART:
+            texts.add(password)
+    for text in list(texts):
+        escaped = json.dumps(text)[1:-1]
+        # As json.dumps writes it, as an encoder that keeps non-ASCII does, and
+        # as encoders that escape "/" (PHP's json_encode) do.
+        texts.update(
+            (escaped, json.dumps(text, ensure_ascii=False)[1:-1], escaped.replace("/", "\\/"))
+        )
+    return [text.encode("utf-8") for text in texts if text]
+
+
+def unscannable_coding(
+    content_codings: Sequence[str], transfer_codings: Sequence[str] = ()
+) -> str | None:
+    """The first coding of the answer's body that leaves it compressed, if any.
+
+    vaultd asks for identity (``outgoing_headers``); an upstream that
+    compresses anyway sends bytes in which an echoed key cannot be found
+    without decompressing them, which DESIGN 6.4 rules out. The proxy refuses
+    such an answer (502) rather than pass on what it could not check. A
+    transfer coding other than chunked (``Transfer-Encoding: gzip, chunked``)
+    counts too: aiohttp undoes only the chunking and hands over the gzip.
+    """
+    for values, allowed in (
+        (content_codings, _SCANNABLE_CODINGS),
+        (transfer_codings, _SCANNABLE_TRANSFER_CODINGS),
+    ):
+        for value in values:
+            for coding in value.split(","):
+                coding = coding.strip().lower()
+                if coding not in allowed:
+                    return coding
+    return None
+
+
+def _scrub_location(value: bytes, patterns: Patterns) -> bytes:
+    """A redirect target without the query parameters that carry the key.
+
+    A ``query``-auth upstream that redirects to its own URL (pagination, a
+    moved endpoint) repeats the key there, in whatever escaping it likes; a
+    parameter is dropped if it holds any form of the key, as sent or decoded.
+    """
+    target, hash_mark, fragment = value.partition(b"#")
+    path, question, query = target.partition(b"?")
+    if question:
+        kept = [
+            pair
+            for pair in query.split(b"&")
+            if not patterns.found_in(pair)
+            and not patterns.found_in(unquote_to_bytes(pair.replace(b"+", b" ")))
+        ]
+        target = path + (b"?" + b"&".join(kept) if kept else b"")
+    return patterns.sub(target + hash_mark + fragment)
 
 
 def response_headers(
-    upstream: Iterable[tuple[str, str]], *, body_may_change: bool
+    raw: Sequence[tuple[bytes, bytes]], *, body_may_change: bool, patterns: Patterns
 ) -> CIMultiDict[str]:
-    """Upstream's headers for the client, minus hop-by-hop and framing we redo."""
+    """Upstream's headers for the client: no hop-by-hop, no cookies, no form of the key."""
+    # One search over all values at once: nearly every answer has no key in
+    # its headers, and then no value is looked at twice.
+    leaky = patterns.found_in(b"\n".join(value for _name, value in raw))
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream:
+    named_by_connection: list[str] = []
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1")
         lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered.startswith("proxy-"):
+        if lowered == "connection":
+            named_by_connection.extend(raw_value.decode("latin-1").split(","))
+            continue
+        if lowered in HOP_BY_HOP or lowered in _NEVER_RETURNED or lowered.startswith("proxy-"):
             continue
         if body_may_change and lowered == "content-length":
             continue  # redaction may change the length: sent chunked instead
+        if lowered == "location":
+            raw_value = _scrub_location(raw_value, patterns)
+        elif leaky:
+            raw_value = patterns.sub(raw_value)
+        value = raw_value.decode("latin-1")
         if lowered == "x-request-id":
             # vaultd's own X-Request-Id is set on every response; the
             # upstream's (which its support asks for) is kept under this name.
             out.add("X-Upstream-Request-Id", value)
             continue
         out.add(name, value)
+    for token in named_by_connection:
+        # RFC 9110 7.6.1: what the upstream's Connection names is hop-by-hop too.
+        out.popall(token.strip(), None)
     return out

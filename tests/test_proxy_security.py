@@ -1,0 +1,472 @@
+"""The proxy against hostile or careless upstreams and clients, through real sockets.
+
+Each test here pins a finding of the proxy's security review: a way the key,
+a session token or an upstream's cookies could cross vaultd, or a client input
+that could crash it or grow its memory. The fake upstreams are aiohttp servers
+on 127.0.0.1; ``hostile`` serves the misbehaviours the shared fake upstream in
+``tests/proxy_fixtures.py`` does not have.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
+
+from tests.api_helpers import DaemonTestServer, problem, raw_http
+from tests.proxy_fixtures import (
+    OPENAI_KEY,
+    Proxy,
+    Seen,
+    StartUpstream,
+    Upstream,
+    seed_vault,
+    write_config,
+)
+from vaultd.app import create_app
+from vaultd.appkeys import VAULT
+from vaultd.proxy import CACHE, USAGE
+
+BASIC_SECRET = "alice:s3cret-PASSWORD-0006"
+BASIC_B64 = base64.b64encode(BASIC_SECRET.encode()).decode("ascii")
+QUERY_KEY = "QUERYKEYquerykey0007"
+# Keys with characters that JSON, a URL or base64 write differently: the
+# verbatim key is then not what an echo carries.
+JSON_KEY = 'sk-we/ird"quote\\back-0008'
+URL_KEY = "QUERY/key+with space&amp=0009"
+
+
+def hostile_app(seen: list[Seen], other_url: str) -> web.Application:
+    """An upstream that echoes what it got in every way the review found to leak."""
+
+    async def record(request: web.Request) -> Seen:
+        item = Seen(request.method, request.path_qs, dict(request.headers), await request.read())
+        seen.append(item)
+        return item
+
+    def key_of(item: Seen) -> str:
+        return item.headers.get("Authorization", "").removeprefix("Bearer ")
+
+    async def compress_echo(request: web.Request) -> web.Response:
+        """Compresses only if the request allowed it, as well-behaved servers do."""
+        item = await record(request)
+        response = web.json_response({"headers": item.headers})
+        response.enable_compression()
+        return response
+
+    async def forced_encoding(request: web.Request) -> web.Response:
+        """Names a Content-Encoding whatever was asked for, the key inside."""
+        item = await record(request)
+        body = f'{{"error": "bad key {key_of(item)}"}}'.encode()
+        codings = request.query.getall("ce")
+        if any("gzip" in c for c in codings):
+            body = gzip.compress(body, mtime=0)
+        headers = CIMultiDict([("Content-Encoding", c) for c in codings])
+        return web.Response(body=body, headers=headers, content_type="application/json")
+
+    async def gzip_transfer(request: web.Request) -> web.Response:
+        """A gzip transfer coding, which aiohttp's web server would not write: raw bytes."""
+        item = await record(request)
+        body = gzip.compress(f'{{"error": "bad key {key_of(item)}"}}'.encode(), mtime=0)
+        assert request.transport is not None
+        request.transport.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+            + f"{len(body):x}\r\n".encode()
+            + body
+            + b"\r\n0\r\n\r\n"
+        )
+        request.transport.close()
+        return web.Response()  # never sent: the connection is closed
+
+    async def echo_headers(request: web.Request) -> web.Response:
+        """Quotes what it received in response headers, as some debug endpoints do."""
+        item = await record(request)
+        headers = {
+            "X-Echo-Authorization": item.headers.get("Authorization", ""),
+            "X-Echo-Custom": item.headers.get("X-Custom-Key", ""),
+            "X-Echo-Query": request.rel_url.raw_query_string,
+            "Link": f'<{other_url}/page?{request.rel_url.raw_query_string}>; rel="next"',
+        }
+        return web.Response(text="ok", headers=headers)
+
+    async def echo_reason(request: web.Request) -> web.Response:
+        item = await record(request)
+        return web.Response(status=401, reason=f"Invalid key {key_of(item)}", text="no")
+
+    async def redirect_with_query(request: web.Request) -> web.Response:
+        await record(request)
+        raise web.HTTPFound(f"{other_url}/next?{request.rel_url.raw_query_string}#frag")
+
+    async def cookies(request: web.Request) -> web.Response:
+        item = await record(request)
+        response = web.json_response({"cookie": item.headers.get("Cookie")})
+        response.set_cookie("upstream_session", "abc123")
+        return response
+
+    async def named_hop(request: web.Request) -> web.Response:
+        await record(request)
+        headers = {"Connection": "X-Hop-Secret", "X-Hop-Secret": "1", "X-Kept": "yes"}
+        return web.Response(text="ok", headers=headers)
+
+    async def php_echo(request: web.Request) -> web.Response:
+        """JSON written as PHP's json_encode does it: every / escaped as \\/."""
+        item = await record(request)
+        text = json.dumps({"key": key_of(item)}).replace("/", "\\/")
+        return web.Response(text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/compress-echo", compress_echo)
+    app.router.add_route("*", "/forced-encoding", forced_encoding)
+    app.router.add_get("/gzip-transfer", gzip_transfer)
+    app.router.add_get("/echo-headers", echo_headers)
+    app.router.add_get("/hdr/echo-headers", echo_headers)  # the hdr service's base path
+    app.router.add_get("/redirect-with-query", redirect_with_query)
+    app.router.add_get("/echo-reason", echo_reason)
+    app.router.add_get("/cookies", cookies)
+    app.router.add_get("/named-hop", named_hop)
+    app.router.add_get("/php-echo", php_echo)
+    return app
+
+
+@pytest.fixture
+async def hostile(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> Proxy:
+    """vaultd in front of ``hostile_app``: every configured service points at it."""
+    bystander = await start_upstream()
+    seen: list[Seen] = []
+    server = await aiohttp_server(
+        hostile_app(seen, bystander.url), host="127.0.0.1", access_log=None
+    )
+    upstream = Upstream(server, seen)
+    config = write_config(tmp_path / "config.toml", upstream.url)
+    ids = seed_vault(config)
+    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    result = Proxy(config, client, upstream, bystander, "", ids)
+    result.token = result.mint(name="default", scopes=["proxy", "read"])
+    return result
+
+
+def add_credential(proxy: Proxy, service: str, name: str, secret: str) -> None:
+    vault = proxy.client.app[VAULT]
+    vault.credentials.add(vault.unlock(), service=service, name=name, secret=secret)
+
+
+def forms_of(secret: str) -> list[str]:
+    """The key as an echo may carry it: verbatim, percent-encoded, JSON-escaped."""
+    escaped = json.dumps(secret)[1:-1]
+    return [secret, quote(secret, safe=""), escaped, escaped.replace("/", "\\/")]
+
+
+# -- 1. compression must not switch the redaction off ------------------------------
+
+
+async def test_client_accept_encoding_is_replaced_by_identity(proxy: Proxy) -> None:
+    resp = await proxy.client.get(
+        "/proxy/openai/v1/models", headers={**proxy.auth(), "Accept-Encoding": "gzip, br"}
+    )
+    assert resp.status == 200
+    assert proxy.upstream.seen[-1].headers["Accept-Encoding"] == "identity"
+
+
+async def test_compressing_upstream_cannot_smuggle_the_key(hostile: Proxy) -> None:
+    resp = await hostile.client.get(
+        "/proxy/openai/compress-echo", headers={**hostile.auth(), "Accept-Encoding": "gzip"}
+    )
+    assert resp.status == 200
+    text = await resp.text()  # decompressed by the test client if it were compressed
+    assert OPENAI_KEY not in text
+    assert json.loads(text)["headers"]["Authorization"] == "Bearer [REDACTED]"
+
+
+@pytest.mark.parametrize(
+    "codings", [["gzip"], ["br"], ["x-custom"], ["identity, gzip"], ["identity", "gzip"]]
+)
+async def test_encoded_answer_despite_identity_is_refused(
+    hostile: Proxy, codings: list[str]
+) -> None:
+    query = "&".join(f"ce={quote(c)}" for c in codings)
+    resp = await hostile.client.get(
+        f"/proxy/openai/forced-encoding?{query}", headers=hostile.auth(), auto_decompress=False
+    )
+    body = await problem(resp, 502, "upstream-encoding")
+    assert "Content-Encoding" in body["detail"] and "identity" in body["detail"]
+    raw = await resp.read()
+    assert OPENAI_KEY.encode() not in raw
+    assert "Content-Encoding" not in resp.headers
+
+
+async def test_gzip_transfer_coding_is_refused(hostile: Proxy) -> None:
+    resp = await hostile.client.get("/proxy/openai/gzip-transfer", headers=hostile.auth())
+    await problem(resp, 502, "upstream-encoding")
+    assert OPENAI_KEY.encode() not in await resp.read()
+
+
+@pytest.mark.parametrize("codings", [[""], ["identity"], ["", "identity"], ["Identity"]])
+async def test_empty_or_identity_encoding_is_still_redacted(
+    hostile: Proxy, codings: list[str]
+) -> None:
+    query = "&".join(f"ce={quote(c)}" for c in codings)
+    resp = await hostile.client.get(
+        f"/proxy/openai/forced-encoding?{query}", headers=hostile.auth()
+    )
+    assert resp.status == 200
+    assert await resp.read() == b'{"error": "bad key [REDACTED]"}'
+
+
+async def test_head_with_an_encoding_has_no_body_to_check(hostile: Proxy) -> None:
+    resp = await hostile.client.head(
+        "/proxy/openai/forced-encoding?ce=gzip", headers=hostile.auth()
+    )
+    assert resp.status == 200
+    assert resp.headers["Content-Encoding"] == "gzip"
+
+
+# -- 2. response headers ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("service", "secret"),
+    [
+        ("openai", OPENAI_KEY),
+        ("hdr", "HDRKEYhdrkey0005"),
+        ("basicsvc", BASIC_SECRET),
+        ("querysvc", QUERY_KEY),
+    ],
+)
+async def test_response_headers_never_carry_the_key(
+    hostile: Proxy, service: str, secret: str
+) -> None:
+    resp = await hostile.client.get(f"/proxy/{service}/echo-headers?a=1", headers=hostile.auth())
+    assert resp.status == 200
+    dump = json.dumps(list(resp.headers.items()))
+    for form in (*forms_of(secret), BASIC_B64):
+        assert form not in dump
+    assert "[REDACTED]" in dump
+
+
+async def test_reason_phrase_never_carries_the_key(hostile: Proxy) -> None:
+    resp = await hostile.client.get("/proxy/openai/echo-reason", headers=hostile.auth())
+    assert resp.status == 401
+    assert resp.reason == "Unauthorized"
+
+
+async def test_location_loses_the_key_parameter(hostile: Proxy) -> None:
+    resp = await hostile.client.get(
+        "/proxy/querysvc/redirect-with-query?page=2&x=a%26b",
+        headers=hostile.auth(),
+        allow_redirects=False,
+    )
+    assert resp.status == 302
+    assert resp.headers["Location"] == f"{hostile.bystander.url}/next?page=2&x=a%26b#frag"
+    assert hostile.bystander.seen == []
+
+
+async def test_location_loses_a_percent_encoded_key(hostile: Proxy) -> None:
+    add_credential(hostile, "querysvc", "url", URL_KEY)
+    resp = await hostile.client.get(
+        "/proxy/querysvc/redirect-with-query?page=2",
+        headers={**hostile.auth(), "X-Vaultd-Credential": "url"},
+        allow_redirects=False,
+    )
+    assert resp.status == 302
+    location = resp.headers["Location"]
+    assert location == f"{hostile.bystander.url}/next?page=2#frag"
+    # What the upstream got is the key, so the check above is not vacuous.
+    assert "key=QUERY%2Fkey%2Bwith%20space%26amp%3D0009" in hostile.upstream.seen[-1].path_qs
+
+
+# -- 3. every form of the key in bodies ---------------------------------------------
+
+
+async def test_basic_auth_echo_is_redacted_in_base64_too(proxy: Proxy) -> None:
+    resp = await proxy.client.get("/proxy/basicsvc/x", headers=proxy.auth())
+    assert resp.status == 200
+    text = await resp.text()
+    assert BASIC_B64.rstrip("=") not in text
+    assert json.loads(text)["headers"]["Authorization"].startswith("Basic [REDACTED]")
+
+
+async def test_query_key_echo_is_redacted_percent_encoded(proxy: Proxy) -> None:
+    add_credential(proxy, "querysvc", "url", URL_KEY)
+    resp = await proxy.client.get(
+        "/proxy/querysvc/search?q=1", headers={**proxy.auth(), "X-Vaultd-Credential": "url"}
+    )
+    assert resp.status == 200
+    text = await resp.text()
+    sent = proxy.upstream.seen[-1].path_qs
+    assert sent == "/search?q=1&key=QUERY%2Fkey%2Bwith%20space%26amp%3D0009"
+    assert json.loads(text)["path_qs"] == "/search?q=1&key=[REDACTED]"
+    for form in forms_of(URL_KEY):
+        assert form not in text
+
+
+async def test_json_escaped_key_is_redacted(proxy: Proxy) -> None:
+    add_credential(proxy, "openai", "weird", JSON_KEY)
+    resp = await proxy.client.get(
+        "/proxy/openai/x", headers={**proxy.auth(), "X-Vaultd-Credential": "weird"}
+    )
+    assert resp.status == 200
+    text = await resp.text()
+    assert proxy.upstream.seen[-1].headers["Authorization"] == f"Bearer {JSON_KEY}"
+    assert json.loads(text)["headers"]["Authorization"] == "Bearer [REDACTED]"
+    for form in forms_of(JSON_KEY):
+        assert form not in text
+
+
+async def test_slash_escaped_json_key_is_redacted(hostile: Proxy) -> None:
+    add_credential(hostile, "openai", "weird", JSON_KEY)
+    resp = await hostile.client.get(
+        "/proxy/openai/php-echo", headers={**hostile.auth(), "X-Vaultd-Credential": "weird"}
+    )
+    assert resp.status == 200
+    assert await resp.read() == b'{"key": "[REDACTED]"}'
+
+
+# -- 4. and the extra path checks: 400, never 500 -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/proxy/openai/v1/%ff",
+        "/proxy/openai/%c3%28/x",
+        "/proxy/openai/v1/models;jsessionid=1",
+        "/proxy/openai/v1/models%3Bx=1",
+        "/proxy/openai/%252e%252e/x",
+        "/proxy/openai/a%252Fb",
+        "/proxy/openai/a%2541",
+    ],
+)
+async def test_undecodable_or_ambiguous_paths_are_400(proxy: Proxy, path: str) -> None:
+    port = proxy.client.server.port
+    assert port is not None
+    status, _headers, body = await raw_http(
+        "127.0.0.1",
+        port,
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {proxy.token}\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert status == 400, body
+    assert json.loads(body)["type"].endswith("/bad-proxy-path")
+    assert proxy.upstream.seen == []
+
+
+async def test_a_literal_percent_sign_still_passes(proxy: Proxy) -> None:
+    resp = await proxy.client.get("/proxy/openai/files/100%25done", headers=proxy.auth())
+    assert resp.status == 200
+    assert proxy.upstream.seen[-1].path_qs == "/files/100%25done"
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "TRACK"])
+async def test_trace_connect_track_never_reach_the_upstream(proxy: Proxy, method: str) -> None:
+    port = proxy.client.server.port
+    assert port is not None
+    status, headers, body = await raw_http(
+        "127.0.0.1",
+        port,
+        f"{method} /proxy/openai/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {proxy.token}\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert 400 <= status < 500, body
+    assert proxy.upstream.seen == []
+    if method == "TRACE":  # the others the HTTP parser refuses before vaultd sees them
+        assert status == 405
+        assert "TRACE" not in headers["allow"]
+        assert json.loads(body)["type"].endswith("/method-not-allowed")
+
+
+# -- 5. credential selector ----------------------------------------------------------
+
+
+async def test_credential_selector_length_is_capped(proxy: Proxy) -> None:
+    resp = await proxy.client.get(
+        "/proxy/openai/x", headers={**proxy.auth(), "X-Vaultd-Credential": "n" * 301}
+    )
+    await problem(resp, 400, "malformed-request")
+    resp = await proxy.client.get(
+        "/proxy/openai/x", headers={**proxy.auth(), "X-Vaultd-Credential": "n" * 300}
+    )
+    await problem(resp, 404, "no-credential")
+    assert proxy.upstream.seen == []
+
+
+async def test_credential_misses_do_not_grow_the_cache(proxy: Proxy) -> None:
+    cache = proxy.client.app[CACHE]
+    for i in range(200):
+        resp = await proxy.client.get(
+            "/proxy/openai/x", headers={**proxy.auth(), "X-Vaultd-Credential": f"nosuch-{i}"}
+        )
+        assert resp.status == 404
+    # The session is all there is to keep. (A usage flush may have emptied the
+    # cache meanwhile, so this is a bound, not an equality.)
+    assert len(cache) <= 1
+    # A hit is still cached: the same object, with no database read in between.
+    resp = await proxy.client.get(
+        "/proxy/openai/x", headers={**proxy.auth(), "X-Vaultd-Credential": "second"}
+    )
+    assert resp.status == 200
+    assert len(cache) == 3  # session, credential, secret
+    assert cache.credential("openai", "second") is cache.credential("openai", "second")
+
+
+# -- 6. the audit path ----------------------------------------------------------------
+
+
+async def test_a_token_in_the_path_never_reaches_the_audit_log(proxy: Proxy) -> None:
+    encoded = proxy.token.replace("_", "%5F")
+    for path in (f"/proxy/openai/v1/{proxy.token}", f"/proxy/openai/v1/{encoded}"):
+        assert (await proxy.client.get(path, headers=proxy.auth())).status == 200
+    await proxy.client.app[USAGE].flush()
+    conn = sqlite3.connect(proxy.config.db_path)
+    try:
+        paths = [row[0] for row in conn.execute("SELECT path FROM audit ORDER BY id")]
+    finally:
+        conn.close()
+    assert len(paths) == 2
+    for path in paths:
+        assert proxy.token not in path and proxy.token[12:] not in path
+        assert path.startswith("/v1/fn_sess_") and path.endswith("[REDACTED]")
+
+
+async def test_a_token_in_the_query_is_not_forwarded(proxy: Proxy) -> None:
+    encoded = proxy.token.replace("_", "%5F")
+    resp = await proxy.client.get(
+        f"/proxy/openai/x?a=1&api_key={proxy.token}&b=2&k2={encoded}&c=fn_sess",
+        headers=proxy.auth(),
+    )
+    assert resp.status == 200
+    assert proxy.upstream.seen[-1].path_qs == "/x?a=1&b=2&c=fn_sess"
+
+
+# -- 7. cookies and hop-by-hop --------------------------------------------------------
+
+
+async def test_cookies_never_cross_the_proxy(hostile: Proxy) -> None:
+    resp = await hostile.client.get(
+        "/proxy/openai/cookies", headers={**hostile.auth(), "Cookie": "local=secret-cookie"}
+    )
+    assert resp.status == 200
+    assert await resp.json() == {"cookie": None}
+    assert "Cookie" not in hostile.upstream.seen[-1].headers
+    assert "Set-Cookie" not in resp.headers
+    assert not hostile.client.session.cookie_jar.filter_cookies(hostile.client.make_url("/"))
+
+
+async def test_headers_named_by_the_upstreams_connection_are_dropped(hostile: Proxy) -> None:
+    resp = await hostile.client.get("/proxy/openai/named-hop", headers=hostile.auth())
+    assert resp.status == 200
+    assert "X-Hop-Secret" not in resp.headers
+    assert resp.headers["X-Kept"] == "yes"
