@@ -92,6 +92,7 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
         "port": (_port, DEFAULT_PORT),
         "allowed_hosts": (_str_list, []),
         "allowed_origins": (_str_list, []),
+        "idle_timeout": (_duration, "60s"),
     },
     "storage": {"data_dir": (_path, None)},
     "crypto": {"key_file": (_path, None)},
@@ -113,6 +114,7 @@ class Config:
     port: int
     allowed_hosts: tuple[str, ...]
     allowed_origins: tuple[str, ...]
+    idle_timeout: int
     data_dir: Path
     key_file: Path
     default_ttl: int
@@ -234,6 +236,7 @@ def load_config(
         port=settings["port"],
         allowed_hosts=settings["allowed_hosts"],
         allowed_origins=settings["allowed_origins"],
+        idle_timeout=settings["idle_timeout"],
         data_dir=resolved_data,
         key_file=key_file,
         default_ttl=settings["default_ttl"],

@@ -12,7 +12,7 @@ import logging
 import re
 import traceback
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.typedefs import Handler, Middleware
 
 from vaultd.appkeys import REQUEST_ID
@@ -29,6 +29,7 @@ from vaultd.problems import (
     from_http_exception,
     problem_response,
     redact,
+    status_problem,
 )
 
 log = logging.getLogger("vaultd.http")
@@ -37,6 +38,11 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 # A Host value: a DNS name or IPv4 literal, or a bracketed IPv6 literal, then
 # an optional port. Anything else (userinfo, spaces, a second colon) is refused.
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?")
+# The request line and headers together. aiohttp bounds each line (8190 bytes)
+# and their number (128) but not the sum; nginx refuses heads over 32 KiB and
+# Node over 16 KiB, and no SDK comes near either.
+MAX_HEAD = 64 * 1024
+HEAD_TOO_LARGE = f"the request line and headers are larger than {MAX_HEAD // 1024} KiB"
 # Methods whose body is JSON on every /api/ endpoint (T3: a browser can send
 # text/plain or a form cross-origin without a preflight, but not JSON).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -94,6 +100,32 @@ def _listening_port(request: web.Request) -> int | None:
     return None
 
 
+def framing_fault(request: web.Request) -> str | None:
+    """Why the request line or the body's framing cannot be trusted, or None.
+
+    aiohttp's parser lets these through: a request line without a version is
+    taken as HTTP/0.9 and the lines after it still as headers (so a CRLF in a
+    path turns into a request that reaches the upstream), ``HTTP/2.0`` in a
+    text request line is served, an HTTP/1.0 request may be chunked (RFC 9112
+    6.1: its framing is faulty), and an absolute-form target
+    (``GET http://other.host/api/...``) names a host the Host check never
+    sees (T6 refuses it).
+    """
+    if request.version not in (HttpVersion10, HttpVersion11):
+        return "only HTTP/1.0 and HTTP/1.1 requests are accepted"
+    if request.version == HttpVersion10 and "Transfer-Encoding" in request.headers:
+        return "an HTTP/1.0 request must not carry Transfer-Encoding"
+    if not request.raw_path.startswith("/"):
+        return "the request target must be a path starting with /"
+    return None
+
+
+def head_size(request: web.Request) -> int:
+    """About the bytes of the request line and headers, as the client sent them."""
+    line = len(request.method) + len(request.raw_path) + 12  # two spaces, HTTP/1.1, CRLF
+    return line + sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+
+
 def check_host(request: web.Request, policy: HostPolicy) -> None:
     # request.host would fall back to this machine's name when Host is missing;
     # the raw header is what a browser sent and what rebinding controls.
@@ -129,12 +161,23 @@ def check_json_body(request: web.Request) -> None:
 
 
 def make_guard(config: Config) -> Middleware:
-    """The Host, Origin and content-type checks, before any handler runs."""
+    """The request-line, head-size, Host, Origin and content-type checks, before any handler."""
     policy = HostPolicy(config.allowed_hosts)
     origins = frozenset(config.allowed_origins)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        fault = framing_fault(request)
+        if fault is not None:
+            response = problem_response(status_problem(400, fault), request[REQUEST_ID])
+            # Where one request ends is in doubt: nothing more is read from
+            # this connection, so no bytes after it can pass as a request.
+            response.force_close()
+            return response
+        if head_size(request) > MAX_HEAD:
+            # A head that came whole in one read; one sent piecemeal is
+            # refused by the protocol handler before it ends (protocol.py).
+            raise status_problem(431, HEAD_TOO_LARGE)
         check_host(request, policy)
         check_origin(request, origins)
         check_json_body(request)

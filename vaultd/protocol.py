@@ -8,11 +8,19 @@ text, without running the middlewares, and logs a traceback at ERROR. DESIGN
 problem, so the runner here builds connections whose ``handle_error`` does
 that, and logs one line.
 
+Slow clients are bounded here too: a request head (request line and headers)
+may not grow past ``MAX_HEAD`` while it is being sent, and a connection with
+no complete request is closed after ``[server] idle_timeout``, so a client
+that never finishes its headers holds neither much memory nor a socket for
+long.
+
 .. warning:: This leans on aiohttp internals that have been stable through
    3.x (``AppRunner._make_server``, ``Server._kwargs``, the signature of
-   ``RequestHandler.handle_error``); the API tests are served by this runner
-   and ``tests/test_error_shape.py`` sends it unparseable requests, so an
-   aiohttp upgrade that moves them fails a test.
+   ``RequestHandler.handle_error``; for ``MAX_HEAD``, the handler's
+   ``_waiter``, ``_messages`` and ``_request_count`` and ``_ErrInfo``); the
+   API tests are served by this runner, and ``tests/test_error_shape.py`` and
+   ``tests/test_raw_http.py`` send it unparseable, oversize and unfinished
+   requests, so an aiohttp upgrade that moves them fails a test.
 """
 
 from __future__ import annotations
@@ -22,10 +30,14 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import _ErrInfo
 from aiohttp.web_request import BaseRequest
 
+from vaultd.appkeys import CONFIG
 from vaultd.errors import VaultdError
-from vaultd.middleware import set_standard_headers
+from vaultd.middleware import HEAD_TOO_LARGE, MAX_HEAD, set_standard_headers
 from vaultd.models import uuid7
 from vaultd.problems import InternalError, problem_response, redact, status_problem
 
@@ -33,6 +45,45 @@ log = logging.getLogger("vaultd.http")
 
 
 class ProblemRequestHandler(web.RequestHandler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Bytes of a request head still incomplete, counted while the
+        # connection waits for its next request.
+        self._head_bytes = 0
+        self._head_refused = False
+
+    def data_received(self, data: bytes) -> None:
+        """aiohttp's, plus ``MAX_HEAD`` on a head that has not ended yet.
+
+        aiohttp bounds each header line and the number of headers, which still
+        lets a client that never ends its headers park about 2 MiB of them in
+        the parser per connection until ``idle_timeout``; this bounds it to
+        ``MAX_HEAD``. Bytes that arrive while a request is being handled are
+        its body (or pipelined requests) and are not counted.
+        """
+        if self._head_refused:
+            return  # the 431 is on its way and the connection closes after it
+        # Waiting for a head: nothing parsed yet on this connection, or the
+        # request loop idle (not while a finished request's unread body is
+        # still being drained, whose bytes are not a head).
+        waiter = self._waiter
+        waiting = not self._messages and (
+            self._request_count == 0 or (waiter is not None and not waiter.done())
+        )
+        requests_before = self._request_count
+        super().data_received(data)
+        if not waiting or self._request_count != requests_before:
+            self._head_bytes = 0  # a head ended (or none was being read)
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD:
+            self._head_refused = True
+            # Answered the way aiohttp answers a head its parser refuses.
+            refused = BadHttpMessage(HEAD_TOO_LARGE)
+            self._messages.append((_ErrInfo(431, refused, HEAD_TOO_LARGE), EMPTY_PAYLOAD))
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -53,7 +104,8 @@ class ProblemRequestHandler(web.RequestHandler):
         else:
             # The parser's message quotes the offending bytes: not repeated.
             log.info("refused a malformed HTTP request with %d (request %s)", status, request_id)
-            error = status_problem(status, "the request is not valid HTTP/1.1")
+            detail = HEAD_TOO_LARGE if status == 431 else "the request is not valid HTTP/1.1"
+            error = status_problem(status, detail)
         response = problem_response(error, request_id)
         set_standard_headers(response, request_id)
         response.force_close()
@@ -89,11 +141,21 @@ class AccessLogger(AbstractAccessLogger):
 
 
 class DaemonRunner(web.AppRunner):
-    """The ``AppRunner`` of ``vaultd serve``: protocol errors as problems, our access log."""
+    """The ``AppRunner`` of ``vaultd serve``: protocol errors as problems, our access log.
+
+    Connections without a complete request are closed after ``[server] idle_timeout``.
+    """
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
         kwargs.setdefault("access_log_class", AccessLogger)
         kwargs.setdefault("access_log", logging.getLogger("vaultd.access"))
+        config = app.get(CONFIG)
+        if config is not None:
+            # aiohttp's keep-alive timer starts when a connection opens and
+            # again after each answer, and is not reset by a partial request:
+            # it closes connections that never finish their headers, which
+            # its default (about an hour) would let pile up.
+            kwargs.setdefault("keepalive_timeout", config.idle_timeout)
         super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
