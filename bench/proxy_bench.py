@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 KEY = "sk-bench-0123456789abcdefghijklmnopqrstuvwxyz"
 SSE_EVENTS = 50
@@ -60,8 +61,13 @@ class UpstreamProtocol(asyncio.Protocol):
         + BODY
     )
 
+    transport: asyncio.Transport
+    buffer: bytes
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream transport; cast, not isinstance: uvloop's TCPTransport does
+        # not register as an asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         self.buffer = b""
 
     def data_received(self, data: bytes) -> None:
@@ -74,19 +80,19 @@ class UpstreamProtocol(asyncio.Protocol):
                 STREAMS.add(task)  # a strong reference until the stream ends
                 task.add_done_callback(STREAMS.discard)
             else:
-                self.transport.write(self.RESPONSE)  # type: ignore[attr-defined]
+                self.transport.write(self.RESPONSE)
 
     async def sse(self) -> None:
         t = self.transport
-        t.write(  # type: ignore[attr-defined]
+        t.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         for i in range(SSE_EVENTS):
             event = f'data: {{"i": {i}}}\n\n'.encode()
-            t.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")  # type: ignore[attr-defined]
+            t.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
             await asyncio.sleep(SSE_GAP)
-        t.write(b"0\r\n\r\n")  # type: ignore[attr-defined]
+        t.write(b"0\r\n\r\n")
 
 
 def run_upstream(port: int) -> None:

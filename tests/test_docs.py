@@ -131,7 +131,7 @@ def test_the_walk_finds_nested_commands() -> None:
 @pytest.mark.parametrize("name", list(ALL_COMMANDS))
 def test_every_command_has_help(name: str) -> None:
     command = ALL_COMMANDS[name]
-    assert (command.help or "").strip(), f"{name} has no help text"
+    assert command.help is not None and command.help.strip(), f"{name} has no help text"
     assert command.get_short_help_str().strip()
     rendered = " ".join(command.get_help(click.Context(command, info_name=name)).split())
     assert " ".join(command.help.split()[:6]) in rendered

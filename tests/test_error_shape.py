@@ -40,9 +40,11 @@ async def test_400_malformed_json(api_client: TestClient[Any, Any], mint: Mint) 
 
 
 async def test_400_unparseable_http(api_client: TestClient[Any, Any]) -> None:
+    port = api_client.port
+    assert port is not None
     status, headers, raw = await raw_http(
         "127.0.0.1",
-        api_client.port,
+        port,
         b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\x01b\r\nConnection: close\r\n\r\n",
     )
     assert status == 400

@@ -39,6 +39,7 @@ async def test_foreign_host_is_refused(
     api_client: TestClient[Any, Any], mint: Mint, host: str
 ) -> None:
     port = api_client.port
+    assert port is not None
     value = host.format(port=port, wrong=port + 1 if port < 65535 else port - 1)
     response = await api_client.get(
         "/api/credentials", headers={"Host": value, **bearer(mint("admin"))}
@@ -61,6 +62,8 @@ async def test_loopback_hosts_are_allowed(api_client: TestClient[Any, Any], host
 
 async def test_missing_host_is_refused(api_client: TestClient[Any, Any], mint: Mint) -> None:
     token = mint("admin")
+    port = api_client.port
+    assert port is not None
     # RFC 9112 3.2: an HTTP/1.1 request without Host MUST get 400 (aiohttp's
     # parser says so before routing); HTTP/1.0 has no such rule, so the
     # guard refuses it as a bad Host.
@@ -70,7 +73,7 @@ async def test_missing_host_is_refused(api_client: TestClient[Any, Any], mint: M
     ]:
         code, headers, body = await raw_http(
             "127.0.0.1",
-            api_client.port,
+            port,
             b"GET /api/credentials " + version + b"\r\n"
             b"Authorization: Bearer " + token.encode() + b"\r\n"
             b"Connection: close\r\n\r\n",
@@ -84,9 +87,11 @@ async def test_missing_host_is_refused(api_client: TestClient[Any, Any], mint: M
 
 
 async def test_two_host_headers_are_refused(api_client: TestClient[Any, Any]) -> None:
+    port = api_client.port
+    assert port is not None
     status, _, body = await raw_http(
         "127.0.0.1",
-        api_client.port,
+        port,
         b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n"
         b"Connection: close\r\n\r\n",
     )

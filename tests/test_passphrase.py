@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import sys
@@ -114,7 +115,7 @@ def test_piped_secret_and_passphrase_from_the_terminal(
         return PASSPHRASE
 
     monkeypatch.setattr(keysource, "terminal_available", lambda: True)
-    monkeypatch.setattr(keysource.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
     locked.ok("add", "openai", "piped", input=SECRET + "\n")
     assert asked == ["Vault passphrase: "]
     assert [c["name"] for c in locked.listing()] == ["piped"]

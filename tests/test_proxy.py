@@ -8,6 +8,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -268,7 +269,7 @@ async def test_body_over_limit_is_413_with_length(proxy: Proxy) -> None:
 
 
 async def test_body_over_limit_is_413_when_streamed(proxy: Proxy) -> None:
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(40):  # 40 x 4 KiB = 160 KiB, chunked, no length known up front
             yield b"y" * 4096
             await asyncio.sleep(0)

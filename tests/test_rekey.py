@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.conftest import CLI, file_bytes_under
 from vaultd import crypto
 from vaultd.config import load_config
+from vaultd.errors import CryptoError
 from vaultd.vault import open_vault
 
 N_CREDENTIALS = 300
@@ -55,7 +56,7 @@ def test_rekey_changes_the_data_key_and_keeps_every_secret(initialised: CLI) -> 
         # The old key no longer opens anything.
         try:
             crypto.unseal(old_dek, credential_id, service, sealed)
-        except crypto.CryptoError:
+        except CryptoError:
             pass
         else:
             raise AssertionError("a credential still opens with the old data key")
