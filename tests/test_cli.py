@@ -255,6 +255,12 @@ def test_session_ttl_beyond_max_refused(initialised: CLI) -> None:
     assert "max_ttl" in err
     err = initialised.fails("session", "create", "--service", "nosuch")
     assert "nosuch" in err
+    for ttl in ("0s", "999999999999w" * 16):
+        result = initialised.run("session", "create", "--ttl", ttl)
+        assert result.exit_code == 2 and "--ttl" in result.stderr, result.output
+        assert result.stdout == ""
+    result = initialised.run("audit", "--since", "999999999999w" * 16)
+    assert result.exit_code == 2 and "--since" in result.stderr, result.output
 
 
 def test_every_verb_has_help(cli_env: CLI) -> None:

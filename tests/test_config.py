@@ -271,6 +271,8 @@ def test_schema_key_names_are_unique_across_sections() -> None:
         ("[audit]\nmax_rows = 0\n", ["max_rows"]),
         ('[audit]\nmax_rows = "many"\n', ["max_rows"]),
         ('[audit]\nmax_age = "forever"\n', ["max_age"]),
+        ("[sessions]\ndefault_ttl = 9223372036854775000\n", ["default_ttl"]),
+        ('[audit]\nmax_age = "999999999999w999999999999w"\n', ["max_age"]),
         ("services = 1\n", ["services"]),
     ],
 )
@@ -288,6 +290,11 @@ def test_invalid_toml_is_a_config_error_naming_the_file(
     message = config_error(tmp_path, env, "[server\nport = 1\n")
     assert "not valid TOML" in message
     assert str(tmp_path / "etc" / "config.toml") in message
+
+
+def test_endless_config_file_is_refused_not_read_whole(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        load_config(config_path="/dev/zero", env=env)
 
 
 def test_non_utf8_file_is_a_config_error(tmp_path: Path, env: dict[str, str]) -> None:

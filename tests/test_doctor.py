@@ -24,6 +24,10 @@ def doctor(cli: CLI, code: int, **env: str) -> dict[str, str]:
     """Run doctor; its lines as {check name: line}."""
     result = cli.runner.invoke(vaultd_cli, ["doctor"], env=env)
     assert result.exit_code == code, result.output
+    # CliRunner swallows a crash into result.exception: a crash is a failure here.
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     assert "Traceback" not in result.output
     assert SECRET not in result.output
     lines: dict[str, str] = {}
@@ -87,6 +91,46 @@ def test_damaged_page_fails_the_integrity_check(initialised: CLI) -> None:
     initialised.db_path.write_bytes(bytes(data))
     lines = doctor(initialised, 1, VAULTD_URL="http://127.0.0.1:9")
     assert any(line.startswith("FAIL ") for line in lines.values()), lines
+
+
+def test_damaged_table_page_is_a_fail_line_not_a_crash(initialised: CLI) -> None:
+    for i in range(300):
+        initialised.add("openai", f"k{i}", f"sk-proj-PAGEpage{i:04d}xxxxxxxxxxxxxxxx")
+    with initialised.vault() as vault:
+        vault.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(initialised.db_path.read_bytes())
+    assert len(data) > 16384 + 100
+    data[16384 : 16384 + 100] = b"\xab" * 100  # the page header too
+    initialised.db_path.write_bytes(bytes(data))
+    lines = doctor(initialised, 1, VAULTD_URL="http://127.0.0.1:9")
+    assert any(line.startswith("FAIL ") for line in lines.values()), lines
+    # The other verbs say so in one line too.
+    assert "Error: " in initialised.fails("list")
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [
+        ("credentials", "metadata", "{not json"),
+        ("credentials", "metadata", "[1, 2]"),
+        ("sessions", "scopes", "nope"),
+        ("sessions", "services", '{"a": 1}'),
+    ],
+)
+def test_edited_json_columns_are_one_clear_line(
+    initialised: CLI, table: str, column: str, value: str
+) -> None:
+    initialised.add("openai", "primary", SECRET)
+    initialised.ok("session", "create")
+    with initialised.vault() as vault:
+        vault.db.execute(f"UPDATE {table} SET {column} = ?", [value])  # noqa: S608
+        vault.db.conn.commit()
+    verb = ["list"] if table == "credentials" else ["session", "list"]
+    line = initialised.fails(*verb)
+    assert "is damaged" in line and column in line
+    lines = doctor(initialised, 1 if table == "credentials" else 0, VAULTD_URL="http://127.0.0.1:9")
+    if table == "credentials":
+        assert lines["database"].startswith("FAIL ") and column in lines["database"]
 
 
 def test_sealed_value_that_does_not_open_fails(initialised: CLI) -> None:

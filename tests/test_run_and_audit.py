@@ -157,6 +157,7 @@ async def test_audit_api_filters_and_refuses_bad_params(proxy: Proxy) -> None:
         {"limit": "0"},
         {"limit": "1001"},
         {"since": "soon"},
+        {"since": "999999999999w" * 16},
         {"credential_id": "x"},
         {"service": "Bad Name"},
         {"bogus": "1"},

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultd.units import format_ago, format_duration, parse_duration, parse_size
+from vaultd.units import MAX_DURATION, format_ago, format_duration, parse_duration, parse_size
 
 MINUTE, HOUR, DAY, WEEK = 60, 3600, 86400, 604800
 NOW = 1_700_000_000
@@ -42,7 +42,19 @@ def test_parse_duration_refuses(text: str) -> None:
 def test_parse_duration_sums_its_parts(parts: list[tuple[int, str]]) -> None:
     text = "".join(f"{n}{unit}" for n, unit in parts)
     per_unit = {"s": 1, "m": MINUTE, "h": HOUR, "d": DAY, "w": WEEK}
-    assert parse_duration(text) == sum(n * per_unit[unit] for n, unit in parts)
+    expected = sum(n * per_unit[unit] for n, unit in parts)
+    if expected > MAX_DURATION:
+        with pytest.raises(ValueError, match="longer than 100 years"):
+            parse_duration(text)
+    else:
+        assert parse_duration(text) == expected
+
+
+def test_repeated_huge_groups_are_refused_not_overflowed() -> None:
+    # Sixteen twelve-digit groups would overflow SQLite's 64-bit integers.
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        parse_duration("999999999999w" * 16)
+    assert parse_duration("5200w") == 5200 * WEEK
 
 
 @pytest.mark.parametrize(

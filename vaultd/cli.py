@@ -420,9 +420,13 @@ def parse_ttl(text: str) -> int | None:
     if text == "never":
         return None
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ttl") from None
+    if seconds <= 0:
+        # A token that is expired when printed is a mistake, as the API says.
+        raise click.BadParameter("must be longer than zero", param_hint="--ttl")
+    return seconds
 
 
 @session.command(name="create")
@@ -684,6 +688,7 @@ def passwd(state: State, new_passphrase_file: Path | None) -> None:
 
 @cli.command()
 @pass_state
+@one_line_errors
 def doctor(state: State) -> None:
     """Check config, permissions, key, database, credentials and daemon; exit 1 on a FAIL."""
     from vaultd.doctor import run_checks

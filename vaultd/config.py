@@ -17,7 +17,7 @@ from typing import Any
 
 from vaultd.errors import ConfigError
 from vaultd.services import Service, build_registry
-from vaultd.units import parse_duration, parse_size
+from vaultd.units import MAX_DURATION, parse_duration, parse_size
 
 DEFAULT_PORT = 3978
 KEY_FILE_NAME = "master.key"
@@ -70,6 +70,8 @@ def _duration(where: str, value: object) -> int:
         raise ConfigError(f"{where}: {exc}") from None
     if seconds <= 0:
         raise ConfigError(f"{where} must be longer than zero")
+    if seconds > MAX_DURATION:
+        raise ConfigError(f"{where} must be at most 100 years")
     return seconds
 
 
@@ -153,15 +155,22 @@ def data_home(env: Mapping[str, str]) -> Path:
     return _xdg(env, "XDG_DATA_HOME", ".local/share") / "vaultd"
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def _read_toml(path: Path, explicit: bool) -> dict[str, Any]:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            # Bounded: --config /dev/zero (or a huge file) must be an error, not an OOM.
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path} does not exist") from None
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

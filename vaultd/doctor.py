@@ -114,6 +114,10 @@ def _vault_checks(config: Config, passphrase_file: Path | None) -> Iterator[Chec
             yield Check("ok", "credentials", f"all {len(credentials)} open")
     except VaultdError as exc:
         yield Check("FAIL", "database", str(exc))
+    except sqlite3.DatabaseError as exc:
+        # A damaged page can pass the open and fail any later read: still a
+        # line, since a damaged vault is exactly when doctor is run.
+        yield Check("FAIL", "database", f"{config.db_path} is damaged ({exc}); restore a backup")
     finally:
         vault.close()
 

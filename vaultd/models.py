@@ -13,10 +13,11 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vaultd.errors import FieldError, ValidationError
+from vaultd.errors import FieldError, StorageError, ValidationError
 from vaultd.services import SERVICE_NAME
 
 NAME_MAX = 255
@@ -163,6 +164,28 @@ def _pointer_escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+def stored_json(
+    row: Mapping[str, Any], column: str, kind: type[dict[Any, Any]] | type[list[Any]]
+) -> Any:
+    """A JSON column of a row read back from the file, which may have been edited.
+
+    The database file is input too: a damaged value is one clear
+    ``StorageError`` naming the row (the daemon answers 503), not a traceback.
+    """
+    try:
+        value = json.loads(row[column])
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, kind) or (
+        isinstance(value, list) and not all(isinstance(v, str) for v in value)
+    ):
+        raise StorageError(
+            f"the database row {str(row['id'])[:40]!r} is damaged: its {column} is not "
+            f"a JSON {kind.__name__}; restore a backup or remove the row"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Credential:
     id: str
@@ -186,7 +209,7 @@ class Credential:
             name=row["name"],
             type=row["type"],
             hint=row["hint"],
-            metadata=json.loads(row["metadata"]),
+            metadata=stored_json(row, "metadata", dict),
             is_default=bool(row["is_default"]),
             created_at=row["created_at"],
             updated_at=row["updated_at"],

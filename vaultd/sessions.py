@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from vaultd.db import write_transaction
 from vaultd.errors import FieldError, NotFound, Unauthorized, ValidationError
-from vaultd.models import check_name, now, uuid7
+from vaultd.models import check_name, now, stored_json, uuid7
 from vaultd.services import SERVICE_NAME
 
 TOKEN_PREFIX = "fn_sess_"  # noqa: S105 (a prefix, not a secret)
@@ -58,8 +58,8 @@ class Session:
             id=row["id"],
             name=row["name"],
             key_prefix=row["key_prefix"],
-            scopes=tuple(json.loads(row["scopes"])),
-            services=tuple(json.loads(row["services"])),
+            scopes=tuple(stored_json(row, "scopes", list)),
+            services=tuple(stored_json(row, "services", list)),
             created_at=row["created_at"],
             last_used_at=row["last_used_at"],
             expires_at=row["expires_at"],

@@ -8,6 +8,9 @@ import re
 _DURATION = re.compile(r"([0-9]{1,12})(s|m|h|d|w)")
 _DURATION_FULL = re.compile(r"(?:[0-9]{1,12}(?:s|m|h|d|w))+")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Longer than any lifetime or age anyone means, and far inside SQLite's 64-bit
+# integers: a sum of twelve-digit groups would otherwise overflow them (a 500).
+MAX_DURATION = 100 * 365 * 86400
 
 _SIZE = re.compile(r"([0-9]{1,12}) ?(B|KiB|MiB|GiB|KB|MB|GB)?")
 _BYTES = {
@@ -27,7 +30,10 @@ def parse_duration(text: str) -> int:
     value = text.strip()
     if not _DURATION_FULL.fullmatch(value):
         raise ValueError(f"{text!r} is not a duration such as 90s, 15m, 8h, 30d or 1h30m")
-    return sum(int(n) * _SECONDS[u] for n, u in _DURATION.findall(value))
+    seconds = sum(int(n) * _SECONDS[u] for n, u in _DURATION.findall(value))
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{text!r} is longer than 100 years")
+    return seconds
 
 
 def parse_size(text: str) -> int:
