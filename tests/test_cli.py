@@ -382,6 +382,17 @@ def test_key_file_open_to_others_is_refused(stocked: CLI) -> None:
     assert_unchanged(stocked, before)
 
 
+def test_init_with_an_open_key_directory_leaves_nothing_behind(cli_env: CLI) -> None:
+    cli_env.key_file.parent.mkdir(parents=True, mode=0o755)
+    cli_env.key_file.parent.chmod(0o755)
+    err = cli_env.fails("init")
+    assert "key directory" in err and "chmod 700" in err
+    assert not cli_env.db_path.exists() and not cli_env.key_file.exists()
+    cli_env.key_file.parent.chmod(0o700)
+    cli_env.ok("init")
+    assert cli_env.key_file.exists() and cli_env.db_path.exists()
+
+
 def test_data_dir_open_to_others_is_refused(stocked: CLI) -> None:
     before = stocked.listing()
     stocked.db_path.parent.chmod(0o755)

@@ -87,6 +87,28 @@ async def test_run_sets_env_proxies_and_revokes(proxy: Proxy) -> None:
     assert OPENAI_KEY not in out + err
 
 
+async def test_run_warns_where_a_tool_cannot_be_pointed_at_the_proxy(proxy: Proxy) -> None:
+    code, out, err = await run_vaultd(
+        env_for(proxy),
+        "run",
+        *("--service", "openai", "--service", "github"),
+        "--",
+        *(sys.executable, "-c", "import os; print(os.environ['GITHUB_TOKEN'][:8])"),
+    )
+    assert code == 0, err
+    assert out.strip() == "fn_sess_"
+    assert "github has no base-URL variable" in err and "/proxy/github" in err
+    assert "openai has no" not in err
+    # Not asked for by name: not set at all.
+    code, out, err = await run_vaultd(
+        env_for(proxy),
+        "run",
+        "--",
+        *(sys.executable, "-c", "import os; print(os.environ.get('GITHUB_TOKEN'))"),
+    )
+    assert (code, out.strip(), err) == (0, "None", "")
+
+
 async def test_run_without_daemon_is_one_line(proxy: Proxy, unused_tcp_port: int) -> None:
     env = {**env_for(proxy), "VAULTD_URL": f"http://127.0.0.1:{unused_tcp_port}"}
     code, out, err = await run_vaultd(env, "run", "--", sys.executable, "-c", "print('ran')")

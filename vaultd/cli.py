@@ -532,7 +532,9 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
 
     Each service's variables are set, e.g. OPENAI_BASE_URL to vaultd's proxy and
     OPENAI_API_KEY to a proxy-only token for just these services, revoked when
-    COMMAND exits. Without --service: every service that has a default key.
+    COMMAND exits. Without --service: every service that has a default key
+    (but a token variable without a base-URL variable, such as GITHUB_TOKEN,
+    only when that service is asked for by name).
     Needs the daemon (VAULTD_URL, default http://127.0.0.1:3978).
     """
     from vaultd import runner
@@ -561,9 +563,14 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
             known_services=config.services,
         )
         try:
-            env = runner.child_env(
-                os.environ, url, token, [config.services[name] for name in chosen]
-            )
+            targets = [config.services[name] for name in chosen]
+            if not services_:
+                # Unasked, a token variable whose tool cannot be pointed at the
+                # proxy would only carry the token off to the real API.
+                targets = [t for t in targets if t.env_base_url or not t.env_key]
+            env = runner.child_env(os.environ, url, token, targets)
+            for line in runner.base_url_warnings(url, targets):
+                click.echo(line, err=True)
             code = runner.run_command(command, env)
         finally:
             vault.sessions.revoke(created.id)

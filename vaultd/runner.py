@@ -63,6 +63,21 @@ def child_env(
     return env
 
 
+def base_url_warnings(url: str, services: Sequence[Service]) -> list[str]:
+    """A line for each service whose token variable is set but no base-URL variable.
+
+    Its SDK (``gh``, ``GEMINI_API_KEY`` users...) would send the token to the
+    real API, where it is useless but still should not go: the user must point
+    the tool at the proxy by hand.
+    """
+    return [
+        f"vaultd run: {s.name} has no base-URL variable; point the tool at "
+        f"{url}/proxy/{s.name} yourself, or it sends ${s.env_key} to {s.base_url}"
+        for s in services
+        if s.env_key and not s.env_base_url
+    ]
+
+
 def _terminal_sends_sigint_to_child() -> bool:
     """Whether a Ctrl-C at the terminal reaches the child by itself.
 

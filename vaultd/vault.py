@@ -171,6 +171,10 @@ def init_vault(
     """
     ensure_private_dir(config.data_dir, "data directory")
     _check_files(config)
+    if not passphrase and not config.db_path.exists() and not config.key_file.exists():
+        # Refuse an unsafe key directory before the database exists, so a
+        # failed init leaves no half-made vault behind.
+        ensure_private_dir(config.key_file.parent, "key directory")
     vault = Vault(config, connect(config.db_path, create=True), passphrase_file=passphrase_file)
     try:
         if vault.initialised:
