@@ -114,6 +114,20 @@ def test_empty_listings_say_so_on_stderr(initialised: CLI, verb: list[str], hint
     assert json.loads(initialised.ok(*verb, "--json").stdout) == []
 
 
+def test_tables_escape_control_characters_from_outside(initialised: CLI) -> None:
+    """An audit row holds what a local client sent: no raw escape reaches the terminal."""
+    with initialised.vault() as vault:
+        vault.db.execute(
+            "INSERT INTO audit (at, request_id, service, method, path, status, duration_ms,"
+            " bytes_in, bytes_out) VALUES (strftime('%s'), 'r', ?, 'GET', ?, 404, 1, 0, 0)",
+            ["\x1b]0;pwned\x07", "/x\x1b[2J\rfake"],
+        )
+        vault.db.conn.commit()
+    out = initialised.ok("audit").stdout
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert "\\x1b]0;pwned\\x07" in out and "/x\\x1b[2J\\rfake" in out
+
+
 def test_show_by_id_prefix_and_service_name(initialised: CLI) -> None:
     created = initialised.add("openai", "primary", SECRET)
     by_name = json.loads(initialised.ok("show", "openai/primary", "--json").stdout)

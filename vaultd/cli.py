@@ -147,7 +147,20 @@ def _expiry(credential: Credential, at: int) -> str:
     return "expired" if credential.expired(at) else format_ago(credential.expires_at, at)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``), for a terminal.
+
+    Table cells can come from outside (an audit row's path or service is
+    whatever a local client sent): raw escape sequences could retitle the
+    terminal or hide rows.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     for row in [headers, *rows]:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
