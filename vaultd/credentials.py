@@ -2,6 +2,8 @@
 
 Reading metadata needs no key; adding a credential or rotating its secret
 needs the data key (DEK), and so does ``reveal``, which only the proxy calls.
+A write that seals first asks the vault, inside its transaction, whether the
+key it was given is still the vault's (see ``Vault.check_dek``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlite_utils import Database
@@ -53,9 +55,20 @@ class AmbiguousReference(VaultdError):
 
 
 class CredentialStore:
-    def __init__(self, db: Database, services: Mapping[str, Service]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        services: Mapping[str, Service],
+        check_dek: Callable[[bytes], None],
+    ) -> None:
+        """``check_dek(dek)`` raises unless ``dek`` is still the vault's data key.
+
+        It is called inside the write transaction of every write that seals,
+        so a rekey cannot commit between the check and the write.
+        """
         self.db = db
         self.services = services
+        self._check_dek = check_dek
 
     # -- reading ---------------------------------------------------------
 
@@ -201,6 +214,7 @@ class CredentialStore:
         sealed = crypto.seal(dek, credential_id, checked["service"], plaintext.encode("utf-8"))
         try:
             with write_transaction(self.db) as conn:
+                self._check_dek(dek)
                 if self.find(checked["service"], checked["name"]) is not None:
                     raise self._conflict(checked["service"], checked["name"])
                 # The first key of a service is its default: one key "just works".
@@ -269,9 +283,11 @@ class CredentialStore:
             columns["metadata"] = json.dumps(sets["metadata"], sort_keys=True)
         if "expires_at" in sets:
             columns["expires_at"] = sets["expires_at"]
+        sealed_with: bytes | None = None
         if "secret" in sets:
             if dek is None:
                 raise CryptoError("rotating a secret needs the vault key")
+            sealed_with = dek
             plaintext: str = sets["secret"]
             columns["sealed"] = crypto.seal(
                 dek, current.id, current.service, plaintext.encode("utf-8")
@@ -280,6 +296,8 @@ class CredentialStore:
         columns["updated_at"] = now()
         try:
             with write_transaction(self.db) as conn:
+                if sealed_with is not None:
+                    self._check_dek(sealed_with)
                 if self._rows("WHERE id = ?", [credential_id]) == []:
                     raise NotFound(f"no credential with id {credential_id}")
                 if is_default is True:

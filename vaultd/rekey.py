@@ -5,6 +5,12 @@ wrapped DEK commit together or not at all. SQLite's WAL makes the commit
 atomic, so a crash (kill -9, power cut) at any point leaves either the old
 DEK with the old ciphertexts or the new DEK with the new ones, never a mix.
 The key encryption key (key file or passphrase) is unchanged.
+
+The key is unwrapped before the transaction; inside it, the stored wrapped key
+must still be byte for byte the one unwrapped, else a passwd (or another rekey)
+committed in between and the new data key would be wrapped by a stale
+passphrase. The new wrapped key comes with a new ``dek_id``, which makes every
+write still holding the old data key refuse instead of sealing under it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from vaultd import crypto
 from vaultd.db import forget_replaced_pages, write_transaction
 from vaultd.errors import CryptoError, StorageError
 from vaultd.instance import AlreadyRunning, InstanceLock
-from vaultd.vault import Vault
+from vaultd.vault import Vault, new_dek_id
 
 # Test-only: sleep this many seconds per re-sealed credential, so a test can
 # kill the process while the transaction is open. Never set it in production.
@@ -48,10 +54,14 @@ def daemon_stopped(data_dir: Path) -> Iterator[None]:
 
 def rekey(vault: Vault) -> int:
     """Re-seal every credential under a new DEK; the number of credentials re-sealed."""
-    old, kek = vault.unlock_with_kek()
+    key = vault.unlock_with_kek()
+    old = key.dek
     new = crypto.new_key()
+    new_wrapped = crypto.wrap_key(key.kek, new)
+    new_id = new_dek_id()
     delay = float(os.environ.get(_SLOW_ENV, "0") or 0)
     with write_transaction(vault.db) as conn:
+        vault.check_wrapped(key.wrapped)
         # Read inside the transaction: a credential added meanwhile by the
         # daemon would otherwise stay sealed under the old key.
         rows = conn.execute("SELECT id, service, sealed FROM credentials").fetchall()
@@ -69,10 +79,13 @@ def rekey(vault: Vault) -> int:
             )
             if delay:
                 time.sleep(delay)
-        conn.execute(
-            "UPDATE meta SET value = ? WHERE key = 'wrapped_dek'", [crypto.wrap_key(kek, new)]
+        # An upsert: a vault made before dek_id existed has no row for it yet.
+        conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [("wrapped_dek", new_wrapped), ("dek_id", new_id)],
         )
     # The old ciphertexts and wrapped key must not stay behind in the WAL.
     forget_replaced_pages(vault.db)
-    vault._dek = new
+    vault.adopt_key(new, new_wrapped, new_id)
     return len(rows)

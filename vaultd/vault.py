@@ -3,11 +3,21 @@
 ``init_vault`` creates what is missing and never replaces a key; ``open_vault``
 opens an existing vault after checking that no file in it is open to other
 users (threat T2); ``Vault.unlock`` reads the key and unwraps the data key.
+
+The data key is unwrapped before a write's transaction (in the CLI, before the
+secret is typed), so another process may replace it in between: ``vaultd rekey``
+re-seals everything under a new data key, ``vaultd passwd`` re-wraps the same
+one. Every write that depends on the key it read checks, inside its own
+``BEGIN IMMEDIATE`` transaction, that the key is still the vault's: sealing
+checks the random ``dek_id`` (new with every rekey, kept by passwd, so a
+daemon's cached key stays good across a passwd), and re-wrapping checks the
+wrapped bytes themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +37,27 @@ from vaultd.sessions import SessionStore
 FORMAT_VERSION = b"1"
 KEYFILE_MODE = b"keyfile"
 PASSPHRASE_MODE = b"passphrase"
+DEK_ID_SIZE = 16
+_KDF_KEYS = ("kdf_salt", "kdf_opslimit", "kdf_memlimit")
+# Everything unlocking needs, in one statement: one snapshot, so a passwd or
+# rekey committing meanwhile cannot pair one wrapped key with another's salt or id.
+_KEY_META_SQL = (
+    "SELECT key, value FROM meta WHERE key IN"
+    " ('wrapped_dek', 'dek_id', 'kek_mode', 'kdf_salt', 'kdf_opslimit', 'kdf_memlimit')"
+)
+DEK_CHANGED = (
+    "the vault's data key changed while this command ran (vaultd rekey); "
+    "nothing was written: run it again"
+)
+KEY_CHANGED = (
+    "the vault's key changed while this command ran (vaultd passwd or rekey); "
+    "nothing was written: run it again"
+)
+
+
+def new_dek_id() -> bytes:
+    """A fresh random id for a new data key (not secret: it only names the key)."""
+    return bytes(nacl_random(DEK_ID_SIZE))
 
 
 def passphrase_params() -> dict[str, bytes]:
@@ -67,6 +98,16 @@ def read_key_file(path: Path) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class UnlockedKey:
+    """The data key as unwrapped from one read of ``meta``, and what it was read with."""
+
+    dek: bytes = field(repr=False)
+    kek: bytes = field(repr=False)
+    wrapped: bytes = field(repr=False)
+    dek_id: bytes
+
+
 @dataclass
 class Vault:
     config: Config
@@ -76,9 +117,13 @@ class Vault:
     _dek: bytes | None = field(default=None, repr=False)
     # Passphrase mode: an explicitly named passphrase file (else keysource's order).
     passphrase_file: Path | None = None
+    # Which data key _dek is (meta's dek_id when it was read; b"" for a vault
+    # made before dek_id existed), and the wrapped bytes it was read from.
+    _dek_id: bytes = field(default=b"", init=False, repr=False)
+    _wrapped: bytes = field(default=b"", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.credentials = CredentialStore(self.db, self.config.services)
+        self.credentials = CredentialStore(self.db, self.config.services, self.check_dek)
         self.sessions = SessionStore(self.db)
 
     def meta(self, key: str) -> bytes | None:
@@ -94,43 +139,90 @@ class Vault:
         return self.meta("kek_mode") == PASSPHRASE_MODE
 
     def kdf_params(self) -> dict[str, bytes | None]:
-        return {k: self.meta(k) for k in ("kdf_salt", "kdf_opslimit", "kdf_memlimit")}
+        return {k: self.meta(k) for k in _KDF_KEYS}
+
+    def _key_meta(self) -> dict[str, bytes]:
+        return {str(key): bytes(value) for key, value in self.db.execute(_KEY_META_SQL)}
+
+    def _kek_for(self, stored: dict[str, bytes]) -> bytes:
+        if stored.get("kek_mode") == PASSPHRASE_MODE:
+            params: dict[str, bytes | None] = {k: stored.get(k) for k in _KDF_KEYS}
+            return kek_from_passphrase(get_passphrase(self.passphrase_file), params)
+        return read_key_file(self.config.key_file)
 
     def current_kek(self) -> bytes:
         """The key encryption key, read afresh (it is never cached)."""
-        if self.passphrase_mode:
-            return kek_from_passphrase(get_passphrase(self.passphrase_file), self.kdf_params())
-        return read_key_file(self.config.key_file)
-
-    def _kek_name(self) -> str:
-        return "the passphrase" if self.passphrase_mode else str(self.config.key_file)
+        return self._kek_for(self._key_meta())
 
     def unlock(self) -> bytes:
         """The data key, unwrapped by the key file or passphrase; cached for this process."""
         if self._dek is None:
-            return self.unlock_with_kek()[0]
+            return self.unlock_with_kek().dek
         return self._dek
 
-    def unlock_with_kek(self) -> tuple[bytes, bytes]:
+    def unlock_with_kek(self) -> UnlockedKey:
         """The data key and the key that unwraps it, read afresh (asks for a passphrase once)."""
-        wrapped = self.meta("wrapped_dek")
+        stored = self._key_meta()
+        wrapped = stored.get("wrapped_dek")
         if wrapped is None:
             raise StorageError(
                 f"the vault at {self.config.db_path} is not initialised; run: vaultd init"
             )
-        kek = self.current_kek()
+        kek = self._kek_for(stored)
         try:
             dek = crypto.unwrap_key(kek, wrapped)
         except CryptoError:
-            what = "passphrase" if self.passphrase_mode else "key"
+            if stored.get("kek_mode") == PASSPHRASE_MODE:
+                what, name = "passphrase", "the passphrase"
+            else:
+                what, name = "key", str(self.config.key_file)
             raise CryptoError(
-                f"wrong {what}: {self._kek_name()} does not open the vault at {self.config.db_path}"
+                f"wrong {what}: {name} does not open the vault at {self.config.db_path}"
             ) from None
-        self._dek = dek
-        return dek, kek
+        key = UnlockedKey(dek, kek, wrapped, stored.get("dek_id", b""))
+        self.adopt_key(dek, key.wrapped, key.dek_id)
+        return key
+
+    def adopt_key(self, dek: bytes, wrapped: bytes, dek_id: bytes) -> None:
+        """Cache a data key this process unwrapped or stored, with what names it in ``meta``."""
+        self._dek, self._wrapped, self._dek_id = dek, wrapped, dek_id
+
+    def _require_transaction(self) -> None:
+        # Outside BEGIN IMMEDIATE another process could change meta between
+        # the check and the write: the check would prove nothing.
+        if not self.db.conn.in_transaction:
+            raise RuntimeError("a data key check must run inside the write transaction")
+
+    def check_dek(self, dek: bytes) -> None:
+        """Refuse unless ``dek`` is still the vault's data key; run inside the write transaction.
+
+        The guard of every write that seals with a cached key: a rekey that
+        committed after the key was read would otherwise leave the new
+        ciphertext under a key the vault no longer has, a credential that never
+        opens again. Compares the id, not the wrapped bytes: passwd re-wraps the
+        same key, and a daemon that keeps running after it must still write.
+        """
+        self._require_transaction()
+        if self._dek is None or not hmac.compare_digest(dek, self._dek):
+            raise CryptoError(
+                "this is not the data key this vault was unlocked with; nothing was written"
+            )
+        if (self.meta("dek_id") or b"") != self._dek_id:
+            raise CryptoError(DEK_CHANGED)
+
+    def check_wrapped(self, wrapped: bytes) -> None:
+        """Refuse unless the stored wrapped data key is byte for byte ``wrapped``.
+
+        For writes that replace the wrapped key (passwd, rekey): wrapping uses
+        a random nonce, so any passwd or rekey committed since ``wrapped`` was
+        read has changed these bytes. Run inside the write transaction.
+        """
+        self._require_transaction()
+        if self.meta("wrapped_dek") != wrapped:
+            raise CryptoError(KEY_CHANGED)
 
     def close(self) -> None:
-        self._dek = None
+        self._dek, self._wrapped, self._dek_id = None, b"", b""
         self.db.close()
 
     def __enter__(self) -> Vault:
@@ -202,6 +294,8 @@ def init_vault(
 
 def _store_new_dek(vault: Vault, kek: bytes, rows: list[tuple[str, bytes]]) -> tuple[Vault, bool]:
     dek = crypto.new_key()
+    wrapped = crypto.wrap_key(kek, dek)
+    dek_id = new_dek_id()
     try:
         with write_transaction(vault.db) as conn:
             conn.executemany(
@@ -209,14 +303,15 @@ def _store_new_dek(vault: Vault, kek: bytes, rows: list[tuple[str, bytes]]) -> t
                 [
                     ("format_version", FORMAT_VERSION),
                     *rows,
-                    ("wrapped_dek", crypto.wrap_key(kek, dek)),
+                    ("wrapped_dek", wrapped),
+                    ("dek_id", dek_id),
                 ],
             )
     except sqlite3.IntegrityError:
         # A concurrent init won the race; its data key is the vault's.
         vault.unlock()
         return vault, False
-    vault._dek = dek
+    vault.adopt_key(dek, wrapped, dek_id)
     return vault, True
 
 
@@ -225,13 +320,20 @@ def change_passphrase(vault: Vault, new_passphrase: bytes) -> None:
     if not vault.passphrase_mode:
         raise CryptoError("this vault is opened by a key file, not a passphrase")
     dek = vault.unlock()
+    read_wrapped = vault._wrapped
     params = passphrase_params()
     wrapped = crypto.wrap_key(kek_from_passphrase(new_passphrase, dict(params)), dek)
     # Salt, limits and wrapped key change together: a crash keeps the old passphrase.
     with write_transaction(vault.db) as conn:
+        # A rekey since the unlock: the new passphrase would wrap a data key
+        # nothing is sealed under any more, and no passphrase would open the vault.
+        vault.check_dek(dek)
+        # Another passwd since: it would be silently undone, its passphrase a lie.
+        vault.check_wrapped(read_wrapped)
         conn.executemany(
             "UPDATE meta SET value = ? WHERE key = ?",
             [(value, key) for key, value in [*params.items(), ("wrapped_dek", wrapped)]],
         )
+    vault.adopt_key(dek, wrapped, vault._dek_id)
     # The data key wrapped by the old passphrase must not stay behind in the WAL.
     forget_replaced_pages(vault.db)
