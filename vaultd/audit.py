@@ -7,35 +7,16 @@ holds a secret, a token or a query string, which could carry a key.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import functools
+from collections.abc import Iterator
+from itertools import chain
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from sqlite_utils import Database
 
 from vaultd.problems import redact
 
-_COLUMNS = (
-    "at",
-    "request_id",
-    "session_id",
-    "credential_id",
-    "service",
-    "method",
-    "path",
-    "status",
-    "duration_ms",
-    "bytes_in",
-    "bytes_out",
-)
-# A whole batch in one statement, from one JSON array of rows: the write-behind
-# thread then releases and retakes the GIL once per flush instead of once per
-# row, which under load stalled the event loop's thread at every handoff.
-INSERT_BATCH_SQL = (
-    f"INSERT INTO audit ({', '.join(_COLUMNS)}) SELECT "  # noqa: S608
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
-    + " FROM json_each(?)"
-)
 MAX_LIMIT = 1000
 MAX_PATH = 2048
 
@@ -58,8 +39,11 @@ def audit_path(rest: str) -> str:
     return redact(path) if "sess" in path else path
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
+class AuditEntry(NamedTuple):
+    """One audit row. A named tuple, not a dataclass: one is made per proxied
+    request, and its fields bind as they are to the columns of the same names
+    (``insert_batches``)."""
+
     at: int
     request_id: str
     session_id: str | None
@@ -73,11 +57,41 @@ class AuditEntry:
     bytes_out: int
     id: int | None = None
 
-    def values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, c) for c in _COLUMNS)
-
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
+
+
+# The columns a read returns after ``id``: every other field.
+_COLUMNS = AuditEntry._fields[:-1]
+# Rows per INSERT statement: whole batches go in as a few statements of this
+# many rows, the tail in powers of two, so that at most nine distinct
+# statements are ever prepared (and kept in sqlite3's statement cache).
+ROWS_PER_INSERT = 256
+
+
+@functools.lru_cache(maxsize=16)
+def insert_sql(rows: int) -> str:
+    """An INSERT of ``rows`` audit rows, bound as the entries' fields in order.
+
+    Many rows per statement: the write-behind thread steps SQLite (and gives
+    up the GIL) once per statement rather than once per row, which under load
+    stalled the event loop's thread at every handoff. ``id`` is bound as None
+    (every new entry's), so SQLite assigns it.
+    """
+    one = "(" + ", ".join("?" * len(AuditEntry._fields)) + ")"
+    columns = ", ".join(AuditEntry._fields)
+    return f"INSERT INTO audit ({columns}) VALUES " + ", ".join([one] * rows)  # noqa: S608
+
+
+def insert_batches(entries: list[AuditEntry]) -> Iterator[tuple[str, list[Any]]]:
+    """``entries`` as (statement, flat parameters) pairs, in order."""
+    start = 0
+    while start < len(entries):
+        left = len(entries) - start
+        rows = ROWS_PER_INSERT if left >= ROWS_PER_INSERT else 1 << (left.bit_length() - 1)
+        chunk = entries[start : start + rows]
+        yield insert_sql(rows), list(chain.from_iterable(chunk))
+        start += rows
 
 
 def list_entries(

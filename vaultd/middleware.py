@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
 import re
+import time
 import traceback
+from itertools import chain
+from typing import cast
 
-from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict, istr
 
 from vaultd.appkeys import REQUEST_ID
 from vaultd.config import Config
 from vaultd.errors import ConfigError, VaultdError
-from vaultd.models import uuid7
 from vaultd.problems import (
     SERVER_SIDE,
     ForbiddenHost,
@@ -46,6 +51,34 @@ HEAD_TOO_LARGE = f"the request line and headers are larger than {MAX_HEAD // 102
 # Methods whose body is JSON on every /api/ endpoint (T3: a browser can send
 # text/plain or a form cross-origin without a preflight, but not JSON).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_UNKNOWN = object()
+# Header names for lookups are ``istr`` (as aiohttp's ``hdrs``): multidict then
+# skips folding the name's case on every lookup of every request.
+_SEC_FETCH_SITE = istr("Sec-Fetch-Site")
+# Bounds on HostPolicy's memo of answers (a DNS name is at most 253 characters).
+_MEMO_HOSTS = 64
+_MEMO_HOST_LEN = 270
+# Request ids: see ``new_request_id``. They are no secret and grant nothing,
+# so a seeded Mersenne Twister is random enough, at a fraction of the cost.
+_rid_random = random.Random(os.urandom(32))  # noqa: S311
+_RID_VERSION_VARIANT = 0x7 << 76 | 0x2 << 62  # UUID version 7, RFC 9562 variant
+_RID_RANDOM_BITS = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)
+
+
+def new_request_id() -> str:
+    """A request id: a UUIDv7 (milliseconds, then 74 random bits).
+
+    Not ``models.uuid7``: record ids need its order within a millisecond and
+    its lock and system randomness; a request id is made for every request
+    and needs neither, only to be unique and to sort by time.
+    """
+    value = (
+        (time.time_ns() // 1_000_000) << 80
+        | (_rid_random.getrandbits(80) & _RID_RANDOM_BITS)
+        | _RID_VERSION_VARIANT
+    )
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:
@@ -79,8 +112,20 @@ class HostPolicy:
                 self.names.add(name)
             else:
                 self.exact.add((name, port))
+        self._known: dict[tuple[str, int | None], bool] = {}
 
     def allows(self, value: str, listening_port: int | None) -> bool:
+        # A client sends the same Host on every request: the answer is kept
+        # for a few short values rather than parsed again each time.
+        key = (value, listening_port)
+        known = self._known.get(key)
+        if known is None:
+            known = self._decide(value, listening_port)
+            if len(value) <= _MEMO_HOST_LEN and len(self._known) < _MEMO_HOSTS:
+                self._known[key] = known
+        return known
+
+    def _decide(self, value: str, listening_port: int | None) -> bool:
         parsed = split_host(value)
         if parsed is None:
             return False
@@ -90,14 +135,23 @@ class HostPolicy:
         return name in self.names and (port is None or port == listening_port)
 
 
-def _listening_port(request: web.Request) -> int | None:
-    # The port of the socket this request came in on: right for --port, for
-    # port 0 in tests, and for several listeners alike.
-    transport = request.transport
+def socket_port(transport: asyncio.BaseTransport | None) -> int | None:
+    """The local port of a connection's socket: right for --port, for port 0
+    in tests, and for several listeners alike."""
     sockname = transport.get_extra_info("sockname") if transport is not None else None
     if isinstance(sockname, tuple) and len(sockname) >= 2 and isinstance(sockname[1], int):
         return sockname[1]
     return None
+
+
+def _listening_port(request: web.Request) -> int | None:
+    # ``vaultd serve``'s connections (protocol.ProblemRequestHandler) note the
+    # port once when they open: asking the transport costs a getsockname()
+    # system call, which per request showed in the proxy's profile.
+    port = getattr(request.protocol, "listening_port", _UNKNOWN)
+    if port is _UNKNOWN:
+        return socket_port(request.transport)
+    return cast("int | None", port)
 
 
 def framing_fault(request: web.Request) -> str | None:
@@ -113,7 +167,7 @@ def framing_fault(request: web.Request) -> str | None:
     """
     if request.version not in (HttpVersion10, HttpVersion11):
         return "only HTTP/1.0 and HTTP/1.1 requests are accepted"
-    if request.version == HttpVersion10 and "Transfer-Encoding" in request.headers:
+    if request.version == HttpVersion10 and hdrs.TRANSFER_ENCODING in request.headers:
         return "an HTTP/1.0 request must not carry Transfer-Encoding"
     if not request.raw_path.startswith("/"):
         return "the request target must be a path starting with /"
@@ -123,13 +177,15 @@ def framing_fault(request: web.Request) -> str | None:
 def head_size(request: web.Request) -> int:
     """About the bytes of the request line and headers, as the client sent them."""
     line = len(request.method) + len(request.raw_path) + 12  # two spaces, HTTP/1.1, CRLF
-    return line + sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    raw = request.raw_headers
+    # Names and values, plus ": " and CRLF for each line; summed in C.
+    return line + sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
 
 
 def check_host(request: web.Request, policy: HostPolicy) -> None:
     # request.host would fall back to this machine's name when Host is missing;
     # the raw header is what a browser sent and what rebinding controls.
-    values = request.headers.getall("Host", [])
+    values = request.headers.getall(hdrs.HOST, [])
     if len(values) != 1:
         raise ForbiddenHost("the request must carry exactly one Host header")
     if not policy.allows(values[0], _listening_port(request)):
@@ -137,7 +193,7 @@ def check_host(request: web.Request, policy: HostPolicy) -> None:
 
 
 def check_origin(request: web.Request, allowed: frozenset[str]) -> None:
-    origins = request.headers.getall("Origin", [])
+    origins = request.headers.getall(hdrs.ORIGIN, [])
     if origins:
         # "null" (sandboxed frames, file: pages) is never on the list unless put there.
         if len(origins) > 1 or origins[0] not in allowed:
@@ -145,7 +201,7 @@ def check_origin(request: web.Request, allowed: frozenset[str]) -> None:
         return
     # Browsers omit Origin on no-cors GETs but mark them here; no other client
     # sends this header, so it costs nothing to honour it.
-    if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+    if request.headers.get(_SEC_FETCH_SITE, "").lower() in ("cross-site", "same-site"):
         raise ForbiddenOrigin("requests from web pages are refused")
 
 
@@ -160,13 +216,22 @@ def check_json_body(request: web.Request) -> None:
         raise UnsupportedMediaType("a JSON body must be UTF-8")
 
 
-def make_guard(config: Config) -> Middleware:
-    """The request-line, head-size, Host, Origin and content-type checks, before any handler."""
-    policy = HostPolicy(config.allowed_hosts)
-    origins = frozenset(config.allowed_origins)
+class Guard:
+    """The request-line, head-size, Host, Origin and content-type checks, before any handler.
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    One object for both ways a request is served: the ``guard`` middleware
+    runs it for every routed request, and the proxy's direct path (see
+    ``proxy.front_door``) runs the very same checks without the middleware chain.
+    """
+
+    __slots__ = ("origins", "policy")
+
+    def __init__(self, config: Config) -> None:
+        self.policy = HostPolicy(config.allowed_hosts)
+        self.origins = frozenset(config.allowed_origins)
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        """The response that refuses ``request`` (or a raised problem), or None to go on."""
         fault = framing_fault(request)
         if fault is not None:
             response = problem_response(status_problem(400, fault), request[REQUEST_ID])
@@ -178,9 +243,21 @@ def make_guard(config: Config) -> Middleware:
             # A head that came whole in one read; one sent piecemeal is
             # refused by the protocol handler before it ends (protocol.py).
             raise status_problem(431, HEAD_TOO_LARGE)
-        check_host(request, policy)
-        check_origin(request, origins)
+        check_host(request, self.policy)
+        check_origin(request, self.origins)
         check_json_body(request)
+        return None
+
+
+def make_guard(config: Config) -> Middleware:
+    """``Guard``'s checks as a middleware, before any routed handler."""
+    checks = Guard(config)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = checks.refusal(request)
+        if refused is not None:
+            return refused
         return await handler(request)
 
     return guard
@@ -226,39 +303,52 @@ def render_error(request: web.Request, exc: Exception, request_id: str) -> web.R
     )
 
 
+def problem_for(request: web.Request, exc: Exception, request_id: str) -> web.Response:
+    """The problem response for ``exc`` raised while serving ``request``.
+
+    Re-raises ``exc`` where no problem may be sent: a deliberate redirect or
+    204 raised as an exception, or an error after part of a streamed body is
+    on the wire (no other response can follow, so aiohttp drops the connection).
+    """
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc  # a deliberate redirect or 204, not an error
+        return render_error(request, exc, request_id)
+    writer = request.writer
+    if writer is not None and writer.output_size > 0:
+        raise exc
+    return render_error(request, exc, request_id)
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Assign the request id and render every error, expected or not, as a problem."""
-    request_id = uuid7()
+    request_id = new_request_id()
     request[REQUEST_ID] = request_id
     try:
         return await handler(request)
     except asyncio.CancelledError:
         raise
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise  # a deliberate redirect or 204, not an error
-        return render_error(request, exc, request_id)
     except Exception as exc:
-        writer = request.writer
-        if writer is not None and writer.output_size > 0:
-            # Part of a streamed body is on the wire: no other response can
-            # follow, so let aiohttp drop the connection.
-            raise
-        return render_error(request, exc, request_id)
+        return problem_for(request, exc, request_id)
 
 
 async def standard_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: headers every response carries, streamed ones too."""
-    set_standard_headers(response, request.get(REQUEST_ID) or uuid7())
+    set_standard_headers(response, request.get(REQUEST_ID) or new_request_id())
+
+
+def add_standard_headers(headers: CIMultiDict[str], request_id: str) -> None:
+    """The headers every response carries, replacing any of the same name."""
+    headers["X-Request-Id"] = request_id
+    headers["Cache-Control"] = "no-store"
+    headers["X-Content-Type-Options"] = "nosniff"
+    # aiohttp's default names itself and its version; say no more than needed.
+    headers["Server"] = "vaultd"
 
 
 def set_standard_headers(response: web.StreamResponse, request_id: str) -> None:
-    response.headers["X-Request-Id"] = request_id
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    # aiohttp's default names itself and its version; say no more than needed.
-    response.headers["Server"] = "vaultd"
+    add_standard_headers(response.headers, request_id)
     # T3: no CORS, ever, whatever a handler set.
     for name in [h for h in response.headers if h.lower().startswith("access-control-")]:
         del response.headers[name]

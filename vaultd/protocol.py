@@ -8,6 +8,10 @@ text, without running the middlewares, and logs a traceback at ERROR. DESIGN
 problem, so the runner here builds connections whose ``handle_error`` does
 that, and logs one line.
 
+Proxied calls are handed straight to the proxy here (``proxy.front_door``),
+past aiohttp's router and middleware chain, with the same checks; everything
+else goes through the app.
+
 Slow clients are bounded here too: a request head (request line and headers)
 may not grow past ``MAX_HEAD`` while it is being sent, and a connection with
 no complete request is closed after ``[server] idle_timeout``, so a client
@@ -25,6 +29,7 @@ long.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -35,10 +40,16 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import _ErrInfo
 from aiohttp.web_request import BaseRequest
 
+from vaultd import proxy
 from vaultd.appkeys import CONFIG
 from vaultd.errors import VaultdError
-from vaultd.middleware import HEAD_TOO_LARGE, MAX_HEAD, set_standard_headers
-from vaultd.models import uuid7
+from vaultd.middleware import (
+    HEAD_TOO_LARGE,
+    MAX_HEAD,
+    new_request_id,
+    set_standard_headers,
+    socket_port,
+)
 from vaultd.problems import InternalError, problem_response, redact, status_problem
 
 log = logging.getLogger("vaultd.http")
@@ -51,6 +62,13 @@ class ProblemRequestHandler(web.RequestHandler):
         # connection waits for its next request.
         self._head_bytes = 0
         self._head_refused = False
+        # The port this connection came in on, for the Host check
+        # (middleware._listening_port); noted once in connection_made.
+        self.listening_port: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.listening_port = socket_port(transport)
 
     def data_received(self, data: bytes) -> None:
         """aiohttp's, plus ``MAX_HEAD`` on a head that has not ended yet.
@@ -94,7 +112,7 @@ class ProblemRequestHandler(web.RequestHandler):
         if request.writer.output_size > 0:
             # As aiohttp's own: half a response is out, no other can follow.
             raise ConnectionError("response already started; cannot send an error")
-        request_id = uuid7()
+        request_id = new_request_id()
         error: VaultdError
         if status >= 500:
             # Not the exception's text: it may quote request bytes (a token).
@@ -127,7 +145,9 @@ class AccessLogger(AbstractAccessLogger):
     """
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if response.status < 400 and request.path.startswith("/proxy/"):
+        # The raw target: a proxied request that succeeded had one starting
+        # so (split_proxy_target refuses others), and it is not decoded for this.
+        if response.status < 400 and request.raw_path.startswith("/proxy/"):
             return
         self.logger.info(
             "%s %s %d %.1fms request=%s",
@@ -162,7 +182,9 @@ class DaemonRunner(web.AppRunner):
         server = await super()._make_server()  # runs the app's startup
         kwargs: dict[str, Any] = server._kwargs
         return ProblemServer(
-            server.request_handler,
+            # Proxied calls skip the router and the middleware chain (the
+            # same checks run on them): see proxy.front_door.
+            proxy.front_door(self.app, server.request_handler),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,

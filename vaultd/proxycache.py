@@ -21,10 +21,12 @@ no memory, so the cache holds at most what the database holds.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from dataclasses import dataclass
 
 from vaultd.credentials import CredentialStore
-from vaultd.errors import NotFound, Unauthorized
+from vaultd.errors import NotFound, Unauthorized, VaultdError
 from vaultd.models import Credential
 from vaultd.redact import Patterns
 from vaultd.services import Service
@@ -32,6 +34,7 @@ from vaultd.sessions import TOKEN_RE, Session, token_hash
 from vaultd.upstream import secret_forms
 from vaultd.vault import Vault
 
+log = logging.getLogger("vaultd.proxy")
 # Bounds memory whatever callers do (every kind of entry counts); a full
 # cache just starts over.
 MAX_ENTRIES = 4096
@@ -48,6 +51,11 @@ class Secret:
 class ProxyCache:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
+        self._conn = vault.db.conn
+        # Kept for the per-request check: ``conn.execute`` would make (and drop)
+        # a cursor each time. ``fetchone`` of this one-row pragma steps it to
+        # its end, so no read transaction stays open between requests.
+        self._version = self._conn.cursor()
         self._stamp: tuple[int, int] | None = None
         self._sessions: dict[str, Session] = {}
         self._credentials: dict[tuple[str, str | None], Credential] = {}
@@ -56,15 +64,58 @@ class ProxyCache:
     def __len__(self) -> int:
         return len(self._sessions) + len(self._credentials) + len(self._secrets)
 
-    def refresh(self) -> None:
-        """Forget everything if the database changed since the last call."""
-        conn = self.vault.db.conn
-        stamp = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
-        if stamp != self._stamp or len(self) > MAX_ENTRIES:
+    def refresh(self) -> bool:
+        """Forget everything if the database changed since the last call (then True)."""
+        stamp = (
+            self._version.execute("PRAGMA data_version").fetchone()[0],
+            self._conn.total_changes,
+        )
+        if (
+            stamp != self._stamp
+            or len(self._sessions) + len(self._credentials) + len(self._secrets) > MAX_ENTRIES
+        ):
             self._sessions.clear()
             self._credentials.clear()
             self._secrets.clear()
             self._stamp = stamp
+            return True
+        return False
+
+    def rewarm(self) -> None:
+        """Look up again, now, what the cache held, if the database changed meanwhile.
+
+        Called right after the usage writer commits, which moves
+        ``data_version`` and so empties the cache although nothing a proxied
+        request depends on changed: the next request then finds its session,
+        credential and secret in memory instead of reading (and decrypting)
+        them itself, which costs an idle daemon most of a millisecond. This
+        does exactly what that request would do, only earlier; later changes
+        are caught by that request's own ``refresh``.
+        """
+        sessions = [(digest, session.id) for digest, session in self._sessions.items()]
+        selectors = list(self._credentials)
+        with_secret = set(self._secrets)
+        if not self.refresh():
+            return
+        services = self.vault.config.services
+        try:
+            for digest, session_id in sessions:
+                # What ``authenticate`` finds by the token's hash: a session's
+                # id and token hash are fixed when it is made.
+                try:
+                    session = self.vault.sessions.get(session_id)
+                except NotFound:
+                    continue
+                if session.status() == "active":
+                    self._sessions[digest] = session
+            for service_name, wanted in selectors:
+                credential = self.credential(service_name, wanted)
+                service = services.get(service_name)
+                if credential is not None and service is not None and credential.id in with_secret:
+                    self.secret(credential, service)
+        except (VaultdError, sqlite3.Error) as exc:
+            # Whatever failed here fails again, and is reported, in the request.
+            log.debug("proxy cache not refilled: %s", exc.__class__.__name__)
 
     def session(self, token: str) -> Session:
         """The active session of ``token``; ``Unauthorized`` otherwise (as the store says)."""

@@ -11,10 +11,11 @@ import base64
 import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from urllib.parse import quote, unquote, unquote_plus, unquote_to_bytes
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from vaultd.errors import FieldError, ValidationError
@@ -40,7 +41,10 @@ HOP_BY_HOP = frozenset(
 )
 # Where an unmodified SDK puts the "API key" (our session token, here).
 TOKEN_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
-CREDENTIAL_HEADER = "X-Vaultd-Credential"
+CREDENTIAL_HEADER = istr("X-Vaultd-Credential")
+# As ``istr`` (aiohttp's ``hdrs`` are too), multidict skips folding their case
+# on each lookup.
+_SDK_KEY_HEADERS = tuple(istr(name) for name in TOKEN_HEADERS[1:])
 # Cookies never cross the vault, either way. A local tool has no business
 # holding an upstream's session cookie (it would be a second credential that
 # vaultd neither stores nor revokes), and the client's cookies (for
@@ -48,6 +52,13 @@ CREDENTIAL_HEADER = "X-Vaultd-Credential"
 _NEVER_FORWARDED = frozenset({"cookie", "cookie2", "accept-encoding"})
 _NEVER_RETURNED = frozenset({"set-cookie", "set-cookie2"})
 _DROPPED_OUTGOING = HOP_BY_HOP | _NEVER_FORWARDED | frozenset(TOKEN_HEADERS)
+# ``response_headers``: names (lower-cased bytes) never passed back. CORS
+# headers are the daemon's to set (never, threat T3), not an upstream's; a
+# Content-Length goes when redaction may change the body's length (the answer
+# is then sent chunked, or with its own length once whole).
+_NOT_RETURNED = frozenset(name.encode() for name in HOP_BY_HOP | _NEVER_RETURNED)
+_NOT_RETURNED_WHEN_BODY_MAY_CHANGE = _NOT_RETURNED | {b"content-length"}
+_NOT_RETURNED_PREFIXES = (b"proxy-", b"access-control-")
 # Redaction can only scan bytes as they will be read: see ``unscannable_coding``.
 _SCANNABLE_CODINGS = frozenset({"", "identity"})
 _SCANNABLE_TRANSFER_CODINGS = frozenset({"", "identity", "chunked"})
@@ -126,16 +137,30 @@ def _base(base_url: str) -> URL:
 
 def upstream_url(service: Service, rest: str, raw_query: str) -> URL:
     """``base_url`` + ``/rest`` + ``?query``: scheme, host and port are the base's, always."""
-    base = _base(service.base_url)
+    if "sess" in rest or "sess" in raw_query or "%" in rest or "%" in raw_query:
+        # What may name a session token (also percent-encoded) is built each
+        # time and not kept in the memo below.
+        return _build_url(service.base_url, rest, raw_query)
+    return _memo_url(service.base_url, rest, raw_query)
+
+
+def _build_url(base_url: str, rest: str, raw_query: str) -> URL:
+    base = _base(base_url)
     tail = checked_tail(rest)
     raw_query = without_tokens(raw_query)
     # base_url was checked at config load: no query, no fragment, no trailing /.
-    text = service.base_url + "/" + tail
+    text = base_url + "/" + tail
     url = URL(text + "?" + raw_query if raw_query else text, encoded=True)
     # Belt and braces: whatever the path and query held, the origin is the base's.
     if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port) or url.user:
         raise _bad("the proxied path would leave the service's host")
     return url
+
+
+# A client calls the same few endpoints over and over, and building and
+# checking the URL was a visible share of a proxied request. A pure function
+# of its arguments; a refused path raises, and exceptions are not memoised.
+_memo_url = functools.lru_cache(maxsize=256)(_build_url)
 
 
 def without_tokens(raw_query: str) -> str:
@@ -151,13 +176,13 @@ def without_tokens(raw_query: str) -> str:
     return "&".join(p for p in raw_query.split("&") if TOKEN_PREFIX not in unquote_plus(p))
 
 
-def token_from(headers: Mapping[str, str]) -> str | None:
+def token_from(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
     """The session token from ``Authorization: Bearer`` or an SDK's key header."""
-    auth = headers.get("authorization", "")
+    auth = headers.get(hdrs.AUTHORIZATION, "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    for name in TOKEN_HEADERS[1:]:
+    for name in _SDK_KEY_HEADERS:
         value = headers.get(name, "").strip()
         if value:
             return value
@@ -170,7 +195,7 @@ def outgoing_headers(
     """The client's headers, minus hop-by-hop, tokens and ``X-Vaultd-*``, plus the key."""
     named_by_connection = {
         token.strip().lower()
-        for value in incoming.getall("connection", [])
+        for value in incoming.getall(hdrs.CONNECTION, [])
         for token in value.split(",")
     }
     dropped = _DROPPED_OUTGOING | named_by_connection if named_by_connection else _DROPPED_OUTGOING
@@ -292,33 +317,31 @@ def _scrub_location(value: bytes, patterns: Patterns) -> bytes:
 def response_headers(
     raw: Sequence[tuple[bytes, bytes]], *, body_may_change: bool, patterns: Patterns
 ) -> CIMultiDict[str]:
-    """Upstream's headers for the client: no hop-by-hop, no cookies, no form of the key."""
+    """Upstream's headers for the client: no hop-by-hop, no cookies, no CORS, no form of the key."""
     # One search over all values at once: nearly every answer has no key in
     # its headers, and then no value is looked at twice.
     leaky = patterns.found_in(b"\n".join(value for _name, value in raw))
-    out: CIMultiDict[str] = CIMultiDict()
+    # Compared as bytes, lower-cased: only what is kept is decoded.
+    dropped = _NOT_RETURNED_WHEN_BODY_MAY_CHANGE if body_may_change else _NOT_RETURNED
+    kept: list[tuple[str, str]] = []
     named_by_connection: list[str] = []
     for raw_name, raw_value in raw:
-        name = raw_name.decode("latin-1")
-        lowered = name.lower()
-        if lowered == "connection":
-            named_by_connection.extend(raw_value.decode("latin-1").split(","))
+        lowered = raw_name.lower()
+        if lowered in dropped or lowered.startswith(_NOT_RETURNED_PREFIXES):
+            if lowered == b"connection":
+                named_by_connection.extend(raw_value.decode("latin-1").split(","))
             continue
-        if lowered in HOP_BY_HOP or lowered in _NEVER_RETURNED or lowered.startswith("proxy-"):
-            continue
-        if body_may_change and lowered == "content-length":
-            continue  # redaction may change the length: sent chunked instead
-        if lowered == "location":
+        if lowered == b"location":
             raw_value = _scrub_location(raw_value, patterns)
         elif leaky:
             raw_value = patterns.sub(raw_value)
-        value = raw_value.decode("latin-1")
-        if lowered == "x-request-id":
+        if lowered == b"x-request-id":
             # vaultd's own X-Request-Id is set on every response; the
             # upstream's (which its support asks for) is kept under this name.
-            out.add("X-Upstream-Request-Id", value)
-            continue
-        out.add(name, value)
+            kept.append(("X-Upstream-Request-Id", raw_value.decode("latin-1")))
+        else:
+            kept.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
+    out: CIMultiDict[str] = CIMultiDict(kept)
     for token in named_by_connection:
         # RFC 9110 7.6.1: what the upstream's Connection names is hop-by-hop too.
         out.popall(token.strip(), None)

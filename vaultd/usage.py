@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,8 +55,11 @@ class UsageRecorder:
         interval: float,
         audit_keep_rows: int,
         audit_keep_seconds: int,
+        after_write: Callable[[], None] | None = None,
     ) -> None:
         self.db_path = db_path
+        # Run on the event loop after each flush that wrote (the proxy cache's rewarm).
+        self.after_write = after_write
         self.interval = interval
         self.audit_keep_rows = audit_keep_rows
         self.audit_keep_seconds = audit_keep_seconds
@@ -74,12 +77,14 @@ class UsageRecorder:
 
     def record(self, entry: AuditEntry) -> None:
         """One proxied request: its audit row, and use of its credential and session."""
-        self._pending.entries.append(entry)
+        pending = self._pending
+        pending.entries.append(entry)
         if entry.session_id is not None:
-            self.touch_session(entry.session_id, entry.at)
+            sessions = pending.sessions
+            sessions[entry.session_id] = max(sessions.get(entry.session_id, 0), entry.at)
         if entry.credential_id is not None and entry.status < 400:
-            last, count = self._pending.credentials.get(entry.credential_id, (0, 0))
-            self._pending.credentials[entry.credential_id] = (max(last, entry.at), count + 1)
+            last, count = pending.credentials.get(entry.credential_id, (0, 0))
+            pending.credentials[entry.credential_id] = (max(last, entry.at), count + 1)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -90,6 +95,9 @@ class UsageRecorder:
         # Usage may lose one flush interval in a crash anyway (README); NORMAL
         # keeps WAL commits atomic and skips the fsync that FULL adds to each.
         self._db.conn.execute("PRAGMA synchronous = NORMAL")
+        # It appends rows and updates a few: a small page cache does (SQLite's
+        # default, 2 MiB, filled up with audit pages and stayed).
+        self._db.conn.execute("PRAGMA cache_size = -256")
         self._task = asyncio.create_task(self._run(), name="vaultd-usage-flusher")
 
     async def _run(self) -> None:
@@ -110,6 +118,13 @@ class UsageRecorder:
                 log.warning("usage flush failed, will retry: %s", exc)
                 batch.merge(self._pending)
                 self._pending = batch
+                return
+            if self.after_write is not None:
+                try:
+                    self.after_write()
+                except Exception as exc:
+                    # A hook's failure must not stop the flusher (nor lose the batch).
+                    log.warning("after a usage flush: %s", exc.__class__.__name__)
 
     def _write(self, db: Database, batch: _Batch) -> None:
         with write_transaction(db) as conn:
@@ -122,9 +137,8 @@ class UsageRecorder:
                 "UPDATE sessions SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
                 [(last, sid) for sid, last in batch.sessions.items()],
             )
-            if batch.entries:
-                rows = json.dumps([e.values() for e in batch.entries])
-                conn.execute(audit.INSERT_BATCH_SQL, [rows])
+            for sql, params in audit.insert_batches(batch.entries):
+                conn.execute(sql, params)
             # Pruning is a range delete: once a minute is plenty to keep the bound.
             if now() - self._pruned_at >= PRUNE_EVERY:
                 audit.prune(

@@ -1,0 +1,200 @@
+"""The proxy's direct path (``proxy.front_door``) and the cache refilled after usage flushes.
+
+Proxied calls skip aiohttp's router and middlewares; these check that they
+still get every check and header the routed path gives, that requests the
+direct path does not take still work, and that refilling the cache after the
+usage writer's commit never lets a revoked token or a replaced key through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from aiohttp.typedefs import Handler
+
+from tests.api_helpers import DaemonTestServer
+from tests.proxy_fixtures import OPENAI_KEY, Proxy, StartUpstream, seed_vault, write_config
+from vaultd.app import create_app
+from vaultd.appkeys import VAULT
+from vaultd.config import Config
+from vaultd.proxy import CACHE, USAGE, _direct
+from vaultd.vault import init_vault
+
+STANDARD = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Server": "vaultd"}
+
+
+def _revoke_elsewhere(config: Config) -> None:
+    # As `vaultd session revoke` in another process would.
+    conn = sqlite3.connect(config.db_path)
+    conn.execute("UPDATE sessions SET revoked_at = 1")
+    conn.commit()
+    conn.close()
+
+
+async def test_revocation_after_a_flush_refilled_the_cache(proxy: Proxy) -> None:
+    token = proxy.mint()
+    assert (await proxy.client.get("/proxy/openai/x", headers=proxy.auth(token))).status == 200
+    cache = proxy.client.app[CACHE]
+    await proxy.client.app[USAGE].flush()
+    # The flush's commit emptied the cache, and it was filled again at once.
+    assert len(cache) == 3  # session, credential, secret
+    _revoke_elsewhere(proxy.config)
+    resp = await proxy.client.get("/proxy/openai/x", headers=proxy.auth(token))
+    assert resp.status == 401
+
+
+async def test_a_revoked_session_is_not_refilled(proxy: Proxy) -> None:
+    token = proxy.mint()
+    assert (await proxy.client.get("/proxy/openai/x", headers=proxy.auth(token))).status == 200
+    _revoke_elsewhere(proxy.config)
+    await proxy.client.app[USAGE].flush()
+    assert (await proxy.client.get("/proxy/openai/x", headers=proxy.auth(token))).status == 401
+
+
+async def test_a_rotated_key_is_used_after_a_refill(proxy: Proxy) -> None:
+    assert (await proxy.client.get("/proxy/openai/x", headers=proxy.auth())).status == 200
+    await proxy.client.app[USAGE].flush()
+    # Rotated through another connection, as the CLI would.
+    other, _ = init_vault(proxy.config)
+    with other:
+        other.credentials.update(
+            proxy.keys["openai/primary"], dek=other.unlock(), secret="sk-proj-ROTATEDrotated0009"
+        )
+    resp = await proxy.client.get("/proxy/openai/x", headers=proxy.auth())
+    assert resp.status == 200
+    assert proxy.upstream.seen[-1].headers["Authorization"] == "Bearer sk-proj-ROTATEDrotated0009"
+
+
+@pytest.mark.parametrize(
+    ("target", "extra"),
+    [
+        ("/proxy/openai/v1/x", {}),  # direct
+        ("/proxy/openai/v1/%78", {}),  # a percent escape: through the app
+        ("/proxy/openai/v1/x", {"Expect": "100-continue"}),  # through the app
+    ],
+)
+async def test_both_paths_answer_alike(proxy: Proxy, target: str, extra: dict[str, str]) -> None:
+    resp = await proxy.client.get(target, headers={**proxy.auth(), **extra})
+    assert resp.status == 200
+    for name, value in STANDARD.items():
+        assert resp.headers[name] == value
+    assert resp.headers["X-Request-Id"] != resp.headers["X-Upstream-Request-Id"]
+    assert resp.headers["Content-Length"] == str(len(await resp.read()))
+    assert OPENAI_KEY.encode() not in await resp.read()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Host": "evil.example"}, 403),
+        ({"Origin": "https://evil.example"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({}, 200),
+    ],
+)
+async def test_the_direct_path_keeps_the_guard(
+    proxy: Proxy, headers: dict[str, str], status: int
+) -> None:
+    resp = await proxy.client.get("/proxy/openai/x", headers={**proxy.auth(), **headers})
+    assert resp.status == status
+    assert resp.headers["X-Request-Id"]
+    assert resp.headers["Cache-Control"] == "no-store"
+    if status >= 400:
+        assert resp.content_type == "application/problem+json"
+        body = await resp.json()
+        assert body["request_id"] == resp.headers["X-Request-Id"]
+        assert proxy.upstream.seen == []
+
+
+async def test_errors_on_the_direct_path_are_problems(proxy: Proxy) -> None:
+    resp = await proxy.client.get("/proxy/openai/x")
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    body = await resp.json()
+    assert body["request_id"] == resp.headers["X-Request-Id"]
+    assert resp.headers["Server"] == "vaultd"
+
+
+async def test_upstream_cors_headers_never_pass(
+    tmp_path: Path,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> None:
+    async def cors(request: web.Request) -> web.Response:
+        headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "*"}
+        return web.Response(text="ok", headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", cors)
+    upstream = await aiohttp_server(app, host="127.0.0.1", access_log=None)
+    config = write_config(tmp_path / "config.toml", f"http://127.0.0.1:{upstream.port}")
+    seed_vault(config)
+    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    vault = client.app[VAULT]
+    _session, token = vault.sessions.create(
+        name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
+    )
+    resp = await client.get("/proxy/openai/x", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200
+    assert await resp.text() == "ok"
+    assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
+
+
+def test_direct_takes_only_what_the_router_would_match_as_is() -> None:
+    services = {"openai": object()}
+
+    def direct(target: str, **headers: str) -> bool:
+        return _direct(make_mocked_request("GET", target, headers=headers), services)  # type: ignore[arg-type]
+
+    assert direct("/proxy/openai/v1/models")
+    assert direct("/proxy/openai/")
+    assert direct("/proxy/openai/v1/x?q=a%20b")  # escapes in the query are fine
+    assert not direct("/proxy/openai")  # no route: the router's 404
+    assert not direct("/proxy/openai/v1/%2e%2e")  # decoded differently: routed
+    assert not direct("/proxy/open%61i/v1")
+    assert not direct("/proxy/other/v1")  # an unknown service: routed, then 404
+    assert not direct("/api/credentials")
+    assert not direct("/proxy/openai/v1", Expect="100-continue")
+
+
+async def test_concurrent_requests_across_a_flush(proxy: Proxy) -> None:
+    async def one() -> int:
+        resp = await proxy.client.get("/proxy/openai/x", headers=proxy.auth())
+        await resp.read()
+        return resp.status
+
+    usage = proxy.client.app[USAGE]
+    results = await asyncio.gather(*(one() for _ in range(20)), usage.flush(), usage.flush())
+    assert results[:20] == [200] * 20
+
+
+async def test_an_app_with_more_middlewares_routes_proxied_calls_through_them(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> None:
+    upstream = await start_upstream()
+    config = write_config(tmp_path / "config.toml", upstream.url)
+    seed_vault(config)
+    app = create_app(config)
+    seen: list[str] = []
+
+    @web.middleware
+    async def tag(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append(request.raw_path)
+        return await handler(request)
+
+    app.middlewares.append(tag)
+    client = await aiohttp_client(DaemonTestServer(app, host="127.0.0.1"))
+    _session, token = client.app[VAULT].sessions.create(
+        name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
+    )
+    resp = await client.get("/proxy/openai/x", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200
+    assert seen == ["/proxy/openai/x"]
