@@ -80,6 +80,11 @@ async def raw_http(host: str, port: int, request: bytes) -> tuple[int, dict[str,
             writer.close()
 
     raw = await asyncio.wait_for(exchange(), timeout=10)
+    return split_reply(raw)
+
+
+def split_reply(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-cased names) and body bytes of a raw HTTP/1.x reply."""
     head, _, body = raw.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {}

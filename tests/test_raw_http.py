@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.api_helpers import PROBLEM_FIELDS, DaemonTestServer
+from tests.api_helpers import PROBLEM_FIELDS, DaemonTestServer, split_reply
 from tests.proxy_fixtures import OPENAI_KEY, Proxy, StartUpstream, seed_vault, write_config
 from vaultd.app import create_app
 from vaultd.appkeys import VAULT
@@ -40,13 +40,7 @@ class Reply:
 
 
 def parse_reply(raw: bytes, closed: bool) -> Reply:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return Reply(int(status_line.split()[1]), headers, body, closed)
+    return Reply(*split_reply(raw), closed)
 
 
 async def read_reply(reader: asyncio.StreamReader, *, eof_wait: float = 1) -> Reply:
