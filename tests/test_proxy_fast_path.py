@@ -198,3 +198,34 @@ async def test_an_app_with_more_middlewares_routes_proxied_calls_through_them(
     resp = await client.get("/proxy/openai/x", headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 200
     assert seen == ["/proxy/openai/x"]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "extra", "status"),
+    [
+        ("GET", "/proxy/openai/x", {"Authorization": ""}, 401),
+        ("TRACE", "/proxy/openai/x", {}, 405),
+        ("GET", "/proxy/openai/fn_sess_" + "A" * 43, {}, 400),
+        ("GET", "/proxy/openai/x", {"X-Vaultd-Credential": "nosuch"}, 404),
+        ("POST", "/proxy/openai/x", {"Content-Length": "999999"}, 413),
+        ("GET", "/proxy/openai/gzip", {}, 502),
+        ("GET", "/proxy/openai/slow?s=3", {}, 504),
+        ("GET", "/proxy/openai/v1/sse?n=2&gap=0", {}, 200),
+        ("HEAD", "/proxy/openai/x", {}, 200),
+    ],
+)
+async def test_every_direct_answer_has_the_standard_headers(
+    proxy: Proxy, method: str, target: str, extra: dict[str, str], status: int
+) -> None:
+    """Refusals, upstream failures and streamed or bodiless answers alike, with no CORS."""
+    headers = {**proxy.auth(), **extra}
+    if not headers["Authorization"]:
+        del headers["Authorization"]
+    resp = await proxy.client.request(method, target, headers=headers)
+    assert resp.status == status, await resp.text()
+    for name, value in STANDARD.items():
+        assert resp.headers[name] == value
+    assert len(resp.headers["X-Request-Id"]) == 36
+    assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
+    if status >= 400:
+        assert (await resp.json())["request_id"] == resp.headers["X-Request-Id"]

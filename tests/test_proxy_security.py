@@ -123,7 +123,21 @@ def hostile_app(seen: list[Seen], other_url: str) -> web.Application:
         text = json.dumps({"key": key_of(item)}).replace("/", "\\/")
         return web.Response(text=text, content_type="application/json")
 
+    async def encoding_echo(request: web.Request) -> web.Response:
+        """Names the key it received as its Content-Encoding."""
+        item = await record(request)
+        return web.Response(text="x", headers={"Content-Encoding": key_of(item)})
+
+    async def key_named_header(request: web.Request) -> web.Response:
+        """Sends headers named after the key: as received, and re-cased as Go would."""
+        item = await record(request)
+        key = key_of(item)
+        headers = {key: "1", key.title(): "2", f"X-{key}-Echo": "3", "X-Kept": "yes"}
+        return web.Response(text="ok", headers=headers)
+
     app = web.Application()
+    app.router.add_get("/encoding-echo", encoding_echo)
+    app.router.add_get("/key-named-header", key_named_header)
     app.router.add_get("/compress-echo", compress_echo)
     app.router.add_route("*", "/forced-encoding", forced_encoding)
     app.router.add_get("/gzip-transfer", gzip_transfer)
@@ -426,9 +440,11 @@ async def test_credential_misses_do_not_grow_the_cache(proxy: Proxy) -> None:
 
 
 async def test_a_token_in_the_path_never_reaches_the_audit_log(proxy: Proxy) -> None:
+    # Refused (400, see test_proxy_hardening), but audited: the session is valid.
     encoded = proxy.token.replace("_", "%5F")
     for path in (f"/proxy/openai/v1/{proxy.token}", f"/proxy/openai/v1/{encoded}"):
-        assert (await proxy.client.get(path, headers=proxy.auth())).status == 200
+        assert (await proxy.client.get(path, headers=proxy.auth())).status == 400
+    assert proxy.upstream.seen == []
     await proxy.client.app[USAGE].flush()
     conn = sqlite3.connect(proxy.config.db_path)
     try:
@@ -470,3 +486,24 @@ async def test_headers_named_by_the_upstreams_connection_are_dropped(hostile: Pr
     assert resp.status == 200
     assert "X-Hop-Secret" not in resp.headers
     assert resp.headers["X-Kept"] == "yes"
+
+
+# -- 8. second review: no upstream text in problems, no header named after the key ----
+
+
+async def test_encoding_problem_never_repeats_the_upstreams_value(hostile: Proxy) -> None:
+    resp = await hostile.client.get("/proxy/openai/encoding-echo", headers=hostile.auth())
+    body = await problem(resp, 502, "upstream-encoding")
+    assert "Content-Encoding" in body["detail"]
+    raw = (await resp.read()).lower()
+    assert OPENAI_KEY.lower().encode() not in raw
+    assert OPENAI_KEY.lower()[:12].encode() not in raw
+
+
+async def test_headers_named_after_the_key_are_dropped(hostile: Proxy) -> None:
+    resp = await hostile.client.get("/proxy/openai/key-named-header", headers=hostile.auth())
+    assert resp.status == 200
+    assert resp.headers["X-Kept"] == "yes"
+    names = " ".join(resp.headers).lower()
+    assert OPENAI_KEY.lower() not in names
+    assert "-echo" not in names

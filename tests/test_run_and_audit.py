@@ -127,8 +127,13 @@ async def test_audit_lists_proxied_requests(proxy: Proxy) -> None:
     for path in ("/proxy/openai/v1/models?secret=1", "/proxy/github/user"):
         resp = await proxy.client.get(path, headers=proxy.auth())
         assert resp.status == 200
+    # Refused before any session is known: not audited (so no local process
+    # without a token can push real rows out), only logged as a failed request.
     resp = await proxy.client.get("/proxy/openai/x", headers={"Authorization": "Bearer nope"})
     assert resp.status == 401
+    no_proxy = proxy.mint(name="reader", scopes=["read"])
+    resp = await proxy.client.get("/proxy/openai/x", headers=proxy.auth(no_proxy))
+    assert resp.status == 403
 
     runner = CliRunner()
     config = str(proxy.config.config_file)
@@ -146,7 +151,9 @@ async def test_audit_lists_proxied_requests(proxy: Proxy) -> None:
     assert (oldest["service"], oldest["path"], oldest["status"]) == ("openai", "/v1/models", 200)
     assert oldest["credential_id"] == proxy.keys["openai/primary"]
     assert (middle["service"], middle["path"]) == ("github", "/user")
-    assert newest["status"] == 401 and newest["session_id"] is None
+    # The refusal of a valid session is audited, with that session.
+    assert newest["status"] == 403 and newest["session_id"] not in (None, oldest["session_id"])
+    assert 401 not in [e["status"] for e in entries]
     only = json.loads(
         runner.invoke(cli, ["--config", config, "audit", "--service", "github", "--json"]).stdout
     )

@@ -11,11 +11,10 @@ import functools
 from collections.abc import Iterator
 from itertools import chain
 from typing import Any, NamedTuple
-from urllib.parse import unquote
 
 from sqlite_utils import Database
 
-from vaultd.problems import redact
+from vaultd.problems import redact_path
 
 MAX_LIMIT = 1000
 MAX_PATH = 2048
@@ -25,18 +24,9 @@ def audit_path(rest: str) -> str:
     """The proxied path tail (still percent-encoded) as an audit row keeps it.
 
     A client can put anything in its path, its own session token included:
-    that is cut to its key prefix as in every log line, also when the client
-    percent-encoded it to slip past a plain match.
+    that is cut to its key prefix as in every log line (``redact_path``).
     """
-    path = "/" + rest[:MAX_PATH]
-    if "%" in path:
-        decoded = unquote(path, errors="replace")
-        if "sess" in decoded:
-            scrubbed = redact(decoded)
-            if scrubbed != decoded:
-                return scrubbed
-    # "sess" is in every token prefix: most paths skip the regex altogether.
-    return redact(path) if "sess" in path else path
+    return redact_path("/" + rest[:MAX_PATH])
 
 
 class AuditEntry(NamedTuple):

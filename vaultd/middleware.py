@@ -34,6 +34,7 @@ from vaultd.problems import (
     from_http_exception,
     problem_response,
     redact,
+    redact_path,
     status_problem,
 )
 
@@ -271,7 +272,7 @@ def _log_unexpected(request: web.Request, exc: BaseException, request_id: str) -
         "unexpected %s in %s %s (request %s)\n%s",
         type(exc).__name__,
         request.method,
-        redact(request.rel_url.raw_path),
+        redact_path(request.rel_url.raw_path),
         request_id,
         frames,
     )
@@ -286,7 +287,7 @@ def render_error(request: web.Request, exc: Exception, request_id: str) -> web.R
         log.error(
             "vault error in %s %s (request %s): %s",
             request.method,
-            redact(request.rel_url.raw_path),
+            redact_path(request.rel_url.raw_path),
             request_id,
             redact(str(exc)),
         )

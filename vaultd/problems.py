@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -33,11 +34,31 @@ PROBLEM_TYPE_BASE = "https://vaultd.dev/problems/"
 # Looser than sessions.TOKEN_RE on purpose: a truncated or padded token is
 # still a secret worth hiding.
 _TOKEN_LIKE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]+")
+# What ``redact_path`` leaves unescaped when it encodes a path again: RFC
+# 3986's sub-delimiters, ":", "@" and "/", and "[]" of "[REDACTED]".
+_PATH_SAFE = "/:@!$&'()*+,;=[]"
 
 
 def redact(text: str) -> str:
     """``text`` with anything shaped like a session token cut to its key prefix."""
     return _TOKEN_LIKE.sub(lambda m: m.group(0)[:KEY_PREFIX_LEN] + "[REDACTED]", text)
+
+
+def redact_path(raw: str) -> str:
+    """A still percent-encoded request path, for a log line or an audit row.
+
+    Tokens are cut as by ``redact``, also one the client percent-encoded
+    (``fn%5Fsess%5F...``) to slip past a plain match. Then the decoded,
+    redacted path is encoded again: decoded, a ``%0a`` would forge a line.
+    """
+    if "%" in raw:
+        decoded = unquote(raw, errors="replace")
+        if TOKEN_PREFIX in decoded:
+            scrubbed = redact(decoded)
+            if scrubbed != decoded:
+                return quote(scrubbed, safe=_PATH_SAFE)
+    # "sess" is in every token prefix: most paths skip the regex altogether.
+    return redact(raw) if "sess" in raw else raw
 
 
 class MalformedRequest(VaultdError):

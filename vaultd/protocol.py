@@ -50,7 +50,7 @@ from vaultd.middleware import (
     set_standard_headers,
     socket_port,
 )
-from vaultd.problems import InternalError, problem_response, redact, status_problem
+from vaultd.problems import InternalError, problem_response, redact_path, status_problem
 
 log = logging.getLogger("vaultd.http")
 
@@ -152,8 +152,9 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info(
             "%s %s %d %.1fms request=%s",
             request.method,
-            # Still percent-encoded: a decoded %0a would forge a log line.
-            redact(request.rel_url.raw_path),
+            # Percent-encoded (a decoded %0a would forge a log line), tokens
+            # cut also where the client percent-encoded them.
+            redact_path(request.rel_url.raw_path),
             response.status,
             time * 1000,
             response.headers.get("X-Request-Id", "-"),

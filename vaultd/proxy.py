@@ -115,16 +115,24 @@ def pick_credential(cache: ProxyCache, service: Service, wanted: str | None) -> 
     return credential
 
 
-def authorise(cache: ProxyCache, request: web.Request, service: Service) -> Session:
+def authenticate(cache: ProxyCache, request: web.Request) -> Session:
+    """The active session of the request's token, before anything else is looked up.
+
+    DESIGN 6.1: the token first, so that a client without one learns nothing
+    (which services exist, say) from the order of the refusals.
+    """
     token = token_from(request.headers)
     if token is None:
         raise Unauthorized("send the session token as Authorization: Bearer <token>")
-    session = cache.session(token)
+    return cache.session(token)
+
+
+def authorise(session: Session, service: Service) -> None:
+    """Whether ``session`` may proxy to ``service`` (403 otherwise)."""
     if not session.has_scope("proxy"):
         raise Forbidden("this token has no proxy scope")
     if not session.allows_service(service.name):
         raise Forbidden(f"this token may not use {service.name}")
-    return session
 
 
 async def _limited(request: web.Request, limit: int, counter: list[int]) -> AsyncIterator[bytes]:
@@ -169,8 +177,8 @@ class Forwarder:
         if request_id is None:
             request_id = request.get(REQUEST_ID, "")
         session: Session | None = None
+        service: Service | None = None
         credential: Credential | None = None
-        service_name = "?"
         rest = ""
         status = 500
         sent = [0]
@@ -181,10 +189,11 @@ class Forwarder:
                     f"the proxy does not forward {request.method}", allowed=ALLOWED_METHODS
                 )
             service_name, rest = split_proxy_target(request.raw_path)
+            session = authenticate(cache, request)
             service = config.services.get(service_name)
             if service is None:
                 raise NotFound(f"there is no service {service_name!r}; see GET /api/services")
-            session = authorise(cache, request, service)
+            authorise(session, service)
             url = upstream_url(service, rest, request.rel_url.raw_query_string)
             credential = pick_credential(cache, service, request.headers.get(CREDENTIAL_HEADER))
             secret = cache.secret(credential, service)
@@ -219,21 +228,28 @@ class Forwarder:
             status = CLIENT_CLOSED
             raise
         finally:
-            self.usage.record(
-                AuditEntry(
-                    at=int(time.time()),
-                    request_id=request_id,
-                    session_id=session.id if session else None,
-                    credential_id=credential.id if credential else None,
-                    service=service_name[:63],
-                    method=request.method[:16],
-                    path=audit_path(rest),
-                    status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                    bytes_in=sent[0],
-                    bytes_out=received,
+            # Only requests with a valid session are audited: without one,
+            # any local process could push the real rows out past
+            # [audit] max_rows. (Refusals before that are in the daemon's
+            # log, as failed requests.)
+            if session is not None:
+                self.usage.record(
+                    AuditEntry(
+                        at=int(time.time()),
+                        request_id=request_id,
+                        session_id=session.id,
+                        credential_id=credential.id if credential else None,
+                        # A configured name, never what the client typed for an
+                        # unknown one (which could be anything, its token too).
+                        service=service.name if service is not None else "?",
+                        method=request.method[:16],
+                        path=audit_path(rest),
+                        status=status,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                        bytes_in=sent[0],
+                        bytes_out=received,
+                    )
                 )
-            )
 
     async def _forward(
         self,
@@ -290,11 +306,13 @@ async def _answer(
         # Decided: refuse, never pass unchecked. vaultd asked for identity,
         # so only a misbehaving upstream gets here; decompressing to scan
         # would break DESIGN 6.4 (bytes as sent) and invite zip bombs, and
-        # passing it through would hand an echoed key to the client.
+        # passing it through would hand an echoed key to the client. The
+        # problem names the header, never its value: that is the upstream's
+        # text, and it could be the key it was sent.
         raise UpstreamEncoding(
-            f"the upstream sent a body in the {coding[:40]!r} Content-Encoding or "
-            "Transfer-Encoding although vaultd asked for identity; a compressed answer "
-            "cannot be checked for the key, so it is not passed on"
+            f"the upstream's answer has a {coding} other than identity although vaultd "
+            "asked for identity; a compressed answer cannot be checked for the key, "
+            "so it is not passed on"
         )
     reason = upstream.reason
     if (

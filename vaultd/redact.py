@@ -27,7 +27,16 @@ class Patterns:
     a request pays only for the searches, never for building them.
     """
 
-    __slots__ = ("_any", "_first", "_first_byte", "_only", "forms", "longest", "shortest")
+    __slots__ = (
+        "_any",
+        "_first",
+        "_first_byte",
+        "_folded",
+        "_only",
+        "forms",
+        "longest",
+        "shortest",
+    )
 
     def __init__(self, forms: Iterable[bytes]) -> None:
         # Longest first: where two forms start at the same byte (a secret and
@@ -49,6 +58,8 @@ class Patterns:
         self._first = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in firsts) + b"]")
         # One first byte (the usual case): ``bytes.find`` is cheaper still.
         self._first_byte = firsts[0] if len(firsts) == 1 else None
+        # For what an upstream may re-case (header names: Go canonicalises them).
+        self._folded = tuple({f.lower() for f in unique})
 
     def found_in(self, data: bytes) -> bool:
         # One ``in`` per form, not the regex: bytes search runs at memory
@@ -57,6 +68,10 @@ class Patterns:
         if self._only is not None:
             return self._only in data
         return any(map(data.__contains__, self.forms))
+
+    def found_in_folded(self, lowered: bytes) -> bool:
+        """Whether ``lowered`` (lower-cased by the caller) holds a form in any letter case."""
+        return any(map(lowered.__contains__, self._folded))
 
     def search(self, data: bytes, pos: int) -> re.Match[bytes] | None:
         """The leftmost (then longest) form in ``data`` at or after ``pos``."""

@@ -50,8 +50,13 @@ _SDK_KEY_HEADERS = tuple(istr(name) for name in TOKEN_HEADERS[1:])
 # vaultd neither stores nor revokes), and the client's cookies (for
 # 127.0.0.1, any local web app's) are not the upstream's business. Deliberate.
 _NEVER_FORWARDED = frozenset({"cookie", "cookie2", "accept-encoding"})
+# ``Expect: 100-continue`` is between the client and vaultd, whose server
+# answers it; passed on, it would have the upstream wait on an interim answer
+# that means nothing to vaultd's client library (RFC 9110 10.1.1: hop-by-hop
+# in effect for a proxy that does not forward the 100 itself).
+_NOT_END_TO_END = frozenset({"expect"})
 _NEVER_RETURNED = frozenset({"set-cookie", "set-cookie2"})
-_DROPPED_OUTGOING = HOP_BY_HOP | _NEVER_FORWARDED | frozenset(TOKEN_HEADERS)
+_DROPPED_OUTGOING = HOP_BY_HOP | _NEVER_FORWARDED | _NOT_END_TO_END | frozenset(TOKEN_HEADERS)
 # ``response_headers``: names (lower-cased bytes) never passed back. CORS
 # headers are the daemon's to set (never, threat T3), not an upstream's; a
 # Content-Length goes when redaction may change the body's length (the answer
@@ -65,6 +70,9 @@ _SCANNABLE_TRANSFER_CODINGS = frozenset({"", "identity", "chunked"})
 # A percent escape left after decoding once: the client encoded twice, which
 # upstreams and the proxies before them decode a different number of times.
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# A percent escape with a hex letter in it (``quote`` writes them upper-case).
+_ESCAPE_WITH_LETTER = re.compile(r"%[0-9A-F][A-F]|%[A-F][0-9]")
+_GO_HTML_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"})
 # The shortest part of a basic-auth secret redacted on its own: shorter ones
 # would replace ordinary words in every answer.
 _MIN_PART = 8
@@ -124,6 +132,10 @@ def checked_tail(rest: str) -> str:
             raise _bad("encoded slashes are not allowed in a proxied path")
         if ";" in decoded:
             raise _bad("path parameters (;) are not allowed in a proxied path")
+        if TOKEN_PREFIX in decoded:
+            # Headers carry the token; one in the path is a mistake (or a
+            # probe), and forwarding it would hand the upstream our token.
+            raise _bad("a session token does not belong in a proxied path; send it as a header")
         if not decoded.isprintable():
             raise _bad("control characters are not allowed in a proxied path")
     return rest
@@ -169,9 +181,10 @@ def without_tokens(raw_query: str) -> str:
     An SDK that puts its "API key" in the query (``?key=``) would otherwise
     hand our token to the upstream, which has no use for it.
     """
-    # The token prefix holds "sess" however its "_" is encoded: this cheap
+    # The token prefix holds "sess" unless an "s" or an "e" of it is
+    # percent-encoded (%73, %65: no letters, so no case to fold): this cheap
     # test spares nearly every query the per-parameter decoding.
-    if "sess" not in raw_query:
+    if "sess" not in raw_query and "%73" not in raw_query and "%65" not in raw_query:
         return raw_query
     return "&".join(p for p in raw_query.split("&") if TOKEN_PREFIX not in unquote_plus(p))
 
@@ -254,6 +267,9 @@ def secret_forms(service: Service, secret: str) -> list[bytes]:
     by the proxy cache, never per request.
     """
     texts = {secret, query_value(secret), quote(secret), quote(secret, safe="").replace("%20", "+")}
+    # RFC 3986 allows lower-case hex digits in escapes, and some encoders
+    # (and servers that re-encode what they parsed) write them.
+    texts.update([_ESCAPE_WITH_LETTER.sub(lambda m: m.group(0).lower(), text) for text in texts])
     if service.auth == "basic":
         # Unpadded, so that it also matches inside a padded or re-wrapped copy.
         texts.add(base64.b64encode(secret.encode("utf-8")).decode("ascii").rstrip("="))
@@ -262,10 +278,12 @@ def secret_forms(service: Service, secret: str) -> list[bytes]:
             texts.add(password)
     for text in list(texts):
         escaped = json.dumps(text)[1:-1]
-        # As json.dumps writes it, as an encoder that keeps non-ASCII does, and
-        # as encoders that escape "/" (PHP's json_encode) do.
+        unicode = json.dumps(text, ensure_ascii=False)[1:-1]
+        # As json.dumps writes it, as an encoder that keeps non-ASCII does, as
+        # encoders that escape "/" (PHP's json_encode) do, and as Go's
+        # encoding/json does (non-ASCII kept, "&", "<" and ">" escaped).
         texts.update(
-            (escaped, json.dumps(text, ensure_ascii=False)[1:-1], escaped.replace("/", "\\/"))
+            (escaped, unicode, escaped.replace("/", "\\/"), unicode.translate(_GO_HTML_ESCAPES))
         )
     return [text.encode("utf-8") for text in texts if text]
 
@@ -273,7 +291,7 @@ def secret_forms(service: Service, secret: str) -> list[bytes]:
 def unscannable_coding(
     content_codings: Sequence[str], transfer_codings: Sequence[str] = ()
 ) -> str | None:
-    """The first coding of the answer's body that leaves it compressed, if any.
+    """The name of the header that leaves the answer's body compressed, if any.
 
     vaultd asks for identity (``outgoing_headers``); an upstream that
     compresses anyway sends bytes in which an echoed key cannot be found
@@ -281,16 +299,17 @@ def unscannable_coding(
     such an answer (502) rather than pass on what it could not check. A
     transfer coding other than chunked (``Transfer-Encoding: gzip, chunked``)
     counts too: aiohttp undoes only the chunking and hands over the gzip.
+    Only the header's name is returned: its value is the upstream's text,
+    which could be anything it received (the key), so it is never repeated.
     """
-    for values, allowed in (
-        (content_codings, _SCANNABLE_CODINGS),
-        (transfer_codings, _SCANNABLE_TRANSFER_CODINGS),
+    for name, values, allowed in (
+        (hdrs.CONTENT_ENCODING, content_codings, _SCANNABLE_CODINGS),
+        (hdrs.TRANSFER_ENCODING, transfer_codings, _SCANNABLE_TRANSFER_CODINGS),
     ):
         for value in values:
             for coding in value.split(","):
-                coding = coding.strip().lower()
-                if coding not in allowed:
-                    return coding
+                if coding.strip().lower() not in allowed:
+                    return str(name)
     return None
 
 
@@ -321,6 +340,9 @@ def response_headers(
     # One search over all values at once: nearly every answer has no key in
     # its headers, and then no value is looked at twice.
     leaky = patterns.found_in(b"\n".join(value for _name, value in raw))
+    # Names likewise, in any letter case: an upstream may name a header after
+    # what it received (and re-case it), and a name cannot be redacted.
+    leaky_names = patterns.found_in_folded(b"\n".join(name for name, _value in raw).lower())
     # Compared as bytes, lower-cased: only what is kept is decoded.
     dropped = _NOT_RETURNED_WHEN_BODY_MAY_CHANGE if body_may_change else _NOT_RETURNED
     kept: list[tuple[str, str]] = []
@@ -331,6 +353,8 @@ def response_headers(
             if lowered == b"connection":
                 named_by_connection.extend(raw_value.decode("latin-1").split(","))
             continue
+        if leaky_names and patterns.found_in_folded(lowered):
+            continue  # a header named after the key goes whole
         if lowered == b"location":
             raw_value = _scrub_location(raw_value, patterns)
         elif leaky:
