@@ -152,7 +152,13 @@ class UsageRecorder:
     async def close(self) -> None:
         """Stop the flusher and write what is left (called on shutdown)."""
         if self._task is not None:
-            self._task.cancel()
+            # Cancel it only between flushes: cancelled while its write runs in
+            # the worker thread, the flusher would let go of the lock with the
+            # batch neither written nor put back, and the final flush below
+            # would use the connection beside that thread (a clean stop that
+            # loses answered calls' rows).
+            async with self._lock:
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
