@@ -14,7 +14,8 @@ from pathlib import Path
 from vaultd.errors import UnsafePermissions
 
 
-def _describe(kind: str, path: Path, st: os.stat_result) -> str | None:
+def unsafe_reason(kind: str, path: Path, st: os.stat_result) -> str | None:
+    """Why another user could reach ``path`` (with the ``chmod`` that fixes it), or None."""
     if st.st_uid != os.getuid():
         return f"{kind} {path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
     if st.st_mode & 0o077:
@@ -33,7 +34,7 @@ def check_private(path: Path, kind: str) -> None:
         st = path.stat()
     except FileNotFoundError:
         return
-    problem = _describe(kind, path, st)
+    problem = unsafe_reason(kind, path, st)
     if problem:
         raise UnsafePermissions(problem)
 
