@@ -253,6 +253,16 @@ async def proxy(
 ) -> Proxy:
     bystander = await start_upstream()
     upstream = await start_upstream(other_url=bystander.url)
+    return await proxy_in_front_of(upstream, bystander, tmp_path, aiohttp_client)
+
+
+async def proxy_in_front_of(
+    upstream: Upstream,
+    bystander: Upstream,
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> Proxy:
+    """vaultd with every service pointing at ``upstream``, a seeded vault and a token."""
     config = write_config(tmp_path / "config.toml", upstream.url)
     ids = seed_vault(config)
     # Served by the daemon's own runner (access log, protocol errors), as in `vaultd serve`.

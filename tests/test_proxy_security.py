@@ -22,17 +22,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
-from tests.api_helpers import DaemonTestServer, problem, raw_http
+from tests.api_helpers import problem, raw_http
 from tests.proxy_fixtures import (
     OPENAI_KEY,
     Proxy,
     Seen,
     StartUpstream,
     Upstream,
-    seed_vault,
-    write_config,
+    proxy_in_front_of,
 )
-from vaultd.app import create_app
 from vaultd.appkeys import VAULT
 from vaultd.proxy import CACHE, USAGE
 
@@ -164,13 +162,7 @@ async def hostile(
     server = await aiohttp_server(
         hostile_app(seen, bystander.url), host="127.0.0.1", access_log=None
     )
-    upstream = Upstream(server, seen)
-    config = write_config(tmp_path / "config.toml", upstream.url)
-    ids = seed_vault(config)
-    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
-    result = Proxy(config, client, upstream, bystander, "", ids)
-    result.token = result.mint(name="default", scopes=["proxy", "read"])
-    return result
+    return await proxy_in_front_of(Upstream(server, seen), bystander, tmp_path, aiohttp_client)
 
 
 def add_credential(proxy: Proxy, service: str, name: str, secret: str) -> None:
