@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from vaultd.errors import StorageError
+from vaultd.fsperms import create_private_file
 from vaultd.vault import Vault
 
 # Pages copied per step: small steps let a concurrent writer interleave.
@@ -25,10 +26,10 @@ def backup_vault(vault: Vault, target: Path) -> int:
     Refuses an existing ``target`` (a backup must never replace a file, least
     of all an older backup or the vault itself).
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        # Created 0600 before SQLite opens it, whatever the umask.
-        os.close(os.open(target, flags, 0o600))
+        # Created 0600 (never over an existing file or through a link) before
+        # SQLite opens it, whatever the umask.
+        create_private_file(target, b"")
     except FileExistsError:
         raise StorageError(f"{target} already exists; a backup never overwrites a file") from None
     try:
