@@ -138,9 +138,6 @@ class Vault:
     def passphrase_mode(self) -> bool:
         return self.meta("kek_mode") == PASSPHRASE_MODE
 
-    def kdf_params(self) -> dict[str, bytes | None]:
-        return {k: self.meta(k) for k in _KDF_KEYS}
-
     def _key_meta(self) -> dict[str, bytes]:
         return {str(key): bytes(value) for key, value in self.db.execute(_KEY_META_SQL)}
 
@@ -149,10 +146,6 @@ class Vault:
             params: dict[str, bytes | None] = {k: stored.get(k) for k in _KDF_KEYS}
             return kek_from_passphrase(get_passphrase(self.passphrase_file), params)
         return read_key_file(self.config.key_file)
-
-    def current_kek(self) -> bytes:
-        """The key encryption key, read afresh (it is never cached)."""
-        return self._kek_for(self._key_meta())
 
     def unlock(self) -> bytes:
         """The data key, unwrapped by the key file or passphrase; cached for this process."""
