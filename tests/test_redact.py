@@ -7,7 +7,7 @@ import base64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultd.redact import REPLACEMENT, Patterns, Redactor
+from vaultd.redact import REPLACEMENT, Patterns
 from vaultd.services import Service
 from vaultd.upstream import secret_forms
 
@@ -15,7 +15,7 @@ SECRET = b"sk-proj-SECRETsecretSECRET1234"
 
 
 def run(chunks: list[bytes], secret: bytes = SECRET) -> bytes:
-    redactor = Redactor(secret)
+    redactor = Patterns([secret]).redactor()
     return b"".join(redactor.feed(c) for c in chunks) + redactor.flush()
 
 

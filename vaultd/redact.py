@@ -116,8 +116,8 @@ class Redactor:
 
     __slots__ = ("_held", "_patterns")
 
-    def __init__(self, patterns: Patterns | bytes) -> None:
-        self._patterns = patterns if isinstance(patterns, Patterns) else Patterns([patterns])
+    def __init__(self, patterns: Patterns) -> None:
+        self._patterns = patterns
         self._held = b""
 
     def feed(self, chunk: bytes) -> bytes:
