@@ -62,6 +62,7 @@ from vaultd.upstream import (
     upstream_url,
     with_query_secret,
 )
+from vaultd.upstream_client import UpstreamClient
 from vaultd.usage import UsageRecorder
 
 log = logging.getLogger("vaultd.proxy")
@@ -164,7 +165,7 @@ class Forwarder:
     config: Config
     cache: ProxyCache
     usage: UsageRecorder
-    client: aiohttp.ClientSession
+    upstream: UpstreamClient
 
     async def serve(
         self, request: web.Request, request_id: str | None = None
@@ -261,14 +262,7 @@ class Forwarder:
         secret: Secret,
     ) -> tuple[web.StreamResponse, int, int]:
         try:
-            upstream_cm = self.client.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            )
-            upstream = await upstream_cm.__aenter__()
+            upstream = await self.upstream.send(request.method, url, headers, body)
         except PayloadTooLarge:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -279,10 +273,8 @@ class Forwarder:
             raise UpstreamUnreachable(
                 f"the upstream could not be reached ({exc.__class__.__name__})"
             ) from None
-        try:
+        async with upstream:
             return await _answer(request, request_id, upstream, secret.patterns)
-        finally:
-            await upstream_cm.__aexit__(None, None, None)
 
 
 FORWARDER = web.AppKey("proxy_forwarder", Forwarder)
@@ -467,7 +459,11 @@ def front_door(app: web.Application, routed: RequestHandlerFn) -> RequestHandler
 
 
 async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The upstream ``ClientSession`` (one keep-alive pool), the cache and the usage writer."""
+    """The upstream connection pool, the cache and the usage writer.
+
+    Proxied requests go out through the session's connector by way of
+    ``UpstreamClient``; the session owns the pool and closes it.
+    """
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
     async with aiohttp.ClientSession(
@@ -497,7 +493,9 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         await recorder.start()
         app[USAGE] = recorder
-        app[FORWARDER] = Forwarder(config, cache, recorder, client)
+        app[FORWARDER] = Forwarder(
+            config, cache, recorder, UpstreamClient(client, client_timeout(config))
+        )
         try:
             yield
         finally:

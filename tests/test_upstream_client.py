@@ -1,0 +1,125 @@
+"""The proxy's upstream sender (vaultd/upstream_client.py), through real sockets.
+
+It drives aiohttp's client parts directly rather than ``ClientSession.request``:
+these tests hold it to what that would have done for a proxy (and what it
+must not do), and check that the aiohttp internals it calls are there.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest, ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.proxy_fixtures import OPENAI_KEY, Proxy, Seen, Upstream, proxy_in_front_of
+
+
+async def test_upstream_gets_only_the_clients_headers_and_the_key(proxy: Proxy) -> None:
+    """No User-Agent, Accept or Content-Type that the client did not send."""
+    resp = await proxy.client.post(
+        "/proxy/openai/v1/echo",
+        data=b"raw bytes",
+        headers={**proxy.auth(), "X-Client": "mine"},
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    )
+    assert resp.status == 200
+    seen = proxy.upstream.seen[-1]
+    assert seen.body == b"raw bytes"
+    names = {name.lower() for name in seen.headers}
+    assert names == {
+        "host",
+        "content-length",
+        "x-client",
+        "accept-encoding",
+        "authorization",
+    }, names
+    assert seen.headers["Authorization"] == f"Bearer {OPENAI_KEY}"
+    assert seen.headers["Accept-Encoding"] == "identity"
+
+
+async def test_clients_own_user_agent_and_accept_pass_unchanged(proxy: Proxy) -> None:
+    resp = await proxy.client.get(
+        "/proxy/openai/v1/models",
+        headers={**proxy.auth(), "User-Agent": "my-tool/1.0", "Accept": "application/json"},
+    )
+    assert resp.status == 200
+    seen = proxy.upstream.seen[-1]
+    assert seen.headers["User-Agent"] == "my-tool/1.0"
+    assert seen.headers["Accept"] == "application/json"
+
+
+def _one_answer_per_connection(seen: list[Seen]) -> web.Application:
+    """An upstream that closes a keep-alive connection when a second request comes on it.
+
+    That is what a pooled connection looks like to a request that lost the
+    race against the upstream's keep-alive timeout: sent, then cut off
+    without an answer.
+    """
+    answered: set[object] = set()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(Seen(request.method, request.path_qs, dict(request.headers), b""))
+        if request.protocol in answered:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()  # never reaches the closed connection
+        answered.add(request.protocol)
+        return web.json_response({"answer": len(seen)})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@pytest.mark.parametrize(("method", "retried"), [("GET", True), ("POST", False)])
+async def test_connection_closed_under_a_request_is_retried_once_without_a_body(
+    tmp_path: Path,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    method: str,
+    retried: bool,
+) -> None:
+    """As ClientSession.request would: a GET cut off on a reused connection
+    is sent again on a new one; a POST (whose body may have gone) is not."""
+    seen: list[Seen] = []
+    server = await aiohttp_server(_one_answer_per_connection(seen), host="127.0.0.1")
+    upstream = Upstream(server, seen)
+    proxy = await proxy_in_front_of(upstream, upstream, tmp_path, aiohttp_client)
+    first = await proxy.client.get("/proxy/openai/a", headers=proxy.auth())
+    assert first.status == 200
+    second = await proxy.client.request(
+        method, "/proxy/openai/b", headers=proxy.auth(), data=b"x" if method == "POST" else None
+    )
+    if retried:
+        assert second.status == 200
+        assert (await second.json())["answer"] == 3  # the cut-off try was the second
+        assert [s.path_qs for s in seen] == ["/a", "/b", "/b"]
+    else:
+        assert second.status == 502
+        assert [s.path_qs for s in seen] == ["/a", "/b"]
+
+
+def test_aiohttp_internals_are_as_called() -> None:
+    """An aiohttp upgrade that moves these fails here first, by name."""
+    init = inspect.signature(ClientRequest.__init__).parameters
+    for name in ("headers", "data", "loop", "session", "timer", "traces"):
+        assert name in init, name
+    params = inspect.signature(ResponseHandler.set_response_params).parameters
+    for name in ("timer", "skip_payload", "read_until_eof", "auto_decompress", "read_timeout"):
+        assert name in params, name
+    assert list(inspect.signature(aiohttp.BaseConnector.connect).parameters) == [
+        "self",
+        "req",
+        "traces",
+        "timeout",
+    ]
+    assert "conn" in inspect.signature(ClientRequest.send).parameters
+    assert "connection" in inspect.signature(ClientResponse.start).parameters
+    assert "skip_auto_headers" in inspect.signature(ClientRequest.update_auto_headers).parameters
