@@ -81,17 +81,21 @@ class ProblemRequestHandler(web.RequestHandler):
         """
         if self._head_refused:
             return  # the 431 is on its way and the connection closes after it
-        # Waiting for a head: nothing parsed yet on this connection, or the
-        # request loop idle (not while a finished request's unread body is
-        # still being drained, whose bytes are not a head).
-        waiter = self._waiter
-        waiting = not self._messages and (
-            self._request_count == 0 or (waiter is not None and not waiter.done())
-        )
         requests_before = self._request_count
         super().data_received(data)
-        if not waiting or self._request_count != requests_before:
-            self._head_bytes = 0  # a head ended (or none was being read)
+        if self._request_count != requests_before:
+            self._head_bytes = 0  # a head ended: the usual case, decided first
+            return
+        # No message came of ``data``, so aiohttp left the state read here as
+        # it was before ``data``. Waiting for a head: nothing parsed yet on
+        # this connection, or the request loop idle (not while a finished
+        # request's unread body is still being drained, whose bytes are not a
+        # head, nor while a request is being handled: its body, or pipelining).
+        waiter = self._waiter
+        if self._messages or not (
+            self._request_count == 0 or (waiter is not None and not waiter.done())
+        ):
+            self._head_bytes = 0
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD:
