@@ -1,6 +1,6 @@
 """What the proxy looks up on every request, kept in memory while the database is unchanged.
 
-A proxied request needs its session (by token hash), its credential and that
+A proxied request needs its session (by token), its credential and that
 credential's secret (with the patterns that redact every form of it). Reading
 and decrypting them per request would cost more than all the rest of the
 proxy; caching them must not delay a revocation by a single request. So every
@@ -30,7 +30,7 @@ from vaultd.errors import NotFound, Unauthorized, VaultdError
 from vaultd.models import Credential
 from vaultd.redact import Patterns
 from vaultd.services import Service
-from vaultd.sessions import TOKEN_RE, Session, token_hash
+from vaultd.sessions import Session
 from vaultd.upstream import secret_forms
 from vaultd.vault import Vault
 
@@ -92,22 +92,22 @@ class ProxyCache:
         does exactly what that request would do, only earlier; later changes
         are caught by that request's own ``refresh``.
         """
-        sessions = [(digest, session.id) for digest, session in self._sessions.items()]
+        sessions = [(token, session.id) for token, session in self._sessions.items()]
         selectors = list(self._credentials)
         with_secret = set(self._secrets)
         if not self.refresh():
             return
         services = self.vault.config.services
         try:
-            for digest, session_id in sessions:
-                # What ``authenticate`` finds by the token's hash: a session's
-                # id and token hash are fixed when it is made.
+            for token, session_id in sessions:
+                # What ``authenticate`` finds by the token: a session's id and
+                # token hash are fixed when it is made.
                 try:
                     session = self.vault.sessions.get(session_id)
                 except NotFound:
                     continue
                 if session.status() == "active":
-                    self._sessions[digest] = session
+                    self._sessions[token] = session
             for service_name, wanted in selectors:
                 credential = self.credential(service_name, wanted)
                 service = services.get(service_name)
@@ -119,13 +119,16 @@ class ProxyCache:
 
     def session(self, token: str) -> Session:
         """The active session of ``token``; ``Unauthorized`` otherwise (as the store says)."""
-        if not TOKEN_RE.fullmatch(token):
-            raise Unauthorized("the token is missing or malformed")
-        digest = token_hash(token)
-        session = self._sessions.get(digest)
+        # Keyed by the token itself: checking its form and hashing it on every
+        # request cost more than the rest of this lookup. It is kept no longer
+        # than the cache entry, in the memory that holds the plaintext keys
+        # anyway (not dumpable: hardening.py); the database keeps only hashes.
+        # (A dict compares two strings only once their randomly keyed hashes
+        # match, so the lookup's timing tells a guesser nothing either.)
+        session = self._sessions.get(token)
         if session is None:
             session = self.vault.sessions.authenticate(token)
-            self._sessions[digest] = session
+            self._sessions[token] = session
         status = session.status()
         if status != "active":
             raise Unauthorized(f"the token is {status}")
