@@ -13,11 +13,11 @@ from sqlite_utils import Database
 
 from tests.conftest import CLI
 from vaultd import usage
-from vaultd.audit import AuditEntry
+from vaultd.audit import AuditEntry, AuditRow
 from vaultd.usage import UsageRecorder
 
 
-def entry(i: int) -> AuditEntry:
+def entry(i: int) -> AuditRow:
     return AuditEntry(
         at=int(time.time()),
         request_id=f"req-{i}",
@@ -30,7 +30,7 @@ def entry(i: int) -> AuditEntry:
         duration_ms=1.0,
         bytes_in=0,
         bytes_out=2,
-    )
+    )[:-1]
 
 
 @pytest.mark.timeout(30)

@@ -30,9 +30,7 @@ def audit_path(rest: str) -> str:
 
 
 class AuditEntry(NamedTuple):
-    """One audit row. A named tuple, not a dataclass: one is made per proxied
-    request, and its fields bind as they are to the columns of the same names
-    (``insert_batches``)."""
+    """One audit row as read back (the proxy writes them as ``AuditRow`` tuples)."""
 
     at: int
     request_id: str
@@ -51,8 +49,15 @@ class AuditEntry(NamedTuple):
         return self._asdict()
 
 
-# The columns a read returns after ``id``: every other field.
-_COLUMNS = AuditEntry._fields[:-1]
+# What the proxy records for each request: ``AuditEntry``'s fields but ``id``,
+# in the same order, as a plain tuple. One is made per proxied request: a
+# plain tuple is the cheapest record Python makes, and one of plain values
+# the garbage collector stops tracking at its first pass (a named tuple, as a
+# subclass, stays tracked, and passes through every generation as it waits up
+# to a flush interval in the batch).
+AuditRow = tuple[int, str, str | None, str | None, str, str, str, int, float, int, int]
+# The columns an AuditRow binds to, and a read returns after ``id``.
+ROW_FIELDS = AuditEntry._fields[:-1]
 # Rows per INSERT statement: whole batches go in as a few statements of this
 # many rows, the tail in powers of two, so that at most nine distinct
 # statements are ever prepared (and kept in sqlite3's statement cache).
@@ -61,19 +66,18 @@ ROWS_PER_INSERT = 256
 
 @functools.lru_cache(maxsize=16)
 def insert_sql(rows: int) -> str:
-    """An INSERT of ``rows`` audit rows, bound as the entries' fields in order.
+    """An INSERT of ``rows`` audit rows, bound as their fields in order.
 
     Many rows per statement: the write-behind thread steps SQLite (and gives
     up the GIL) once per statement rather than once per row, which under load
-    stalled the event loop's thread at every handoff. ``id`` is bound as None
-    (every new entry's), so SQLite assigns it.
+    stalled the event loop's thread at every handoff. SQLite assigns ``id``.
     """
-    one = "(" + ", ".join("?" * len(AuditEntry._fields)) + ")"
-    columns = ", ".join(AuditEntry._fields)
+    one = "(" + ", ".join("?" * len(ROW_FIELDS)) + ")"
+    columns = ", ".join(ROW_FIELDS)
     return f"INSERT INTO audit ({columns}) VALUES " + ", ".join([one] * rows)  # noqa: S608
 
 
-def insert_batches(entries: list[AuditEntry]) -> Iterator[tuple[str, list[Any]]]:
+def insert_batches(entries: list[AuditRow]) -> Iterator[tuple[str, list[Any]]]:
     """``entries`` as (statement, flat parameters) pairs, in order."""
     start = 0
     while start < len(entries):
@@ -105,7 +109,7 @@ def list_entries(
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     params.append(min(limit, MAX_LIMIT))
     rows = db.query(
-        f"SELECT id, {', '.join(_COLUMNS)} FROM audit {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
+        f"SELECT id, {', '.join(ROW_FIELDS)} FROM audit {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
         params,
     )
     return [AuditEntry(**row) for row in rows]

@@ -27,7 +27,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from vaultd.appkeys import CONFIG, REQUEST_ID, VAULT
-from vaultd.audit import AuditEntry, audit_path
+from vaultd.audit import audit_path
 from vaultd.config import Config
 from vaultd.errors import (
     Forbidden,
@@ -234,21 +234,22 @@ class Forwarder:
             # [audit] max_rows. (Refusals before that are in the daemon's
             # log, as failed requests.)
             if session is not None:
+                # In audit.ROW_FIELDS order (an AuditRow: see there why a tuple).
                 self.usage.record(
-                    AuditEntry(
-                        at=int(time.time()),
-                        request_id=request_id,
-                        session_id=session.id,
-                        credential_id=credential.id if credential else None,
+                    (
+                        int(time.time()),
+                        request_id,
+                        session.id,
+                        credential.id if credential else None,
                         # A configured name, never what the client typed for an
                         # unknown one (which could be anything, its token too).
-                        service=service.name if service is not None else "?",
-                        method=request.method[:16],
-                        path=audit_path(rest),
-                        status=status,
-                        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                        bytes_in=sent[0],
-                        bytes_out=received,
+                        service.name if service is not None else "?",
+                        request.method[:16],
+                        audit_path(rest),
+                        status,
+                        round((time.perf_counter() - started) * 1000, 3),
+                        sent[0],
+                        received,
                     )
                 )
 

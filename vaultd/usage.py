@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from vaultd import audit
-from vaultd.audit import AuditEntry
+from vaultd.audit import AuditRow
 from vaultd.db import connect, write_transaction
 from vaultd.models import now
 
@@ -31,7 +31,7 @@ PRUNE_EVERY = 60  # seconds
 class _Batch:
     credentials: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (last, count)
     sessions: dict[str, int] = field(default_factory=dict)  # id -> last
-    entries: list[AuditEntry] = field(default_factory=list)
+    entries: list[AuditRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.credentials or self.sessions or self.entries)
@@ -75,16 +75,17 @@ class UsageRecorder:
         sessions = self._pending.sessions
         sessions[session_id] = max(sessions.get(session_id, 0), at)
 
-    def record(self, entry: AuditEntry) -> None:
+    def record(self, row: AuditRow) -> None:
         """One proxied request: its audit row, and use of its credential and session."""
         pending = self._pending
-        pending.entries.append(entry)
-        if entry.session_id is not None:
+        pending.entries.append(row)
+        at, session_id, credential_id = row[0], row[2], row[3]
+        if session_id is not None:
             sessions = pending.sessions
-            sessions[entry.session_id] = max(sessions.get(entry.session_id, 0), entry.at)
-        if entry.credential_id is not None and entry.status < 400:
-            last, count = pending.credentials.get(entry.credential_id, (0, 0))
-            pending.credentials[entry.credential_id] = (max(last, entry.at), count + 1)
+            sessions[session_id] = max(sessions.get(session_id, 0), at)
+        if credential_id is not None and row[7] < 400:  # status
+            last, count = pending.credentials.get(credential_id, (0, 0))
+            pending.credentials[credential_id] = (max(last, at), count + 1)
 
     # -- lifecycle ---------------------------------------------------------
 
