@@ -4,11 +4,12 @@ A proxied request needs its session (by token), its credential and that
 credential's secret (with the patterns that redact every form of it). Reading
 and decrypting them per request would cost more than all the rest of the
 proxy; caching them must not delay a revocation by a single request. So every
-cached answer is dropped the moment the database may have changed: any
-commit, by any connection in any process (the CLI, the usage writer, the
-API), rewrites the WAL-index header that ``dbwatch.ChangeWatch`` reads. The
-proxy calls ``refresh()`` once at the start of every request to check it,
-well under a microsecond; the lookups after it within that request trust it.
+cached answer is dropped the moment the database may have changed: SQLite's
+``PRAGMA data_version`` moves when *another* connection (the CLI in another
+process, the usage writer) commits, and the connection's ``total_changes``
+moves when *this* one (the API) writes. The proxy calls ``refresh()`` once at
+the start of every request to check both, a few microseconds; the lookups
+after it within that request trust it.
 
 Time-dependent checks (a session's or credential's expiry) are never cached:
 callers check them on the cached objects each time.
@@ -25,7 +26,6 @@ import sqlite3
 from dataclasses import dataclass
 
 from vaultd.credentials import CredentialStore
-from vaultd.dbwatch import ChangeWatch
 from vaultd.errors import NotFound, Unauthorized, VaultdError
 from vaultd.models import Credential
 from vaultd.redact import Patterns
@@ -51,8 +51,12 @@ class Secret:
 class ProxyCache:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
-        self.watch = ChangeWatch(vault.db.conn, vault.config.db_path)
-        self._stamp: object = None
+        self._conn = vault.db.conn
+        # Kept for the per-request check: ``conn.execute`` would make (and drop)
+        # a cursor each time. ``fetchone`` of this one-row pragma steps it to
+        # its end, so no read transaction stays open between requests.
+        self._version = self._conn.cursor()
+        self._stamp: tuple[int, int] | None = None
         self._sessions: dict[str, Session] = {}
         self._credentials: dict[tuple[str, str | None], Credential] = {}
         self._secrets: dict[str, Secret] = {}
@@ -62,7 +66,10 @@ class ProxyCache:
 
     def refresh(self) -> bool:
         """Forget everything if the database changed since the last call (then True)."""
-        stamp = self.watch.stamp()
+        stamp = (
+            self._version.execute("PRAGMA data_version").fetchone()[0],
+            self._conn.total_changes,
+        )
         if (
             stamp != self._stamp
             or len(self._sessions) + len(self._credentials) + len(self._secrets) > MAX_ENTRIES
@@ -77,8 +84,8 @@ class ProxyCache:
     def rewarm(self) -> None:
         """Look up again, now, what the cache held, if the database changed meanwhile.
 
-        Called right after the usage writer commits, which changes the
-        database's stamp and so empties the cache although nothing a proxied
+        Called right after the usage writer commits, which moves
+        ``data_version`` and so empties the cache although nothing a proxied
         request depends on changed: the next request then finds its session,
         credential and secret in memory instead of reading (and decrypting)
         them itself, which costs an idle daemon most of a millisecond. This
