@@ -11,6 +11,13 @@ moves when *this* one (the API) writes. The proxy calls ``refresh()`` once at
 the start of every request to check both, a few microseconds; the lookups
 after it within that request trust it.
 
+(Not cheaper by reading the WAL-index header in ``vault.db-shm`` directly:
+tried, and the daemon died of SIGBUS under concurrent CLI writers. Any
+``close()`` of a descriptor of that file, ours or the one ``mmap`` keeps,
+drops every POSIX lock the process holds on it, SQLite's too, and another
+process then took itself for the only user and truncated the file under the
+daemon's mapping. SQLite's files are opened by SQLite alone.)
+
 Time-dependent checks (a session's or credential's expiry) are never cached:
 callers check them on the cached objects each time.
 
