@@ -42,6 +42,9 @@ class Env:
         config.write_text(f"[server]\nport = {self.port}\n")
         self.vars = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # A daemon killed by a signal (SIGSEGV, SIGBUS) leaves its Python
+            # stack in its log, where the tests that read it can show it.
+            "PYTHONFAULTHANDLER": "1",
             "HOME": str(home),
             "XDG_CONFIG_HOME": str(home / ".config"),
             "XDG_DATA_HOME": str(home / ".local" / "share"),
