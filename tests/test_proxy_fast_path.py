@@ -229,3 +229,55 @@ async def test_every_direct_answer_has_the_standard_headers(
     assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
     if status >= 400:
         assert (await resp.json())["request_id"] == resp.headers["X-Request-Id"]
+
+
+async def test_a_revocation_reaches_every_request_sent_after_it_under_load(proxy: Proxy) -> None:
+    """One database check serves every request whose head arrived before it
+    (arrivals.py): with requests in flight on many connections, each one
+    sent after the revocation committed is refused all the same."""
+    token = proxy.mint()
+    revoked = asyncio.Event()
+    results: list[tuple[bool, int]] = []  # (sent after the revocation, status)
+
+    async def client() -> None:
+        for _ in range(40):
+            after = revoked.is_set()
+            resp = await proxy.client.get("/proxy/openai/x", headers=proxy.auth(token))
+            results.append((after, resp.status))
+            resp.release()
+
+    clients = [asyncio.create_task(client()) for _ in range(16)]
+    for _ in range(500):  # bounded: until some requests went through
+        if len(results) >= 48:
+            break
+        await asyncio.sleep(0.005)
+    _revoke_elsewhere(proxy.config)
+    revoked.set()
+    await asyncio.gather(*clients)
+    after = [status for sent_after, status in results if sent_after]
+    before = [status for sent_after, status in results if not sent_after]
+    assert after and set(after) == {401}, sorted(set(after))
+    assert 200 in before
+
+
+async def test_requests_that_arrived_together_share_one_check(
+    proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = proxy.client.app[CACHE]
+    checks = 0
+    real_refresh = cache.refresh
+
+    def counting_refresh() -> bool:
+        nonlocal checks
+        checks += 1
+        return real_refresh()
+
+    monkeypatch.setattr(cache, "refresh", counting_refresh)
+    statuses = []
+    for _ in range(5):
+        answers = await asyncio.gather(
+            *(proxy.client.get("/proxy/openai/x", headers=proxy.auth()) for _ in range(16))
+        )
+        statuses += [a.status for a in answers]
+    assert statuses == [200] * 80
+    assert 5 <= checks < 80  # at least one per wave, fewer than one per request

@@ -42,6 +42,7 @@ from aiohttp.web_request import BaseRequest
 
 from vaultd import proxy
 from vaultd.appkeys import CONFIG
+from vaultd.arrivals import ARRIVALS
 from vaultd.errors import VaultdError
 from vaultd.middleware import (
     HEAD_TOO_LARGE,
@@ -65,6 +66,9 @@ class ProblemRequestHandler(web.RequestHandler):
         # The port this connection came in on, for the Host check
         # (middleware._listening_port); noted once in connection_made.
         self.listening_port: int | None = None
+        # When this connection's latest request head arrived, in the order of
+        # arrivals.ARRIVALS (for the proxy cache's check; see there).
+        self.head_arrival: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -85,6 +89,7 @@ class ProblemRequestHandler(web.RequestHandler):
         super().data_received(data)
         if self._request_count != requests_before:
             self._head_bytes = 0  # a head ended: the usual case, decided first
+            self.head_arrival = ARRIVALS.tick()
             return
         # No message came of ``data``, so aiohttp left the state read here as
         # it was before ``data``. Waiting for a head: nothing parsed yet on

@@ -174,7 +174,8 @@ class Forwarder:
         started = time.perf_counter()
         config = self.config
         cache = self.cache
-        cache.refresh()
+        # A connection of `vaultd serve` numbers its request heads (arrivals.py).
+        cache.refresh_for(getattr(request.protocol, "head_arrival", None))
         if request_id is None:
             request_id = request.get(REQUEST_ID, "")
         session: Session | None = None

@@ -7,9 +7,11 @@ proxy; caching them must not delay a revocation by a single request. So every
 cached answer is dropped the moment the database may have changed: SQLite's
 ``PRAGMA data_version`` moves when *another* connection (the CLI in another
 process, the usage writer) commits, and the connection's ``total_changes``
-moves when *this* one (the API) writes. The proxy calls ``refresh()`` once at
-the start of every request to check both, a few microseconds; the lookups
-after it within that request trust it.
+moves when *this* one (the API) writes. The proxy checks both at the start
+of every request (``refresh_for``), a few microseconds, unless a check has
+run since that request's head arrived (``arrivals.py``): that one already saw
+every commit made before the request was sent. The lookups after it within
+that request trust it.
 
 (Not cheaper by reading the WAL-index header in ``vault.db-shm`` directly:
 tried, and the daemon died of SIGBUS under concurrent CLI writers. Any
@@ -32,6 +34,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
+from vaultd.arrivals import ARRIVALS
 from vaultd.credentials import CredentialStore
 from vaultd.errors import NotFound, Unauthorized, VaultdError
 from vaultd.models import Credential
@@ -64,6 +67,8 @@ class ProxyCache:
         # its end, so no read transaction stays open between requests.
         self._version = self._conn.cursor()
         self._stamp: tuple[int, int] | None = None
+        # Heads numbered up to this had arrived when the last check ran.
+        self._checked_arrival = 0
         self._sessions: dict[str, Session] = {}
         self._credentials: dict[tuple[str, str | None], Credential] = {}
         self._secrets: dict[str, Secret] = {}
@@ -71,8 +76,18 @@ class ProxyCache:
     def __len__(self) -> int:
         return len(self._sessions) + len(self._credentials) + len(self._secrets)
 
+    def refresh_for(self, arrival: int | None) -> None:
+        """``refresh()``, unless one ran after the request's head arrived (number ``arrival``).
+
+        ``None`` (a connection that does not number its heads) always checks.
+        """
+        if arrival is None or arrival > self._checked_arrival:
+            self.refresh()
+
     def refresh(self) -> bool:
         """Forget everything if the database changed since the last call (then True)."""
+        # Read first: every head numbered up to here arrived before this check.
+        self._checked_arrival = ARRIVALS.latest
         stamp = (
             self._version.execute("PRAGMA data_version").fetchone()[0],
             self._conn.total_changes,
