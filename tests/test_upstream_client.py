@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +20,7 @@ from aiohttp.client_reqrep import ClientRequest, ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.proxy_fixtures import OPENAI_KEY, Proxy, Seen, Upstream, proxy_in_front_of
+from vaultd.services import build_service
 
 
 async def test_upstream_gets_only_the_clients_headers_and_the_key(proxy: Proxy) -> None:
@@ -123,3 +125,30 @@ def test_aiohttp_internals_are_as_called() -> None:
     assert "conn" in inspect.signature(ClientRequest.send).parameters
     assert "connection" in inspect.signature(ClientResponse.start).parameters
     assert "skip_auto_headers" in inspect.signature(ClientRequest.update_auto_headers).parameters
+
+
+async def test_a_refused_connection_is_not_tried_twice(
+    proxy: Proxy, unused_tcp_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a request cut off on a reused connection is retried: one that
+    never connected (refused, DNS, certificate) fails at once, as in aiohttp."""
+    services = dict(proxy.config.services)
+    services["openai"] = build_service(
+        "openai", {"base_url": f"http://127.0.0.1:{unused_tcp_port}"}, services["openai"]
+    )
+    object.__setattr__(proxy.config, "services", services)
+    attempts = 0
+    real_connect = aiohttp.BaseConnector.connect
+
+    async def counting_connect(
+        self: aiohttp.BaseConnector, req: ClientRequest, traces: Any, timeout: Any
+    ) -> Any:
+        nonlocal attempts
+        if req.url.port == unused_tcp_port:  # not the test client's own, to vaultd
+            attempts += 1
+        return await real_connect(self, req, traces, timeout)
+
+    monkeypatch.setattr(aiohttp.BaseConnector, "connect", counting_connect)
+    resp = await proxy.client.get("/proxy/openai/x", headers=proxy.auth())
+    assert resp.status == 502
+    assert attempts == 1

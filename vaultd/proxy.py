@@ -271,7 +271,9 @@ class Forwarder:
             raise UpstreamTimeout(
                 f"the upstream did not answer within {self.config.read_timeout}s"
             ) from None
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
+            # OSError: what ClientSession.request would have wrapped in a
+            # ClientOSError; a socket error is the upstream's, not a 500.
             raise UpstreamUnreachable(
                 f"the upstream could not be reached ({exc.__class__.__name__})"
             ) from None

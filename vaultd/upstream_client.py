@@ -90,8 +90,9 @@ class UpstreamClient:
     ) -> ClientResponse:
         """The upstream's answer, its head read; release it with ``async with``.
 
-        Raises what aiohttp raises: ``aiohttp.ClientError`` subclasses, and
-        ``TimeoutError`` when connecting or a read takes too long.
+        Raises what aiohttp raises: ``aiohttp.ClientError`` subclasses,
+        ``TimeoutError`` when connecting or a read takes too long, and (in
+        principle) a bare ``OSError`` from the socket.
         """
         retry = body is None and method in IDEMPOTENT_METHODS
         while True:
@@ -107,6 +108,11 @@ class UpstreamClient:
             )
             try:
                 return await self._exchange(request)
+            except aiohttp.ClientConnectorError:
+                # Never connected (refused, DNS, TLS certificate): nothing was
+                # cut off, and trying again only doubles the wait (nor does
+                # aiohttp retry these), although they are ClientOSErrors too.
+                raise
             except _STALE_CONNECTION:
                 if not retry:
                     raise
