@@ -67,7 +67,6 @@ from vaultd.usage import UsageRecorder
 
 log = logging.getLogger("vaultd.proxy")
 
-CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
 USAGE = web.AppKey("usage", UsageRecorder)
 CACHE = web.AppKey("proxy_cache", ProxyCache)
 # Audit statuses for what no HTTP status says once the upstream's went out:
@@ -466,25 +465,13 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     """The upstream connection pool, the cache and the usage writer.
 
     Proxied requests go out through the session's connector by way of
-    ``UpstreamClient``; the session owns the pool and closes it.
+    ``UpstreamClient``, which decides everything a request carries; the
+    session only owns the pool and closes it (its own request options, cookie
+    jar and environment proxies are never consulted).
     """
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        # Bytes pass as the upstream sent them, and nothing is added that the
-        # client did not ask for. (Identity is asked for, and anything else
-        # refused: see ``outgoing_headers`` and ``UpstreamEncoding``.)
-        auto_decompress=False,
-        skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-        # Cookies from one upstream answer must never ride along on another
-        # session's request, and no HTTP(S)_PROXY from the environment may
-        # route keys through a host the user did not configure here.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
-        timeout=client_timeout(config),
-    ) as client:
-        app[CLIENT] = client
+    async with aiohttp.ClientSession(connector=connector) as client:
         cache = app[CACHE] = ProxyCache(app[VAULT])
         recorder = UsageRecorder(
             config.db_path,

@@ -14,6 +14,13 @@ does that a proxy needs is kept here: one retry of a request without a body
 when a pooled keep-alive connection turns out to have been closed by the
 upstream (aiohttp's own rule, idempotent methods only).
 
+Nothing else reaches a request: no cookies are kept or sent (one upstream's
+cookies must never ride along on another session's request), and no
+``HTTP(S)_PROXY`` from the environment is looked up (nothing may route keys
+through a host the user did not configure). Answers are passed on as the
+upstream sent them, never decompressed (vaultd asks for identity and refuses
+anything else: ``upstream.outgoing_headers``, ``proxy.UpstreamEncoding``).
+
 Headers: the request carries exactly what ``upstream.outgoing_headers``
 chose, and ``Host`` and the body's framing. aiohttp's automatic headers
 (``Accept: */*``, its ``Accept-Encoding``, ``User-Agent: Python/3.x
@@ -66,7 +73,9 @@ class UpstreamRequest(ClientRequest):
 class UpstreamClient:
     """Sends requests through ``session``'s connector, with ``timeout``'s connect and read limits.
 
-    The session owns the connector (and closes it); nothing else of it is used.
+    The session owns the connector (and closes it); nothing else of it is
+    used, so none of its options (cookie jar, ``trust_env``, default headers,
+    decompression, timeouts) has any effect here.
     """
 
     def __init__(self, session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout) -> None:
