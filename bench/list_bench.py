@@ -45,7 +45,7 @@ def main() -> None:
         fill = (
             "import sys\n"
             "from vaultd.config import load_config\n"
-            "from vaultd.vault import open_vault\n"
+            "from vaultd.core.vault import open_vault\n"
             "with open_vault(load_config()) as v:\n"
             "    dek = v.unlock()\n"
             "    for i in range(int(sys.argv[1])):\n"

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.api_helpers import Mint, start_client, write_config
 from vaultd.config import Config
-from vaultd.vault import Vault, init_vault
+from vaultd.core.vault import Vault, init_vault
 
 
 @pytest.fixture

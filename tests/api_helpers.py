@@ -12,10 +12,10 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
 
-from vaultd.app import create_app
 from vaultd.config import Config, load_config
-from vaultd.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
-from vaultd.protocol import DaemonRunner
+from vaultd.daemon.app import create_app
+from vaultd.daemon.connection import DaemonRunner
+from vaultd.http.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
 
 Mint = Callable[..., str]
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id", "error"}

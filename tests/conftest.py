@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from vaultd import keysource
-from vaultd.cli import cli
+from vaultd.cli.main import cli
 from vaultd.config import Config, load_config
-from vaultd.vault import Vault, open_vault
+from vaultd.core import keysource
+from vaultd.core.vault import Vault, open_vault
 
 # Fixture modules shared by several test files: the API on a real socket, and a
 # fake upstream with vaultd's proxy in front of it.

@@ -32,8 +32,8 @@ import vaultd
 from tests.proxy_fixtures import Seen
 from tests.test_daemon_subprocess import Env
 from vaultd.config import Config, load_config
+from vaultd.core.vault import open_vault
 from vaultd.errors import CryptoError
-from vaultd.vault import open_vault
 
 TRAFFIC_SERVICE = "openai"
 TRAFFIC_NAME = "traffic"
@@ -45,11 +45,11 @@ LOCK_ERRORS = ("database is locked", "database table is locked", "SQLITE_BUSY")
 # `vaultd serve` with a flush interval below one second, which the config
 # cannot express (it takes whole seconds): the crash test needs a short one so
 # that "lost at most one interval" is a tight bound. Everything else is the
-# daemon's own start-up path (vaultd.server.serve: umask, lock, signals).
+# daemon's own start-up path (vaultd.daemon.server.serve: umask, lock, signals).
 _SERVE_WITH_INTERVAL = """
 import dataclasses, sys
 from vaultd.config import load_config
-from vaultd.server import serve
+from vaultd.daemon.server import serve
 config = dataclasses.replace(load_config(), usage_flush_interval=float(sys.argv[1]))
 sys.exit(serve(config))
 """

@@ -19,10 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.api_helpers import DaemonTestServer
-from vaultd.app import create_app
-from vaultd.appkeys import VAULT
 from vaultd.config import Config, load_config
-from vaultd.vault import init_vault
+from vaultd.core.vault import init_vault
+from vaultd.daemon.app import create_app
+from vaultd.http.appkeys import VAULT
 
 OPENAI_KEY = "sk-proj-REALKEYrealkeyREALKEY0001"
 ANTHROPIC_KEY = "sk-ant-REALKEYrealkeyREALKEY0002"

@@ -10,8 +10,8 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from tests.api_helpers import Mint, bearer, problem
+from vaultd.core.vault import Vault
 from vaultd.models import now
-from vaultd.vault import Vault
 
 CONTRACT = {"id", "service", "name", "created_at", "last_used_at"}
 SHAPE = CONTRACT | {

@@ -9,10 +9,10 @@ from aiohttp.test_utils import TestClient
 
 from tests.api_helpers import Mint, bearer, problem
 from vaultd import __version__
-from vaultd.app import create_app
+from vaultd.api.openapi import openapi_document
 from vaultd.config import Config
-from vaultd.openapi import openapi_document
-from vaultd.vault import Vault
+from vaultd.core.vault import Vault
+from vaultd.daemon.app import create_app
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

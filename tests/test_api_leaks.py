@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.api_helpers import Mint, bearer
-from vaultd.vault import Vault
+from vaultd.core.vault import Vault
 
 SECRET = "sk-leaktest-SECRET-0123456789abcdefXYZ"
 ROTATED = "sk-leaktest-ROTATED-9876543210fedcbaQRS"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import CLI
 from vaultd.config import load_config
-from vaultd.vault import open_vault
+from vaultd.core.vault import open_vault
 
 SECRET = "sk-proj-BACKUPbackupBACKUP0001"
 

@@ -298,7 +298,7 @@ def test_verbs_without_http_never_import_aiohttp(initialised: CLI) -> None:
     initialised.add("openai", "primary", SECRET)
     code = (
         "import sys\n"
-        "from vaultd.cli import cli\n"
+        "from vaultd.cli.main import cli\n"
         "cli(['list'], standalone_mode=False)\n"
         "cli(['show', 'openai/primary'], standalone_mode=False)\n"
         "print('AIOHTTP' if 'aiohttp' in sys.modules else 'CLEAN', file=sys.stderr)\n"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from vaultd.config import load_config
-from vaultd.vault import open_vault
+from vaultd.core.vault import open_vault
 
 
 def free_port() -> int:

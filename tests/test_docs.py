@@ -12,7 +12,7 @@ from typing import Any
 import click
 import pytest
 
-from vaultd.cli import cli
+from vaultd.cli.main import cli
 from vaultd.config import SCHEMA, config_home, data_home, load_config
 from vaultd.services import SERVICE_KEYS, Service
 

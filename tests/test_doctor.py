@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import CLI
 from vaultd import crypto
-from vaultd.cli import cli as vaultd_cli
+from vaultd.cli.main import cli as vaultd_cli
 
 SECRET = "sk-proj-DOCTORdoctorDOCTOR0001"
 LEVELS = ("ok", "FAIL", "warn", "info")
@@ -191,7 +191,7 @@ def test_reachable_daemon_and_installed_unit(initialised: CLI, fake_daemon: str)
 def test_doctor_does_not_import_aiohttp(initialised: CLI) -> None:
     code = (
         "import sys\n"
-        "from vaultd.cli import cli\n"
+        "from vaultd.cli.main import cli\n"
         "try:\n"
         "    cli(['doctor'], standalone_mode=False)\n"
         "except SystemExit:\n"

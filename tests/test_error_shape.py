@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from tests.api_helpers import PROBLEM_FIELDS, Mint, bearer, problem, raw_http, start_client
-from vaultd.app import create_app
 from vaultd.config import Config
+from vaultd.daemon.app import create_app
 from vaultd.errors import StorageError
 
 SECRET = "sk-shape-test-0123456789abcdef"

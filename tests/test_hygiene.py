@@ -9,7 +9,7 @@ from pathlib import Path
 
 PROBE = (
     "import ctypes, resource, sys\n"
-    "from vaultd import cli\n"
+    "from vaultd.cli import main as cli\n"
     "sys.argv = ['vaultd', 'services']\n"
     "try:\n"
     "    cli.main()\n"

@@ -19,13 +19,11 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.api_helpers import Mint, bearer, problem, start_client, write_config
 from tests.conftest import CLI
-from vaultd import cli as cli_module
 from vaultd import crypto
-from vaultd.appkeys import VAULT
+from vaultd.cli import main as cli_module
 from vaultd.config import Config, load_config
-from vaultd.errors import CryptoError
-from vaultd.rekey import rekey
-from vaultd.vault import (
+from vaultd.core.rekey import rekey
+from vaultd.core.vault import (
     DEK_CHANGED,
     KEY_CHANGED,
     UnlockedKey,
@@ -34,6 +32,8 @@ from vaultd.vault import (
     init_vault,
     open_vault,
 )
+from vaultd.errors import CryptoError
+from vaultd.http.appkeys import VAULT
 
 FIRST = "sk-proj-RACEfirst0001abcdefghij"
 RACING = "sk-proj-RACEracing0002abcdefgh"

@@ -17,11 +17,12 @@ from aiohttp.test_utils import TestClient
 from tests.api_helpers import DaemonTestServer
 from tests.conftest import CLI
 from tests.proxy_fixtures import StartUpstream, write_config
-from vaultd import crypto, keysource
-from vaultd.app import create_app
-from vaultd.appkeys import VAULT
+from vaultd import crypto
 from vaultd.config import load_config
-from vaultd.vault import init_vault, open_vault
+from vaultd.core import keysource
+from vaultd.core.vault import init_vault, open_vault
+from vaultd.daemon.app import create_app
+from vaultd.http.appkeys import VAULT
 
 PASSPHRASE = "correct horse battery staple 7"
 OTHER = "a different passphrase entirely 9"

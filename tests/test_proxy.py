@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY, Proxy
-from vaultd.appkeys import VAULT
-from vaultd.proxy import USAGE
+from vaultd.http.appkeys import VAULT
+from vaultd.proxy.forward import USAGE
 
 ALL_KEYS = (
     OPENAI_KEY,

@@ -20,11 +20,11 @@ from aiohttp.typedefs import Handler
 
 from tests.api_helpers import DaemonTestServer
 from tests.proxy_fixtures import OPENAI_KEY, Proxy, StartUpstream, seed_vault, write_config
-from vaultd.app import create_app
-from vaultd.appkeys import VAULT
 from vaultd.config import Config
-from vaultd.proxy import CACHE, USAGE, _direct
-from vaultd.vault import init_vault
+from vaultd.core.vault import init_vault
+from vaultd.daemon.app import create_app
+from vaultd.http.appkeys import VAULT
+from vaultd.proxy.forward import CACHE, USAGE, _direct
 
 STANDARD = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Server": "vaultd"}
 

@@ -20,10 +20,10 @@ import pytest
 
 from tests.api_helpers import problem
 from tests.proxy_fixtures import Proxy
-from vaultd.proxy import USAGE
-from vaultd.redact import Patterns
+from vaultd.proxy.decisions import secret_forms, without_tokens
+from vaultd.proxy.forward import USAGE
+from vaultd.proxy.redact import Patterns
 from vaultd.services import Service
-from vaultd.upstream import secret_forms, without_tokens
 
 
 async def audit_rows(proxy: Proxy) -> list[dict[str, object]]:

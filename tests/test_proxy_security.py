@@ -31,8 +31,8 @@ from tests.proxy_fixtures import (
     Upstream,
     proxy_in_front_of,
 )
-from vaultd.appkeys import VAULT
-from vaultd.proxy import CACHE, USAGE
+from vaultd.http.appkeys import VAULT
+from vaultd.proxy.forward import CACHE, USAGE
 
 BASIC_SECRET = "alice:s3cret-PASSWORD-0006"
 BASIC_B64 = base64.b64encode(BASIC_SECRET.encode()).decode("ascii")

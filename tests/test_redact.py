@@ -7,9 +7,9 @@ import base64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultd.redact import REPLACEMENT, Patterns
+from vaultd.proxy.decisions import secret_forms
+from vaultd.proxy.redact import REPLACEMENT, Patterns
 from vaultd.services import Service
-from vaultd.upstream import secret_forms
 
 SECRET = b"sk-proj-SECRETsecretSECRET1234"
 

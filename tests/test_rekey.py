@@ -13,8 +13,8 @@ from pathlib import Path
 from tests.conftest import CLI, file_bytes_under
 from vaultd import crypto
 from vaultd.config import load_config
+from vaultd.core.vault import open_vault
 from vaultd.errors import CryptoError
-from vaultd.vault import open_vault
 
 N_CREDENTIALS = 300
 ROUNDS = 5
@@ -138,7 +138,7 @@ def test_kill_9_during_rekey_never_loses_the_vault(initialised: CLI, tmp_path: P
 
 
 def test_rekey_refuses_while_the_daemon_runs(initialised: CLI) -> None:
-    from vaultd.instance import InstanceLock
+    from vaultd.store.daemon_lock import InstanceLock
 
     initialised.add("openai", "primary", "sk-proj-RUNNINGrunning0001")
     old = wrapped_dek(initialised)

@@ -18,12 +18,12 @@ from tests.proxy_fixtures import (
     seed_vault,
     write_config,
 )
-from vaultd.app import create_app
-from vaultd.appkeys import VAULT
-from vaultd.backup import backup_vault
 from vaultd.config import Config, load_config
-from vaultd.rekey import rekey
-from vaultd.vault import open_vault
+from vaultd.core.rekey import rekey
+from vaultd.core.vault import open_vault
+from vaultd.daemon.app import create_app
+from vaultd.http.appkeys import VAULT
+from vaultd.store.backup import backup_vault
 
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, Proxy
-from vaultd.cli import cli
-from vaultd.proxy import USAGE
+from vaultd.cli.main import cli
+from vaultd.proxy.forward import USAGE
 
 VAULTD = str(Path(sys.executable).with_name("vaultd"))
 

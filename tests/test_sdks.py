@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, seed_vault, write_config
-from vaultd.app import create_app
-from vaultd.appkeys import VAULT
+from vaultd.daemon.app import create_app
+from vaultd.http.appkeys import VAULT
 
 Seen = list[dict[str, str]]
 

@@ -13,13 +13,13 @@ import pytest
 from aiohttp import web
 
 from tests.api_helpers import write_config
-from vaultd.app import create_app
 from vaultd.config import Config
+from vaultd.core.vault import init_vault
+from vaultd.daemon.app import create_app
+from vaultd.daemon.sdnotify import notify
+from vaultd.daemon.server import RedactingFormatter, run_app
 from vaultd.errors import VaultdError
-from vaultd.instance import InstanceLock
-from vaultd.sdnotify import notify
-from vaultd.server import RedactingFormatter, run_app
-from vaultd.vault import init_vault
+from vaultd.store.daemon_lock import InstanceLock
 
 TOKEN = "fn_sess_" + "T" * 43
 

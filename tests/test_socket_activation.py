@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from vaultd.daemon.server import systemd_socket
 from vaultd.errors import VaultdError
-from vaultd.server import systemd_socket
 
 # What systemd does before exec: the socket on fd 3, LISTEN_PID = the new pid.
 LAUNCHER = (

@@ -12,9 +12,9 @@ import pytest
 from sqlite_utils import Database
 
 from tests.conftest import CLI
-from vaultd import usage
-from vaultd.audit import AuditEntry, AuditRow
-from vaultd.usage import UsageRecorder
+from vaultd.proxy import usage
+from vaultd.proxy.usage import UsageRecorder
+from vaultd.store.audit import AuditEntry, AuditRow
 
 
 def entry(i: int) -> AuditRow:

@@ -14,9 +14,9 @@ from functools import wraps
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from vaultd.appkeys import SESSION, VAULT
+from vaultd.core.sessions import Session
 from vaultd.errors import Forbidden, Unauthorized
-from vaultd.sessions import Session
+from vaultd.http.appkeys import SESSION, VAULT
 
 
 def bearer_token(request: web.Request) -> str:

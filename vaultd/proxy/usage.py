@@ -18,10 +18,10 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from vaultd import audit
-from vaultd.audit import AuditRow
-from vaultd.db import connect, write_transaction
 from vaultd.models import now
+from vaultd.store import audit
+from vaultd.store.audit import AuditRow
+from vaultd.store.db import connect, write_transaction
 
 log = logging.getLogger("vaultd.usage")
 PRUNE_EVERY = 60  # seconds

@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
+from vaultd.core.sessions import KEY_PREFIX_LEN, TOKEN_PREFIX
 from vaultd.errors import (
     ConfigError,
     Conflict,
@@ -27,7 +28,6 @@ from vaultd.errors import (
     ValidationError,
     VaultdError,
 )
-from vaultd.sessions import KEY_PREFIX_LEN, TOKEN_PREFIX
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://vaultd.dev/problems/"

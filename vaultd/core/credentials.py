@@ -17,7 +17,6 @@ from typing import Any
 from sqlite_utils import Database
 
 from vaultd import crypto
-from vaultd.db import forget_replaced_pages, write_transaction
 from vaultd.errors import (
     Conflict,
     CryptoError,
@@ -39,6 +38,7 @@ from vaultd.models import (
     uuid7,
 )
 from vaultd.services import Service
+from vaultd.store.db import forget_replaced_pages, write_transaction
 
 _COLUMNS = (
     "id, service, name, type, hint, metadata, is_default, created_at, updated_at,"

@@ -18,10 +18,10 @@ from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
+from vaultd.core.sessions import TOKEN_PREFIX
 from vaultd.errors import FieldError, ValidationError
-from vaultd.redact import Patterns
+from vaultd.proxy.redact import Patterns
 from vaultd.services import Service
-from vaultd.sessions import TOKEN_PREFIX
 
 # RFC 9110 7.6.1 hop-by-hop fields, plus Host (set from the upstream URL) and
 # the headers that would forward where the request came from.

@@ -12,9 +12,9 @@ import os
 import sqlite3
 from pathlib import Path
 
+from vaultd.core.vault import Vault
 from vaultd.errors import StorageError
 from vaultd.fsperms import create_private_file
-from vaultd.vault import Vault
 
 # Pages copied per step: small steps let a concurrent writer interleave.
 _PAGES_PER_STEP = 256

@@ -26,9 +26,8 @@ from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
 from yarl import URL
 
-from vaultd.appkeys import CONFIG, REQUEST_ID, VAULT
-from vaultd.audit import audit_path
 from vaultd.config import Config
+from vaultd.core.sessions import Session
 from vaultd.errors import (
     Forbidden,
     NoCredential,
@@ -38,7 +37,8 @@ from vaultd.errors import (
     UpstreamUnreachable,
     VaultdError,
 )
-from vaultd.middleware import (
+from vaultd.http.appkeys import CONFIG, REQUEST_ID, VAULT
+from vaultd.http.middleware import (
     Guard,
     add_standard_headers,
     new_request_id,
@@ -46,13 +46,11 @@ from vaultd.middleware import (
     set_standard_headers,
     standard_headers,
 )
+from vaultd.http.problems import MalformedRequest, MethodNotAllowed, PayloadTooLarge
 from vaultd.models import Credential
-from vaultd.problems import MalformedRequest, MethodNotAllowed, PayloadTooLarge
-from vaultd.proxycache import ProxyCache, Secret
-from vaultd.redact import Patterns
-from vaultd.services import Service
-from vaultd.sessions import Session
-from vaultd.upstream import (
+from vaultd.proxy.cache import ProxyCache, Secret
+from vaultd.proxy.client import UpstreamClient
+from vaultd.proxy.decisions import (
     CREDENTIAL_HEADER,
     outgoing_headers,
     response_headers,
@@ -62,8 +60,10 @@ from vaultd.upstream import (
     upstream_url,
     with_query_secret,
 )
-from vaultd.upstream_client import UpstreamClient
-from vaultd.usage import UsageRecorder
+from vaultd.proxy.redact import Patterns
+from vaultd.proxy.usage import UsageRecorder
+from vaultd.services import Service
+from vaultd.store.audit import audit_path
 
 log = logging.getLogger("vaultd.proxy")
 

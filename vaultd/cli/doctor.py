@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaultd.config import Config, config_home, load_config
-from vaultd.db import connect, latest_migration, migrations
+from vaultd.core.vault import PASSPHRASE_MODE, Vault
 from vaultd.errors import VaultdError
 from vaultd.fsperms import unsafe_reason
-from vaultd.vault import PASSPHRASE_MODE, Vault
+from vaultd.store.db import connect, latest_migration, migrations
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def _vault_checks(config: Config, passphrase_file: Path | None) -> Iterator[Chec
 
 
 def _daemon(env: Mapping[str, str]) -> Check:
-    from vaultd.runner import check_daemon, daemon_url
+    from vaultd.cli.runner import check_daemon, daemon_url
 
     try:
         url = daemon_url(env)

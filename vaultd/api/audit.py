@@ -7,12 +7,12 @@ import time
 
 from aiohttp import web
 
-from vaultd.appkeys import VAULT
-from vaultd.audit import MAX_LIMIT, list_entries
-from vaultd.auth import requires
+from vaultd.api.auth import requires
 from vaultd.errors import FieldError, ValidationError
-from vaultd.jsonio import query_params
+from vaultd.http.appkeys import VAULT
+from vaultd.http.jsonio import query_params
 from vaultd.models import check_service_name
+from vaultd.store.audit import MAX_LIMIT, list_entries
 from vaultd.units import parse_duration
 
 routes = web.RouteTableDef()

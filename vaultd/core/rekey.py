@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vaultd import crypto
-from vaultd.db import forget_replaced_pages, write_transaction
+from vaultd.core.vault import Vault, new_dek_id
 from vaultd.errors import CryptoError, StorageError
-from vaultd.instance import AlreadyRunning, InstanceLock
-from vaultd.vault import Vault, new_dek_id
+from vaultd.store.daemon_lock import AlreadyRunning, InstanceLock
+from vaultd.store.db import forget_replaced_pages, write_transaction
 
 # Test-only: sleep this many seconds per re-sealed credential, so a test can
 # kill the process while the transaction is open. Never set it in production.

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from vaultd.appkeys import CONFIG, VAULT
-from vaultd.auth import authenticate, requires
+from vaultd.api.auth import authenticate, requires
 from vaultd.config import Config
+from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, check_scopes, check_services
 from vaultd.errors import FieldError, Forbidden, NotFound, ValidationError
-from vaultd.jsonio import read_object
+from vaultd.http.appkeys import CONFIG, VAULT
+from vaultd.http.jsonio import read_object
 from vaultd.models import check_name
-from vaultd.sessions import ALL_SERVICES, DEFAULT_SCOPES, check_scopes, check_services
 from vaultd.units import format_duration, parse_duration
 
 routes = web.RouteTableDef()

@@ -18,10 +18,10 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from vaultd.db import write_transaction
 from vaultd.errors import FieldError, NotFound, Unauthorized, ValidationError
 from vaultd.models import check_name, now, stored_json, uuid7
 from vaultd.services import SERVICE_NAME
+from vaultd.store.db import write_transaction
 
 TOKEN_PREFIX = "fn_sess_"  # noqa: S105 (a prefix, not a secret)
 TOKEN_RE = re.compile(r"fn_sess_[A-Za-z0-9_-]{43}")

@@ -7,9 +7,9 @@ from collections import Counter
 from aiohttp import web
 
 from vaultd import __version__
-from vaultd.appkeys import CONFIG, VAULT
-from vaultd.auth import requires
-from vaultd.openapi import openapi_document
+from vaultd.api.auth import requires
+from vaultd.api.openapi import openapi_document
+from vaultd.http.appkeys import CONFIG, VAULT
 
 routes = web.RouteTableDef()
 

@@ -40,18 +40,18 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import _ErrInfo
 from aiohttp.web_request import BaseRequest
 
-from vaultd import proxy
-from vaultd.appkeys import CONFIG
-from vaultd.arrivals import ARRIVALS
 from vaultd.errors import VaultdError
-from vaultd.middleware import (
+from vaultd.http.appkeys import CONFIG
+from vaultd.http.middleware import (
     HEAD_TOO_LARGE,
     MAX_HEAD,
     new_request_id,
     set_standard_headers,
     socket_port,
 )
-from vaultd.problems import InternalError, problem_response, redact_path, status_problem
+from vaultd.http.problems import InternalError, problem_response, redact_path, status_problem
+from vaultd.proxy import forward as proxy
+from vaultd.proxy.arrivals import ARRIVALS
 
 log = logging.getLogger("vaultd.http")
 

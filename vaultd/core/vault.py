@@ -27,12 +27,12 @@ from sqlite_utils import Database
 
 from vaultd import crypto
 from vaultd.config import Config
-from vaultd.credentials import CredentialStore
-from vaultd.db import connect, forget_replaced_pages, write_transaction
+from vaultd.core.credentials import CredentialStore
+from vaultd.core.keysource import get_passphrase
+from vaultd.core.sessions import SessionStore
 from vaultd.errors import CryptoError, StorageError
 from vaultd.fsperms import check_private, create_private_file, ensure_private_dir
-from vaultd.keysource import get_passphrase
-from vaultd.sessions import SessionStore
+from vaultd.store.db import connect, forget_replaced_pages, write_transaction
 
 FORMAT_VERSION = b"1"
 KEYFILE_MODE = b"keyfile"

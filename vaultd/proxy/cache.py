@@ -34,15 +34,15 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 
-from vaultd.arrivals import ARRIVALS
-from vaultd.credentials import CredentialStore
+from vaultd.core.credentials import CredentialStore
+from vaultd.core.sessions import Session
+from vaultd.core.vault import Vault
 from vaultd.errors import NotFound, Unauthorized, VaultdError
 from vaultd.models import Credential
-from vaultd.redact import Patterns
+from vaultd.proxy.arrivals import ARRIVALS
+from vaultd.proxy.decisions import secret_forms
+from vaultd.proxy.redact import Patterns
 from vaultd.services import Service
-from vaultd.sessions import Session
-from vaultd.upstream import secret_forms
-from vaultd.vault import Vault
 
 log = logging.getLogger("vaultd.proxy")
 # Bounds memory whatever callers do (every kind of entry counts); a full

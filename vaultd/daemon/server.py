@@ -21,16 +21,16 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from vaultd.app import create_app
 from vaultd.config import Config, load_config
+from vaultd.daemon.app import create_app
+from vaultd.daemon.connection import DaemonRunner
+from vaultd.daemon.sdnotify import notify
 from vaultd.errors import VaultdError
 from vaultd.fsperms import ensure_private_dir
 from vaultd.hardening import harden_process
-from vaultd.instance import InstanceLock
-from vaultd.problems import redact
-from vaultd.protocol import DaemonRunner
-from vaultd.sdnotify import notify
+from vaultd.http.problems import redact
 from vaultd.services import is_loopback_host
+from vaultd.store.daemon_lock import InstanceLock
 
 log = logging.getLogger("vaultd")
 DRAIN_TIMEOUT = 10.0
@@ -220,7 +220,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
 
 
 def main() -> int:
-    """``python -m vaultd.server``: config from $VAULTD_CONFIG / $VAULTD_DATA_DIR."""
+    """``python -m vaultd.daemon.server``: config from $VAULTD_CONFIG / $VAULTD_DATA_DIR."""
     try:
         config = load_config()
     except VaultdError as exc:

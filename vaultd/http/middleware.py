@@ -21,10 +21,10 @@ from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict, istr
 
-from vaultd.appkeys import REQUEST_ID
 from vaultd.config import Config
 from vaultd.errors import ConfigError, VaultdError
-from vaultd.problems import (
+from vaultd.http.appkeys import REQUEST_ID
+from vaultd.http.problems import (
     SERVER_SIDE,
     ForbiddenHost,
     ForbiddenOrigin,

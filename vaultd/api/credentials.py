@@ -10,10 +10,10 @@ import re
 
 from aiohttp import web
 
-from vaultd.appkeys import VAULT
-from vaultd.auth import requires
+from vaultd.api.auth import requires
 from vaultd.errors import FieldError, NotFound, ValidationError
-from vaultd.jsonio import query_params, read_object
+from vaultd.http.appkeys import VAULT
+from vaultd.http.jsonio import query_params, read_object
 from vaultd.models import check_service_name, check_type
 
 routes = web.RouteTableDef()

@@ -12,11 +12,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from vaultd import api_audit, api_credentials, api_info, api_sessions, proxy
-from vaultd.appkeys import CONFIG, VAULT
+from vaultd.api import audit as api_audit
+from vaultd.api import credentials as api_credentials
+from vaultd.api import info as api_info
+from vaultd.api import sessions as api_sessions
 from vaultd.config import Config
-from vaultd.middleware import make_guard, problem_middleware, standard_headers
-from vaultd.vault import init_vault
+from vaultd.core.vault import init_vault
+from vaultd.http.appkeys import CONFIG, VAULT
+from vaultd.http.middleware import make_guard, problem_middleware, standard_headers
+from vaultd.proxy import forward as proxy
 
 log = logging.getLogger("vaultd")
 

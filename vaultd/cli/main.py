@@ -20,10 +20,10 @@ import click
 
 from vaultd import __version__
 from vaultd.config import Config, load_config
+from vaultd.core.vault import Vault, init_vault, open_vault
 from vaultd.errors import VaultdError
 from vaultd.models import Credential, now
 from vaultd.units import format_ago, format_duration, parse_duration
-from vaultd.vault import Vault, init_vault, open_vault
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -550,7 +550,7 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
     only when that service is asked for by name).
     Needs the daemon (VAULTD_URL, default http://127.0.0.1:3978).
     """
-    from vaultd import runner
+    from vaultd.cli import runner
 
     config = state.config
     lifetime = parse_ttl(ttl)
@@ -605,7 +605,7 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
 @one_line_errors
 def audit_(state: State, service: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """Recent proxied requests, newest first: who used which key, where, and how it went."""
-    from vaultd.audit import list_entries
+    from vaultd.store.audit import list_entries
 
     start = None
     if since is not None:
@@ -657,7 +657,7 @@ def backup(state: State, path: Path) -> None:
     The copy holds ciphertext only and opens with the same key file: keep the
     key file backed up separately. Never overwrites PATH.
     """
-    from vaultd.backup import backup_vault
+    from vaultd.store.backup import backup_vault
 
     with opened(state) as vault:
         size = backup_vault(vault, path)
@@ -673,8 +673,8 @@ def rekey(state: State) -> None:
     The key file stays the same. Stop the daemon first: it holds the old data
     key in memory (rekey refuses while it runs).
     """
-    from vaultd.rekey import daemon_stopped
-    from vaultd.rekey import rekey as rekey_vault
+    from vaultd.core.rekey import daemon_stopped
+    from vaultd.core.rekey import rekey as rekey_vault
 
     with opened(state) as vault, daemon_stopped(state.config.data_dir):
         count = rekey_vault(vault)
@@ -691,8 +691,8 @@ def rekey(state: State) -> None:
 @one_line_errors
 def passwd(state: State, new_passphrase_file: Path | None) -> None:
     """Change the passphrase of a passphrase-locked vault (re-wraps the data key only)."""
-    from vaultd.keysource import get_passphrase, read_passphrase_file
-    from vaultd.vault import change_passphrase
+    from vaultd.core.keysource import get_passphrase, read_passphrase_file
+    from vaultd.core.vault import change_passphrase
 
     with opened(state) as vault:
         vault.unlock()  # the current passphrase first: a wrong one changes nothing
@@ -711,7 +711,7 @@ def passwd(state: State, new_passphrase_file: Path | None) -> None:
 @one_line_errors
 def doctor(state: State) -> None:
     """Check config, permissions, key, database, credentials and daemon; exit 1 on a FAIL."""
-    from vaultd.doctor import run_checks
+    from vaultd.cli.doctor import run_checks
 
     checks = run_checks(state.config_path, state.data_dir, passphrase_file=state.passphrase_file)
     for check in checks:
@@ -731,7 +731,7 @@ def doctor(state: State) -> None:
 def serve(state: State, host: str | None, port: int | None) -> None:
     """Run the daemon in the foreground (logs to stderr; SIGTERM stops it cleanly)."""
     # Imported here: the other verbs must not pay for importing aiohttp.
-    from vaultd.server import serve as run_server
+    from vaultd.daemon.server import serve as run_server
 
     if state.passphrase_file is not None:
         # The daemon opens the vault in the app's startup, which reads this (a path, not a secret).

@@ -9,8 +9,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from vaultd.config import Config
-from vaultd.sessions import Session
-from vaultd.vault import Vault
+from vaultd.core.sessions import Session
+from vaultd.core.vault import Vault
 
 CONFIG = web.AppKey("config", Config)
 # Set by the vault cleanup context for the life of the running app only.

@@ -1,0 +1,1 @@
+"""The REST endpoints under ``/api/`` and their OpenAPI document."""

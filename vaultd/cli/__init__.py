@@ -1,0 +1,1 @@
+"""The ``vaultd`` command line: click verbs, ``run``, ``doctor`` and their output."""

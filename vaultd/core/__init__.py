@@ -1,0 +1,3 @@
+"""The vault itself: opening it, credentials, sessions, rekeying.
+
+Pure Python over the store: no HTTP, no click (import-linter contracts in pyproject.toml)."""

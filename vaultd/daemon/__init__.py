@@ -1,0 +1,1 @@
+"""Running the daemon: the app factory, the server, its connections, systemd readiness."""
