@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient
 
 from tests.api_helpers import Mint, bearer, problem
 from vaultd.config import Config
-from vaultd.core.sessions import TOKEN_RE
 from vaultd.core.vault import Vault
 from vaultd.models import now
+from vaultd.tokens import TOKEN_RE
 
 SESSION_SHAPE = {
     "id",

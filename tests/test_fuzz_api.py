@@ -34,8 +34,8 @@ from schemathesis.generation.feedback import FeedbackSources
 
 from tests.api_helpers import PROBLEM_FIELDS
 from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY, Proxy
-from vaultd.core.sessions import TOKEN_PREFIX
 from vaultd.http.problems import PROBLEM_CONTENT_TYPE
+from vaultd.tokens import TOKEN_PREFIX
 
 EXAMPLES = int(os.environ.get("VAULTD_FUZZ_EXAMPLES", "300"))
 SEEDED_SECRETS = (

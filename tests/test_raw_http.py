@@ -25,7 +25,7 @@ from tests.api_helpers import PROBLEM_FIELDS, DaemonTestServer, split_reply
 from tests.proxy_fixtures import OPENAI_KEY, Proxy, StartUpstream, seed_vault, write_config
 from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
-from vaultd.http.middleware import MAX_HEAD
+from vaultd.http.guard import MAX_HEAD
 from vaultd.http.problems import PROBLEM_CONTENT_TYPE
 
 TARGET = "/proxy/openai/v1/x"

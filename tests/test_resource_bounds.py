@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestServer
 from tests.proxy_fixtures import OPENAI_KEY, seed_vault, write_config
 from tests.test_daemon_subprocess import Env, stop
 from vaultd.core.vault import open_vault
-from vaultd.http.middleware import MAX_HEAD
+from vaultd.http.guard import MAX_HEAD
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="reads memory from /proc (Linux)"

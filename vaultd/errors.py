@@ -97,22 +97,3 @@ class CryptoError(VaultdError):
 
 class StorageError(VaultdError):
     """The database file is missing, corrupt, locked or of an unknown schema."""
-
-
-class NoCredential(NotFound):
-    """The proxy has no active credential to inject for this service (DESIGN 6.2)."""
-
-    slug = "no-credential"
-    title = "No credential"
-
-
-class UpstreamUnreachable(VaultdError):
-    status = 502
-    slug = "upstream-unreachable"
-    title = "Upstream unreachable"
-
-
-class UpstreamTimeout(VaultdError):
-    status = 504
-    slug = "upstream-timeout"
-    title = "Upstream timeout"

@@ -7,11 +7,8 @@ returned once, at creation; the database keeps only its SHA-256 and its first
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,22 +19,11 @@ from vaultd.errors import FieldError, NotFound, Unauthorized, ValidationError
 from vaultd.models import check_name, now, stored_json, uuid7
 from vaultd.services import SERVICE_NAME
 from vaultd.store.db import write_transaction
+from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_RE, new_token, token_hash
 
-TOKEN_PREFIX = "fn_sess_"  # noqa: S105 (a prefix, not a secret)
-TOKEN_RE = re.compile(r"fn_sess_[A-Za-z0-9_-]{43}")
-KEY_PREFIX_LEN = 12
 SCOPES = ("proxy", "read", "admin")
 DEFAULT_SCOPES = ("read", "proxy")
 ALL_SERVICES = "*"
-
-
-def new_token() -> str:
-    raw = secrets.token_bytes(32)
-    return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from vaultd.api import sessions as api_sessions
 from vaultd.config import Config
 from vaultd.core.vault import init_vault
 from vaultd.http.appkeys import CONFIG, VAULT
-from vaultd.http.middleware import make_guard, problem_middleware, standard_headers
+from vaultd.http.guard import make_guard
+from vaultd.http.middleware import problem_middleware, standard_headers
 from vaultd.proxy import forward as proxy
 
 log = logging.getLogger("vaultd")

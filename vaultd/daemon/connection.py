@@ -42,16 +42,13 @@ from aiohttp.web_request import BaseRequest
 
 from vaultd.errors import VaultdError
 from vaultd.http.appkeys import CONFIG
-from vaultd.http.middleware import (
-    HEAD_TOO_LARGE,
-    MAX_HEAD,
-    new_request_id,
-    set_standard_headers,
-    socket_port,
-)
-from vaultd.http.problems import InternalError, problem_response, redact_path, status_problem
+from vaultd.http.errors import InternalError
+from vaultd.http.guard import HEAD_TOO_LARGE, MAX_HEAD, socket_port
+from vaultd.http.middleware import new_request_id, set_standard_headers
+from vaultd.http.problems import problem_response, status_problem
 from vaultd.proxy import forward as proxy
 from vaultd.proxy.arrivals import ARRIVALS
+from vaultd.tokens import redact_path
 
 log = logging.getLogger("vaultd.http")
 

@@ -28,9 +28,9 @@ from vaultd.daemon.sdnotify import notify
 from vaultd.errors import VaultdError
 from vaultd.fsperms import ensure_private_dir
 from vaultd.hardening import harden_process
-from vaultd.http.problems import redact
 from vaultd.services import is_loopback_host
 from vaultd.store.daemon_lock import InstanceLock
+from vaultd.tokens import redact
 
 log = logging.getLogger("vaultd")
 DRAIN_TIMEOUT = 10.0

@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from vaultd.errors import FieldError, ValidationError
-from vaultd.http.problems import MalformedRequest
+from vaultd.http.errors import MalformedRequest
 
 
 def _refuse_constant(name: str) -> float:

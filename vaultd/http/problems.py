@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from vaultd.core.sessions import KEY_PREFIX_LEN, TOKEN_PREFIX
 from vaultd.errors import (
     ConfigError,
     Conflict,
@@ -28,93 +25,11 @@ from vaultd.errors import (
     ValidationError,
     VaultdError,
 )
+from vaultd.http.errors import MethodNotAllowed, PayloadTooLarge
+from vaultd.tokens import redact
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://vaultd.dev/problems/"
-# Looser than sessions.TOKEN_RE on purpose: a truncated or padded token is
-# still a secret worth hiding.
-_TOKEN_LIKE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]+")
-# What ``redact_path`` leaves unescaped when it encodes a path again: RFC
-# 3986's sub-delimiters, ":", "@" and "/", and "[]" of "[REDACTED]".
-_PATH_SAFE = "/:@!$&'()*+,;=[]"
-
-
-def redact(text: str) -> str:
-    """``text`` with anything shaped like a session token cut to its key prefix."""
-    return _TOKEN_LIKE.sub(lambda m: m.group(0)[:KEY_PREFIX_LEN] + "[REDACTED]", text)
-
-
-def redact_path(raw: str) -> str:
-    """A still percent-encoded request path, for a log line or an audit row.
-
-    Tokens are cut as by ``redact``, also one the client percent-encoded
-    (``fn%5Fsess%5F...``) to slip past a plain match. Then the decoded,
-    redacted path is encoded again: decoded, a ``%0a`` would forge a line.
-    """
-    if "%" in raw:
-        decoded = unquote(raw, errors="replace")
-        if TOKEN_PREFIX in decoded:
-            scrubbed = redact(decoded)
-            if scrubbed != decoded:
-                return quote(scrubbed, safe=_PATH_SAFE)
-    # "sess" is in every token prefix: most paths skip the regex altogether.
-    return redact(raw) if "sess" in raw else raw
-
-
-class MalformedRequest(VaultdError):
-    status = 400
-    slug = "malformed-request"
-    title = "Malformed request"
-
-
-class ForbiddenHost(VaultdError):
-    status = 403
-    slug = "forbidden-host"
-    title = "Host not allowed"
-
-
-class ForbiddenOrigin(VaultdError):
-    status = 403
-    slug = "forbidden-origin"
-    title = "Origin not allowed"
-
-
-class MethodNotAllowed(VaultdError):
-    status = 405
-    slug = "method-not-allowed"
-    title = "Method not allowed"
-
-    def __init__(self, message: str, *, allowed: Iterable[str]) -> None:
-        super().__init__(message)
-        self.allowed = sorted(allowed)
-
-
-class PayloadTooLarge(VaultdError):
-    status = 413
-    slug = "payload-too-large"
-    title = "Payload too large"
-
-
-class UnsupportedMediaType(VaultdError):
-    status = 415
-    slug = "unsupported-media-type"
-    title = "Unsupported media type"
-
-
-class InternalError(VaultdError):
-    status = 500
-    slug = "internal-error"
-    title = "Internal server error"
-
-
-class VaultUnavailable(VaultdError):
-    """The vault's files or database failed on the server side; not the client's doing."""
-
-    status = 503
-    slug = "vault-unavailable"
-    title = "Vault unavailable"
-
-
 # Server-side state problems: their messages name files (the key's path among
 # them), which are the daemon log's business, not the client's.
 SERVER_SIDE = (CryptoError, StorageError, ConfigError, UnsafePermissions, sqlite3.Error)

@@ -14,14 +14,14 @@ import re
 from collections.abc import Sequence
 from urllib.parse import quote, unquote, unquote_plus, unquote_to_bytes
 
-from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
-from vaultd.core.sessions import TOKEN_PREFIX
-from vaultd.errors import FieldError, ValidationError
+from vaultd.errors import FieldError
+from vaultd.proxy.errors import BadProxyPath
 from vaultd.proxy.redact import Patterns
 from vaultd.services import Service
+from vaultd.tokens import TOKEN_PREFIX
 
 # RFC 9110 7.6.1 hop-by-hop fields, plus Host (set from the upstream URL) and
 # the headers that would forward where the request came from.
@@ -42,6 +42,12 @@ HOP_BY_HOP = frozenset(
 # Where an unmodified SDK puts the "API key" (our session token, here).
 TOKEN_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 CREDENTIAL_HEADER = istr("X-Vaultd-Credential")
+# The names these decisions read, as ``istr`` (as aiohttp's ``hdrs`` has
+# them, without importing aiohttp: this module is pure).
+_AUTHORIZATION = istr("Authorization")
+_CONNECTION = istr("Connection")
+_CONTENT_ENCODING = istr("Content-Encoding")
+_TRANSFER_ENCODING = istr("Transfer-Encoding")
 # As ``istr`` (aiohttp's ``hdrs`` are too), multidict skips folding their case
 # on each lookup.
 _SDK_KEY_HEADERS = tuple(istr(name) for name in TOKEN_HEADERS[1:])
@@ -76,12 +82,6 @@ _GO_HTML_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"
 # The shortest part of a basic-auth secret redacted on its own: shorter ones
 # would replace ordinary words in every answer.
 _MIN_PART = 8
-
-
-class BadProxyPath(ValidationError):
-    status = 400
-    slug = "bad-proxy-path"
-    title = "Bad proxy path"
 
 
 def _bad(message: str) -> BadProxyPath:
@@ -191,7 +191,7 @@ def without_tokens(raw_query: str) -> str:
 
 def token_from(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
     """The session token from ``Authorization: Bearer`` or an SDK's key header."""
-    auth = headers.get(hdrs.AUTHORIZATION, "")
+    auth = headers.get(_AUTHORIZATION, "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
@@ -208,7 +208,7 @@ def outgoing_headers(
     """The client's headers, minus hop-by-hop, tokens and ``X-Vaultd-*``, plus the key."""
     named_by_connection = {
         token.strip().lower()
-        for value in incoming.getall(hdrs.CONNECTION, [])
+        for value in incoming.getall(_CONNECTION, [])
         for token in value.split(",")
     }
     dropped = _DROPPED_OUTGOING | named_by_connection if named_by_connection else _DROPPED_OUTGOING
@@ -303,8 +303,8 @@ def unscannable_coding(
     which could be anything it received (the key), so it is never repeated.
     """
     for name, values, allowed in (
-        (hdrs.CONTENT_ENCODING, content_codings, _SCANNABLE_CODINGS),
-        (hdrs.TRANSFER_ENCODING, transfer_codings, _SCANNABLE_TRANSFER_CODINGS),
+        (_CONTENT_ENCODING, content_codings, _SCANNABLE_CODINGS),
+        (_TRANSFER_ENCODING, transfer_codings, _SCANNABLE_TRANSFER_CODINGS),
     ):
         for value in values:
             for coding in value.split(","):

@@ -30,23 +30,20 @@ from vaultd.config import Config
 from vaultd.core.sessions import Session
 from vaultd.errors import (
     Forbidden,
-    NoCredential,
     NotFound,
     Unauthorized,
-    UpstreamTimeout,
-    UpstreamUnreachable,
     VaultdError,
 )
 from vaultd.http.appkeys import CONFIG, REQUEST_ID, VAULT
+from vaultd.http.errors import MalformedRequest, MethodNotAllowed, PayloadTooLarge
+from vaultd.http.guard import Guard
 from vaultd.http.middleware import (
-    Guard,
     add_standard_headers,
     new_request_id,
     problem_for,
     set_standard_headers,
     standard_headers,
 )
-from vaultd.http.problems import MalformedRequest, MethodNotAllowed, PayloadTooLarge
 from vaultd.models import Credential
 from vaultd.proxy.cache import ProxyCache, Secret
 from vaultd.proxy.client import UpstreamClient
@@ -60,6 +57,7 @@ from vaultd.proxy.decisions import (
     upstream_url,
     with_query_secret,
 )
+from vaultd.proxy.errors import NoCredential, UpstreamEncoding, UpstreamTimeout, UpstreamUnreachable
 from vaultd.proxy.redact import Patterns
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.services import Service
@@ -85,14 +83,6 @@ MAX_SELECTOR = 300
 _BODILESS = frozenset({204, 304})
 # What aiohttp's server calls for each request (``web.Server``'s handler).
 RequestHandlerFn = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
-
-
-class UpstreamEncoding(VaultdError):
-    """The upstream compressed its answer although vaultd asked for identity."""
-
-    status = 502
-    slug = "upstream-encoding"
-    title = "Upstream answer cannot be checked"
 
 
 def pick_credential(cache: ProxyCache, service: Service, wanted: str | None) -> Credential:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
-from vaultd.http.problems import redact_path
+from vaultd.tokens import redact_path
 
 MAX_LIMIT = 1000
 MAX_PATH = 2048
