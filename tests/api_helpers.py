@@ -14,7 +14,7 @@ from pytest_aiohttp import AiohttpClient
 
 from vaultd.config import Config, load_config
 from vaultd.daemon.app import create_app
-from vaultd.daemon.connection import DaemonRunner
+from vaultd.daemon.connection import daemon_runner
 from vaultd.http.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
 
 Mint = Callable[..., str]
@@ -38,7 +38,7 @@ class DaemonTestServer(TestServer):
     """A test server on the daemon's own runner, so parser errors are problems here too."""
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return DaemonRunner(self.app, **kwargs)
+        return daemon_runner(self.app, **kwargs)
 
 
 async def start_client(

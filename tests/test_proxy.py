@@ -15,7 +15,7 @@ import pytest
 
 from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY, Proxy
 from vaultd.http.appkeys import VAULT
-from vaultd.proxy.forward import USAGE
+from vaultd.proxy.routes import USAGE
 
 ALL_KEYS = (
     OPENAI_KEY,

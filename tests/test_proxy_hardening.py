@@ -21,8 +21,8 @@ import pytest
 from tests.api_helpers import problem
 from tests.proxy_fixtures import Proxy
 from vaultd.proxy.decisions import secret_forms, without_tokens
-from vaultd.proxy.forward import USAGE
 from vaultd.proxy.redact import Patterns
+from vaultd.proxy.routes import USAGE
 from vaultd.services import Service
 
 

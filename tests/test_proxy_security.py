@@ -32,7 +32,7 @@ from tests.proxy_fixtures import (
     proxy_in_front_of,
 )
 from vaultd.http.appkeys import VAULT
-from vaultd.proxy.forward import CACHE, USAGE
+from vaultd.proxy.routes import CACHE, USAGE
 
 BASIC_SECRET = "alice:s3cret-PASSWORD-0006"
 BASIC_B64 = base64.b64encode(BASIC_SECRET.encode()).decode("ascii")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, Proxy
 from vaultd.cli.main import cli
-from vaultd.proxy.forward import USAGE
+from vaultd.proxy.routes import USAGE
 
 VAULTD = str(Path(sys.executable).with_name("vaultd"))
 

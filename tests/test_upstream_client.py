@@ -1,13 +1,13 @@
-"""The proxy's upstream sender (vaultd/upstream_client.py), through real sockets.
+"""The proxy's upstream sender (vaultd/proxy/client.py, client_fast.py), through real sockets.
 
-It drives aiohttp's client parts directly rather than ``ClientSession.request``:
-these tests hold it to what that would have done for a proxy (and what it
-must not do), and check that the aiohttp internals it calls are there.
+The fast client drives aiohttp's client parts directly rather than
+``ClientSession.request``; these tests hold both clients to what a proxy must
+(and must not) send. They run on the fast path here and on the public one in
+tests/test_fastpaths.py.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.client_reqrep import ClientRequest, ClientResponse
+from aiohttp.client_reqrep import ClientRequest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.proxy_fixtures import OPENAI_KEY, Proxy, Seen, Upstream, proxy_in_front_of
@@ -106,25 +105,6 @@ async def test_connection_closed_under_a_request_is_retried_once_without_a_body(
     else:
         assert second.status == 502
         assert [s.path_qs for s in seen] == ["/a", "/b"]
-
-
-def test_aiohttp_internals_are_as_called() -> None:
-    """An aiohttp upgrade that moves these fails here first, by name."""
-    init = inspect.signature(ClientRequest.__init__).parameters
-    for name in ("headers", "data", "loop", "session", "timer", "traces"):
-        assert name in init, name
-    params = inspect.signature(ResponseHandler.set_response_params).parameters
-    for name in ("timer", "skip_payload", "read_until_eof", "auto_decompress", "read_timeout"):
-        assert name in params, name
-    assert list(inspect.signature(aiohttp.BaseConnector.connect).parameters) == [
-        "self",
-        "req",
-        "traces",
-        "timeout",
-    ]
-    assert "conn" in inspect.signature(ClientRequest.send).parameters
-    assert "connection" in inspect.signature(ClientResponse.start).parameters
-    assert "skip_auto_headers" in inspect.signature(ClientRequest.update_auto_headers).parameters
 
 
 async def test_a_refused_connection_is_not_tried_twice(

@@ -19,9 +19,9 @@ from vaultd.api import sessions as api_sessions
 from vaultd.config import Config
 from vaultd.core.vault import init_vault
 from vaultd.http.appkeys import CONFIG, VAULT
-from vaultd.http.guard import make_guard
-from vaultd.http.middleware import problem_middleware, standard_headers
-from vaultd.proxy import forward as proxy
+from vaultd.http.chain import STANDARD_CHAIN, standard_chain
+from vaultd.http.middleware import standard_headers
+from vaultd.proxy import routes as proxy
 
 log = logging.getLogger("vaultd")
 
@@ -50,11 +50,10 @@ async def vault_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(
-        middlewares=[problem_middleware, make_guard(config)],
-        client_max_size=MAX_JSON_BODY,
-    )
+    chain = standard_chain(config)
+    app = web.Application(middlewares=chain.middlewares, client_max_size=MAX_JSON_BODY)
     app[CONFIG] = config
+    app[STANDARD_CHAIN] = chain
     app.cleanup_ctx.append(vault_context)
     app.on_response_prepare.append(standard_headers)
     # The proxy's route first: the router tries routes in order, and proxied

@@ -1,144 +1,30 @@
-"""How ``vaultd serve`` runs the app on its connections: errors and access log.
+"""How ``vaultd serve`` runs the app on its connections: the access log and idle connections.
 
-Problem responses for requests that aiohttp refuses before routing them:
-aiohttp's HTTP parser answers a request it cannot parse (no Host in HTTP/1.1,
-a control character or CRLF in a header, an over-long line) itself, as plain
-text, without running the middlewares, and logs a traceback at ERROR. DESIGN
-5 wants every response to carry ``X-Request-Id`` and every error to be a
-problem, so the runner here builds connections whose ``handle_error`` does
-that, and logs one line.
+``daemon_runner`` picks the runner: ``connection_fast.FastDaemonRunner``
+where aiohttp's internals are as it expects (problems for unparseable
+requests, heads bounded while they arrive, the proxy's direct path), else
+``DaemonRunner`` on aiohttp's public API alone, which answers every request
+the app routes the same way.
 
-Proxied calls are handed straight to the proxy here (``proxy.front_door``),
-past aiohttp's router and middleware chain, with the same checks; everything
-else goes through the app.
-
-Slow clients are bounded here too: a request head (request line and headers)
-may not grow past ``MAX_HEAD`` while it is being sent, and a connection with
-no complete request is closed after ``[server] idle_timeout``, so a client
-that never finishes its headers holds neither much memory nor a socket for
-long.
-
-.. warning:: This leans on aiohttp internals that have been stable through
-   3.x (``AppRunner._make_server``, ``Server._kwargs``, the signature of
-   ``RequestHandler.handle_error``; for ``MAX_HEAD``, the handler's
-   ``_waiter``, ``_messages`` and ``_request_count`` and ``_ErrInfo``); the
-   API tests are served by this runner, and ``tests/test_error_shape.py`` and
-   ``tests/test_raw_http.py`` send it unparseable, oversize and unfinished
-   requests, so an aiohttp upgrade that moves them fails a test.
+A connection with no complete request is closed after ``[server]
+idle_timeout`` either way, so a client that never finishes its headers holds
+no socket for long.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http_exceptions import BadHttpMessage
-from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.web_protocol import _ErrInfo
 from aiohttp.web_request import BaseRequest
 
-from vaultd.errors import VaultdError
+from vaultd.http import fastpaths
 from vaultd.http.appkeys import CONFIG
-from vaultd.http.errors import InternalError
-from vaultd.http.guard import HEAD_TOO_LARGE, MAX_HEAD, socket_port
-from vaultd.http.middleware import new_request_id, set_standard_headers
-from vaultd.http.problems import problem_response, status_problem
-from vaultd.proxy import forward as proxy
-from vaultd.proxy.arrivals import ARRIVALS
 from vaultd.tokens import redact_path
 
 log = logging.getLogger("vaultd.http")
-
-
-class ProblemRequestHandler(web.RequestHandler):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Bytes of a request head still incomplete, counted while the
-        # connection waits for its next request.
-        self._head_bytes = 0
-        self._head_refused = False
-        # The port this connection came in on, for the Host check
-        # (middleware._listening_port); noted once in connection_made.
-        self.listening_port: int | None = None
-        # When this connection's latest request head arrived, in the order of
-        # arrivals.ARRIVALS (for the proxy cache's check; see there).
-        self.head_arrival: int | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.listening_port = socket_port(transport)
-
-    def data_received(self, data: bytes) -> None:
-        """aiohttp's, plus ``MAX_HEAD`` on a head that has not ended yet.
-
-        aiohttp bounds each header line and the number of headers, which still
-        lets a client that never ends its headers park about 2 MiB of them in
-        the parser per connection until ``idle_timeout``; this bounds it to
-        ``MAX_HEAD``. Bytes that arrive while a request is being handled are
-        its body (or pipelined requests) and are not counted.
-        """
-        if self._head_refused:
-            return  # the 431 is on its way and the connection closes after it
-        requests_before = self._request_count
-        super().data_received(data)
-        if self._request_count != requests_before:
-            self._head_bytes = 0  # a head ended: the usual case, decided first
-            self.head_arrival = ARRIVALS.tick()
-            return
-        # No message came of ``data``, so aiohttp left the state read here as
-        # it was before ``data``. Waiting for a head: nothing parsed yet on
-        # this connection, or the request loop idle (not while a finished
-        # request's unread body is still being drained, whose bytes are not a
-        # head, nor while a request is being handled: its body, or pipelining).
-        waiter = self._waiter
-        if self._messages or not (
-            self._request_count == 0 or (waiter is not None and not waiter.done())
-        ):
-            self._head_bytes = 0
-            return
-        self._head_bytes += len(data)
-        if self._head_bytes > MAX_HEAD:
-            self._head_refused = True
-            # Answered the way aiohttp answers a head its parser refuses.
-            refused = BadHttpMessage(HEAD_TOO_LARGE)
-            self._messages.append((_ErrInfo(431, refused, HEAD_TOO_LARGE), EMPTY_PAYLOAD))
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            # As aiohttp's own: half a response is out, no other can follow.
-            raise ConnectionError("response already started; cannot send an error")
-        request_id = new_request_id()
-        error: VaultdError
-        if status >= 500:
-            # Not the exception's text: it may quote request bytes (a token).
-            name = type(exc).__name__ if exc is not None else "error"
-            log.error("unhandled %s outside the app (request %s)", name, request_id)
-            error = InternalError(f"unexpected error; the daemon's log has request {request_id}")
-        else:
-            # The parser's message quotes the offending bytes: not repeated.
-            log.info("refused a malformed HTTP request with %d (request %s)", status, request_id)
-            detail = HEAD_TOO_LARGE if status == 431 else "the request is not valid HTTP/1.1"
-            error = status_problem(status, detail)
-        response = problem_response(error, request_id)
-        set_standard_headers(response, request_id)
-        response.force_close()
-        return response
-
-
-class ProblemServer(web.Server):
-    def __call__(self) -> web.RequestHandler:
-        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -168,7 +54,7 @@ class AccessLogger(AbstractAccessLogger):
 
 
 class DaemonRunner(web.AppRunner):
-    """The ``AppRunner`` of ``vaultd serve``: protocol errors as problems, our access log.
+    """The ``AppRunner`` of ``vaultd serve``: our access log, idle connections closed.
 
     Connections without a complete request are closed after ``[server] idle_timeout``.
     """
@@ -185,15 +71,18 @@ class DaemonRunner(web.AppRunner):
             kwargs.setdefault("keepalive_timeout", config.idle_timeout)
         super().__init__(app, **kwargs)
 
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()  # runs the app's startup
-        kwargs: dict[str, Any] = server._kwargs
-        return ProblemServer(
-            # Proxied calls skip the router and the middleware chain (the
-            # same checks run on them): see proxy.front_door.
-            proxy.front_door(self.app, server.request_handler),
-            request_factory=server.request_factory,
-            handler_cancellation=server.handler_cancellation,
-            loop=server._loop,
-            **kwargs,
-        )
+
+def _fast_missing() -> str | None:
+    # Imported here: the module's imports are aiohttp's internals themselves.
+    from vaultd.daemon import connection_fast
+
+    return connection_fast.internals_missing()
+
+
+def daemon_runner(app: web.Application, **kwargs: Any) -> DaemonRunner:
+    """The runner for ``app``: the fast one where aiohttp's internals allow it."""
+    if fastpaths.choose("server", _fast_missing):
+        from vaultd.daemon.connection_fast import FastDaemonRunner
+
+        return FastDaemonRunner(app, **kwargs)
+    return DaemonRunner(app, **kwargs)

@@ -23,11 +23,12 @@ from aiohttp import web
 
 from vaultd.config import Config, load_config
 from vaultd.daemon.app import create_app
-from vaultd.daemon.connection import DaemonRunner
+from vaultd.daemon.connection import daemon_runner
 from vaultd.daemon.sdnotify import notify
 from vaultd.errors import VaultdError
 from vaultd.fsperms import ensure_private_dir
 from vaultd.hardening import harden_process
+from vaultd.http import fastpaths
 from vaultd.services import is_loopback_host
 from vaultd.store.daemon_lock import InstanceLock
 from vaultd.tokens import redact
@@ -127,7 +128,7 @@ async def run_app(
             "Every request still needs a token and an allowed Host.",
             host,
         )
-    runner = DaemonRunner(app, shutdown_timeout=drain_timeout)
+    runner = daemon_runner(app, shutdown_timeout=drain_timeout)
     try:
         await runner.setup()  # runs the app's startup: opens (or creates) the vault
     except (VaultdError, OSError) as exc:
@@ -143,7 +144,7 @@ async def run_app(
         return _fail(_bind_error(host, port, exc))
     ports = sorted({address[1] for address in runner.addresses})
     bound = ", ".join(f"http://{_display(host, p)}" for p in ports)
-    log.info("listening on %s", bound)
+    log.info("listening on %s (aiohttp fast paths: %s)", bound, fastpaths.summary() or "none")
     notify(f"READY=1\nSTATUS=listening on {bound}")
     if on_ready is not None:
         on_ready(ports)
@@ -204,6 +205,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
     try:
         # Socket activation (systemd/vaultd.socket): the socket replaces --host/--port.
         sock = systemd_socket()
+        fastpaths.allowed()  # a wrong VAULTD_FAST_PATHS is one line, before anything starts
         app = create_app(config)
         # A fresh machine has no data dir yet: the lock lives in it.
         ensure_private_dir(config.data_dir, "data directory")

@@ -108,7 +108,7 @@ def socket_port(transport: asyncio.BaseTransport | None) -> int | None:
 
 
 def _listening_port(request: web.Request) -> int | None:
-    # ``vaultd serve``'s connections (protocol.ProblemRequestHandler) note the
+    # ``vaultd serve``'s connections (daemon.connection_fast.ProblemRequestHandler) note the
     # port once when they open: asking the transport costs a getsockname()
     # system call, which per request showed in the proxy's profile.
     port = getattr(request.protocol, "listening_port", _UNKNOWN)
@@ -212,9 +212,8 @@ class Guard:
         return None
 
 
-def make_guard(config: Config) -> Middleware:
+def make_guard(checks: Guard) -> Middleware:
     """``Guard``'s checks as a middleware, before any routed handler."""
-    checks = Guard(config)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -1,6 +1,6 @@
 """The order in which request heads arrived, for "was this checked after the request came in?".
 
-``protocol.ProblemRequestHandler`` numbers request heads as their bytes
+``daemon.connection_fast.ProblemRequestHandler`` numbers request heads as their bytes
 arrive; ``ProxyCache.refresh_for`` then skips its database check for a
 request whose head arrived before the last check ran: that check already saw
 every commit made before the request was sent, which is all a revocation

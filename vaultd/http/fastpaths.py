@@ -1,0 +1,75 @@
+"""Whether vaultd may use aiohttp's internals where they buy measured speed, decided once.
+
+vaultd installs with any aiohttp from its lower bound up, releases that do
+not exist yet included, so it must run on aiohttp's public, documented API
+alone. Two places go past it, because that is worth it (figures from
+``bench/proxy_bench.py`` on the 2-core reference machine):
+
+- ``client``: the proxy sends upstream through aiohttp's connector and
+  ``ClientRequest`` instead of ``ClientSession.request`` (about 18% of
+  throughput; ``proxy/client_fast.py``);
+- ``server``: ``vaultd serve``'s connections answer unparseable requests with
+  problems, bound a request head while it arrives, and hand proxied calls to
+  the proxy past the router (``proxy/direct.py``: about 15% of throughput;
+  ``daemon/connection.py``).
+
+Each checks at start that the internals it calls are there as it calls them
+(``*_internals_missing``) and otherwise the public path serves, with the
+same answers. A path that is off is logged once as a warning, and the
+daemon's "listening on" line says which paths it took (``summary``).
+``VAULTD_FAST_PATHS=off`` forces the public paths (the test suite runs the
+proxy and SDK tests that way too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+
+from vaultd.errors import ConfigError
+
+log = logging.getLogger("vaultd")
+
+ENV_VAR = "VAULTD_FAST_PATHS"
+_ON = frozenset({"", "auto", "on", "1"})
+_OFF = frozenset({"off", "0"})
+# What ``choose`` decided, by name, in this process.
+_chosen: dict[str, bool] = {}
+
+
+def allowed(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment lets fast paths be used (an unknown value is an error)."""
+    value = (os.environ if env is None else env).get(ENV_VAR, "").strip().lower()
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise ConfigError(f"{ENV_VAR} must be auto or off, not {value[:20]!r}")
+
+
+def choose(name: str, missing: Callable[[], str | None]) -> bool:
+    """Whether the fast path ``name`` serves; a path that is off is logged once per process.
+
+    ``missing`` names what of aiohttp's internals is not as expected, or is
+    None; it is not even asked when the environment turned fast paths off.
+    """
+    if not allowed():
+        use, why = False, f"{ENV_VAR}=off"
+    else:
+        try:
+            what = missing()
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            # A module or name that moved: the probe's own imports failed.
+            what = f"{type(exc).__name__}: {exc}"
+        use = what is None
+        why = str(what)
+    if name not in _chosen and not use:
+        log.warning("fast path %s: off (%s); using aiohttp's public API", name, why)
+    _chosen[name] = use
+    return use
+
+
+def summary() -> str:
+    """``client on, server off``: the latest choice of each fast path, for the log."""
+    return ", ".join(f"{name} {'on' if use else 'off'}" for name, use in sorted(_chosen.items()))

@@ -1,0 +1,140 @@
+"""Passing the upstream's answer back to the client: headers filtered, body redacted, streamed.
+
+DESIGN 6 steps 6 and 7. An answer whose body arrived whole with its head (the
+usual small JSON answer; aiohttp's flow control bounds what it buffers) goes
+out in one write with its length; anything else streams chunk by chunk
+through the redactor, never buffered whole.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import hdrs, web
+
+from vaultd.http.middleware import add_standard_headers
+from vaultd.proxy.decisions import response_headers, unscannable_coding
+from vaultd.proxy.errors import UpstreamEncoding, UpstreamUnreachable
+from vaultd.proxy.redact import Patterns
+
+log = logging.getLogger("vaultd.proxy")
+
+# Audit statuses for what no HTTP status says once the upstream's went out:
+# the client left mid-answer (nginx's 499), or the upstream broke off (502).
+CLIENT_CLOSED = 499
+STREAM_BROKEN = 502
+# Statuses whose answers have no body (RFC 9110 6.4.1): nothing there to redact.
+_BODILESS = frozenset({204, 304})
+
+
+async def relay_answer(
+    request: web.Request,
+    request_id: str,
+    upstream: aiohttp.ClientResponse,
+    patterns: Patterns,
+) -> tuple[web.StreamResponse, int, int]:
+    """Pass the upstream's answer on, redacted: (response, bytes received, audit status)."""
+    # A HEAD answer, or a 204/304, has no body to redact: its Content-Length
+    # (and its Content-Encoding) stay true.
+    bodiless = request.method == "HEAD" or upstream.status in _BODILESS
+    coding = unscannable_coding(
+        upstream.headers.getall(hdrs.CONTENT_ENCODING, ()),
+        upstream.headers.getall(hdrs.TRANSFER_ENCODING, ()),
+    )
+    if coding is not None and not bodiless:
+        # Decided: refuse, never pass unchecked. vaultd asked for identity,
+        # so only a misbehaving upstream gets here; decompressing to scan
+        # would break DESIGN 6.4 (bytes as sent) and invite zip bombs, and
+        # passing it through would hand an echoed key to the client. The
+        # problem names the header, never its value: that is the upstream's
+        # text, and it could be the key it was sent.
+        raise UpstreamEncoding(
+            f"the upstream's answer has a {coding} other than identity although vaultd "
+            "asked for identity; a compressed answer cannot be checked for the key, "
+            "so it is not passed on"
+        )
+    reason = upstream.reason
+    if (
+        reason
+        and len(reason) >= patterns.shortest
+        and patterns.found_in(reason.encode("utf-8", "replace"))
+    ):
+        # "401 Invalid key sk-...": the status line is echo space too.
+        reason = None  # aiohttp then sends the standard phrase
+    headers = response_headers(
+        upstream.raw_headers, body_may_change=not bodiless, patterns=patterns
+    )
+    # Set here, not only by the app's on_response_prepare signal: the direct
+    # path (front_door) has no signal to run.
+    add_standard_headers(headers, request_id)
+    status = upstream.status
+    content = upstream.content
+    if not bodiless and content.is_eof():
+        # The whole body came with the head (the usual small JSON answer, as
+        # aiohttp's flow control bounds what it buffers): redacted at once,
+        # it goes out with a Content-Length in one write, where streaming it
+        # takes three (head, chunk, end) and their system calls.
+        try:
+            body = content.read_nowait()
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(
+                f"the upstream's answer broke off ({exc.__class__.__name__})"
+            ) from None
+        received = len(body)
+        if patterns.found_in(body):
+            body = patterns.sub(body)
+        whole = web.Response(status=status, reason=reason, headers=headers, body=body)
+        try:
+            await whole.prepare(request)
+            await whole.write_eof()
+        except ConnectionResetError:
+            status = CLIENT_CLOSED
+        return whole, received, status
+    response = web.StreamResponse(status=status, reason=reason, headers=headers)
+    redactor = patterns.redactor()
+    received = 0
+    try:
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:
+            raise _ClientGone from None
+        async for chunk in content.iter_any():
+            received += len(chunk)
+            out = redactor.feed(chunk)
+            if out:
+                await _send(response, out)
+        tail = redactor.flush()
+        if tail:
+            await _send(response, tail)
+        await _send(response, None)
+    except _ClientGone:
+        # Nobody is reading any more: stop pulling from the upstream too.
+        status = CLIENT_CLOSED
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # Headers are gone already: the only honest signal left is to cut
+        # the connection, so the client sees a truncated body, not a whole one.
+        log.warning(
+            "upstream stream broke off after %d bytes: %s", received, exc.__class__.__name__
+        )
+        status = STREAM_BROKEN
+        if request.transport is not None:
+            request.transport.close()
+    return response, received, status
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while the answer was being streamed."""
+
+
+async def _send(response: web.StreamResponse, data: bytes | None) -> None:
+    """Write ``data`` (``None``: end the body), telling a vanished client apart."""
+    try:
+        if data is None:
+            await response.write_eof()
+        else:
+            await response.write(data)
+    except ConnectionResetError:
+        # aiohttp's ClientConnectionResetError is one too; it must not be
+        # mistaken for the upstream's failure below.
+        raise _ClientGone from None

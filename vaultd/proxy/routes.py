@@ -1,0 +1,95 @@
+"""The proxy in the app: its route, and the resources it holds while the app runs.
+
+``setup`` adds ``ANY /proxy/{service}/{path}`` and one cleanup context that
+opens the upstream connection pool, the proxy cache and the usage writer,
+and closes them after the last request in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from vaultd.config import Config
+from vaultd.http import fastpaths
+from vaultd.http.appkeys import CONFIG, VAULT
+from vaultd.proxy.cache import ProxyCache
+from vaultd.proxy.client import UpstreamClient, upstream_session
+from vaultd.proxy.forward import Forwarder
+from vaultd.proxy.usage import UsageRecorder
+
+USAGE = web.AppKey("usage", UsageRecorder)
+CACHE = web.AppKey("proxy_cache", ProxyCache)
+FORWARDER = web.AppKey("proxy_forwarder", Forwarder)
+
+
+def client_timeout(config: Config) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+    )
+
+
+async def handle_proxy(request: web.Request) -> web.StreamResponse:
+    """``ANY /proxy/{service}/{path}`` as a routed handler (see also ``front_door``)."""
+    return await request.app[FORWARDER].serve(request)
+
+
+def make_upstream_client(
+    session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout
+) -> UpstreamClient:
+    """The fast client where aiohttp's internals are as it expects, else the public one."""
+    if fastpaths.choose("client", _fast_missing):
+        from vaultd.proxy.client_fast import FastUpstreamClient
+
+        return FastUpstreamClient(session, timeout)
+    return UpstreamClient(session, timeout)
+
+
+def _fast_missing() -> str | None:
+    # Imported here: the module's imports are aiohttp's internals themselves.
+    from vaultd.proxy import client_fast
+
+    return client_fast.internals_missing()
+
+
+async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The upstream connection pool, the cache and the usage writer.
+
+    Proxied requests go out through the session's connector by way of
+    ``UpstreamClient``, which decides everything a request carries; the
+    session only owns the pool and closes it (its own request options, cookie
+    jar and environment proxies are never consulted).
+    """
+    config = app[CONFIG]
+    connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
+    async with upstream_session(connector) as client:
+        cache = app[CACHE] = ProxyCache(app[VAULT])
+        recorder = UsageRecorder(
+            config.db_path,
+            interval=config.usage_flush_interval,
+            audit_keep_rows=config.audit_max_rows,
+            audit_keep_seconds=config.audit_max_age,
+            # Its commits empty the cache; what was in it is looked up again
+            # then rather than by the next request (ProxyCache.rewarm).
+            after_write=cache.rewarm,
+        )
+        await recorder.start()
+        app[USAGE] = recorder
+        app[FORWARDER] = Forwarder(
+            config, cache, recorder, make_upstream_client(client, client_timeout(config))
+        )
+        try:
+            yield
+        finally:
+            # Runs after in-flight requests have finished: their use is written
+            # too, before the client's connections close.
+            await recorder.close()
+
+
+def setup(app: web.Application) -> None:
+    """Add the proxy route and the resources it needs to ``app``."""
+    app.cleanup_ctx.append(_proxy_ctx)
+    # The whole tail is parsed from the raw target by ``split_proxy_target``.
+    app.router.add_route("*", "/proxy/{service}/{path:.*}", handle_proxy)
