@@ -20,7 +20,8 @@ from pytest_aiohttp import AiohttpClient
 from tests.api_helpers import Mint, bearer, problem, start_client, write_config
 from tests.conftest import CLI
 from vaultd import crypto
-from vaultd.cli import main as cli_module
+from vaultd.cli import common
+from vaultd.cli import credentials as cli_module
 from vaultd.config import Config, load_config
 from vaultd.core.rekey import rekey
 from vaultd.core.vault import (
@@ -157,7 +158,7 @@ def test_cli_add_and_rotate_refuse_a_rekey_made_while_the_secret_is_typed(
     initialised: CLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     item = initialised.add("openai", "first", FIRST)
-    real_read_secret = cli_module.read_secret
+    real_read_secret = common.read_secret
 
     def rekey_while_typing(prompt: str) -> str:
         # The CLI has unlocked the vault by now; the user is typing the secret.

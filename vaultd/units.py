@@ -70,3 +70,34 @@ def format_ago(then: int | None, now: int) -> str:
         days = delta // 86400
         amount = f"{days} day" + ("s" if days != 1 else "")
     return f"in {amount}" if future else f"{amount} ago"
+
+
+class TTLTooLong(ValueError):
+    """A lifetime past ``[sessions] max_ttl``: the config's bound, not a malformed value."""
+
+
+TTL_HELP = 'must be a duration such as "90s" or "8h", whole seconds, or "never"'
+
+
+def parse_ttl(value: object, max_ttl: int) -> int | None:
+    """A session's seconds to live (``None``: never expires), for the API and the CLI alike.
+
+    ``value`` is a duration (``"8h"``), whole seconds, or ``"never"``, which
+    is accepted whatever ``max_ttl`` says: the bound is on a stated lifetime.
+    Raises ``ValueError`` with a message fit to follow the field's name.
+    """
+    if value == "never":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(TTL_HELP)
+    if isinstance(value, str):
+        try:
+            value = parse_duration(value)
+        except ValueError:
+            raise ValueError(TTL_HELP) from None
+    if value <= 0:
+        # A token that is expired when printed is a mistake.
+        raise ValueError("must be longer than zero")
+    if value > max_ttl:
+        raise TTLTooLong(f"must be at most {format_duration(max_ttl)} (the [sessions] max_ttl)")
+    return value

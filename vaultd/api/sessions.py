@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from vaultd import units
 from vaultd.api.auth import authenticate, requires
 from vaultd.config import Config
 from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, check_scopes, check_services
@@ -14,38 +15,19 @@ from vaultd.errors import FieldError, Forbidden, NotFound, ValidationError
 from vaultd.http.appkeys import CONFIG, VAULT
 from vaultd.http.jsonio import read_object
 from vaultd.models import check_name
-from vaultd.units import format_duration, parse_duration
 
 routes = web.RouteTableDef()
 
 CREATE_FIELDS = ("name", "scopes", "services", "ttl")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_TTL_HELP = 'must be a duration such as "90s" or "8h", whole seconds, or "never"'
 
 
 def parse_ttl(value: object, config: Config) -> int | None:
-    """Seconds to live (``None``: never expires) from the body's ``ttl``.
-
-    "never" is accepted whatever ``max_ttl`` says, as ``vaultd session create
-    --ttl never`` accepts it: the bound is on a stated lifetime.
-    """
-    if value == "never":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValidationError(FieldError("/ttl", _TTL_HELP))
-    if isinstance(value, str):
-        try:
-            value = parse_duration(value)
-        except ValueError:
-            raise ValidationError(FieldError("/ttl", _TTL_HELP)) from None
-    if value <= 0:
-        raise ValidationError(FieldError("/ttl", "must be longer than zero"))
-    if value > config.max_ttl:
-        limit = format_duration(config.max_ttl)
-        raise ValidationError(
-            FieldError("/ttl", f"must be at most {limit} (the [sessions] max_ttl)")
-        )
-    return value
+    """Seconds to live (``None``: never expires) from the body's ``ttl`` (``units.parse_ttl``)."""
+    try:
+        return units.parse_ttl(value, config.max_ttl)
+    except ValueError as exc:
+        raise ValidationError(FieldError("/ttl", str(exc))) from None
 
 
 @routes.get("/api/sessions", allow_head=False)

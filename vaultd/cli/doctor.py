@@ -123,7 +123,7 @@ def _vault_checks(config: Config, passphrase_file: Path | None) -> Iterator[Chec
 
 
 def _daemon(env: Mapping[str, str]) -> Check:
-    from vaultd.cli.runner import check_daemon, daemon_url
+    from vaultd.cli.child import check_daemon, daemon_url
 
     try:
         url = daemon_url(env)

@@ -1,0 +1,70 @@
+"""``vaultd audit``: recent proxied requests, read from the database (no aiohttp)."""
+
+from __future__ import annotations
+
+import click
+
+from vaultd.cli.common import (
+    State,
+    json_option,
+    one_line_errors,
+    opened,
+    pass_state,
+)
+from vaultd.cli.output import emit_json, print_table
+from vaultd.models import now
+from vaultd.units import format_ago, parse_duration
+
+
+@click.command(name="audit")
+@click.option("--service", help="Only this service.")
+@click.option("--since", metavar="DURATION", help='Only the last e.g. "1h" or "7d".')
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)
+@json_option
+@pass_state
+@one_line_errors
+def audit_(state: State, service: str | None, since: str | None, limit: int, as_json: bool) -> None:
+    """Recent proxied requests, newest first: who used which key, where, and how it went."""
+    from vaultd.store.audit import list_entries
+
+    start = None
+    if since is not None:
+        try:
+            start = now() - parse_duration(since)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+    with opened(state) as vault:
+        entries = list_entries(vault.db, service=service, since=start, limit=limit)
+        names = {c.id: f"{c.service}/{c.name}" for c in vault.credentials.list()}
+        sessions = {s.id: s.name for s in vault.sessions.list()}
+    if as_json:
+        emit_json([e.to_json() for e in entries])
+        return
+    if not entries:
+        click.echo(
+            "no proxied requests recorded" + (" that match" if service or since else ""), err=True
+        )
+        return
+    at = now()
+    print_table(
+        ["WHEN", "SERVICE", "METHOD", "PATH", "STATUS", "MS", "CREDENTIAL", "SESSION"],
+        [
+            [
+                format_ago(e.at, at),
+                e.service,
+                e.method,
+                e.path if len(e.path) <= 60 else e.path[:57] + "...",
+                str(e.status),
+                f"{e.duration_ms:.0f}",
+                names.get(e.credential_id or "", e.credential_id or "-"),
+                sessions.get(e.session_id or "", "-"),
+            ]
+            for e in entries
+        ],
+    )

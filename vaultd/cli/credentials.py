@@ -1,0 +1,243 @@
+"""Verbs on the vault and its keys: init, add, list, show, rotate, rm, default, services."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from vaultd.cli.common import (
+    State,
+    expiry_from,
+    json_option,
+    one_line_errors,
+    opened,
+    parse_meta,
+    pass_state,
+    read_secret,
+)
+from vaultd.cli.output import describe, emit_json, expiry_text, print_table
+from vaultd.core.vault import init_vault
+from vaultd.models import now
+from vaultd.units import format_ago
+
+
+@click.command()
+@click.option(
+    "--passphrase",
+    "use_passphrase",
+    is_flag=True,
+    help="Lock the vault with a passphrase (Argon2id) instead of a key file.",
+)
+@pass_state
+@one_line_errors
+def init(state: State, use_passphrase: bool) -> None:
+    """Create the data directory, the key file and the database.
+
+    Never replaces an existing key; running it again only checks that the key
+    opens the vault. With --passphrase no key file is made: the passphrase is
+    asked on the terminal (twice), or read from --passphrase-file.
+    """
+    vault, created = init_vault(
+        state.config, passphrase=use_passphrase, passphrase_file=state.passphrase_file
+    )
+    passphrase_mode = vault.passphrase_mode
+    vault.close()
+    config = state.config
+    if use_passphrase and not passphrase_mode:
+        raise click.ClickException(
+            f"the vault {config.db_path} already exists and opens with the key file "
+            f"{config.key_file}; --passphrase applies only to a new vault"
+        )
+    if created and passphrase_mode:
+        click.echo(f"created vault {config.db_path}, locked by a passphrase", err=True)
+        click.echo("no key file: without the passphrase nothing opens", err=True)
+    elif passphrase_mode:
+        click.echo(f"vault {config.db_path} already exists and opens with the passphrase")
+    elif created:
+        click.echo(f"created vault {config.db_path}", err=True)
+        click.echo(f"key file {config.key_file} (back it up: without it nothing opens)", err=True)
+    else:
+        click.echo(f"vault {config.db_path} already exists and opens with {config.key_file}")
+
+
+@click.command()
+@click.argument("service")
+@click.argument("name")
+@click.option("--type", "type_", default="api_key", show_default=True, help="Credential type.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
+@click.option("--expires", metavar="DURATION", help='Expire after e.g. "90d" (default never).')
+@json_option
+@pass_state
+@one_line_errors
+def add(
+    state: State,
+    service: str,
+    name: str,
+    type_: str,
+    meta: tuple[str, ...],
+    expires: str | None,
+    as_json: bool,
+) -> None:
+    """Store a new key for SERVICE under NAME.
+
+    The secret is read from a hidden prompt on a terminal, else from the first
+    line of standard input (printf 'sk-...\\n' | vaultd add openai primary);
+    never from the command line, where other users could see it.
+    """
+    metadata = parse_meta(meta)
+    expires_at = expiry_from(expires)
+    with opened(state) as vault:
+        dek = vault.unlock()
+        secret = read_secret(f"Secret for {service}/{name}")
+        credential = vault.credentials.add(
+            dek,
+            service=service,
+            name=name,
+            secret=secret,
+            type=type_,
+            metadata=metadata,
+            expires_at=expires_at,
+        )
+    if as_json:
+        emit_json(credential.to_json())
+    else:
+        describe(credential)
+
+
+@click.command(name="list")
+@click.option("--service", help="Only this service's credentials.")
+@json_option
+@pass_state
+@one_line_errors
+def list_(state: State, service: str | None, as_json: bool) -> None:
+    """List stored credentials, oldest first (metadata only: secrets never leave)."""
+    with opened(state) as vault:
+        credentials = vault.credentials.list(service=service)
+    if as_json:
+        emit_json([c.to_json() for c in credentials])
+        return
+    if not credentials:
+        click.echo("no credentials stored; add one with: vaultd add SERVICE NAME", err=True)
+        return
+    at = now()
+    print_table(
+        ["ID", "SERVICE", "NAME", "HINT", "DEFAULT", "LAST USED", "USES", "EXPIRES"],
+        [
+            [
+                c.id,
+                c.service,
+                c.name,
+                c.hint or "-",
+                "*" if c.is_default else "",
+                format_ago(c.last_used_at, at),
+                str(c.use_count),
+                expiry_text(c, at),
+            ]
+            for c in credentials
+        ],
+    )
+
+
+@click.command()
+@click.argument("ref")
+@json_option
+@pass_state
+@one_line_errors
+def show(state: State, ref: str, as_json: bool) -> None:
+    """Show one credential's metadata. REF is an id, a unique id prefix, or service/name."""
+    with opened(state) as vault:
+        credential = vault.credentials.resolve(ref)
+    if as_json:
+        emit_json(credential.to_json())
+    else:
+        describe(credential)
+
+
+@click.command()
+@click.argument("ref")
+@json_option
+@pass_state
+@one_line_errors
+def rotate(state: State, ref: str, as_json: bool) -> None:
+    """Replace the secret of REF (read like `add` does); its id and name stay."""
+    with opened(state) as vault:
+        credential = vault.credentials.resolve(ref)
+        dek = vault.unlock()
+        secret = read_secret(f"New secret for {credential.service}/{credential.name}")
+        credential = vault.credentials.update(credential.id, dek=dek, secret=secret)
+    if as_json:
+        emit_json(credential.to_json())
+    else:
+        describe(credential)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+@one_line_errors
+def rm(state: State, ref: str, yes: bool) -> None:
+    """Delete the credential REF and its sealed secret."""
+    with opened(state) as vault:
+        credential = vault.credentials.resolve(ref)
+        label = f"{credential.service}/{credential.name} ({credential.id})"
+        if not yes:
+            if not sys.stdin.isatty():
+                raise click.ClickException(f"not deleting {label} without confirmation: add --yes")
+            click.confirm(f"Delete {label}?", abort=True, err=True)
+        vault.credentials.delete(credential.id)
+        orphaned = credential.is_default and vault.credentials.list(service=credential.service)
+    click.echo(f"deleted {label}", err=True)
+    if orphaned:
+        click.echo(
+            f"{credential.service} has no default credential now; choose one with: "
+            f"vaultd default {credential.service}/NAME",
+            err=True,
+        )
+
+
+@click.command()
+@click.argument("ref")
+@pass_state
+@one_line_errors
+def default(state: State, ref: str) -> None:
+    """Make REF the key the proxy uses for its service unless told otherwise."""
+    with opened(state) as vault:
+        credential = vault.credentials.resolve(ref)
+        vault.credentials.update(credential.id, is_default=True)
+    click.echo(
+        f"{credential.service}/{credential.name} is now the default for {credential.service}"
+    )
+
+
+@click.command()
+@json_option
+@pass_state
+@one_line_errors
+def services(state: State, as_json: bool) -> None:
+    """List the services vaultd can proxy to, built-in and configured."""
+    config = state.config
+    counts: dict[str, int] = {}
+    if config.db_path.exists():
+        with opened(state) as vault:
+            for c in vault.credentials.list():
+                counts[c.service] = counts.get(c.service, 0) + 1
+    items: list[dict[str, Any]] = [
+        {
+            "name": s.name,
+            "base_url": s.base_url,
+            "auth": s.auth,
+            "builtin": s.builtin,
+            "credential_count": counts.get(s.name, 0),
+        }
+        for s in config.services.values()
+    ]
+    if as_json:
+        emit_json(items)
+        return
+    print_table(
+        ["SERVICE", "BASE URL", "AUTH", "KEYS"],
+        [[i["name"], i["base_url"], i["auth"], str(i["credential_count"])] for i in items],
+    )

@@ -1,0 +1,61 @@
+"""How the CLI prints: tables with control characters escaped, credential details, JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import click
+
+from vaultd.models import Credential, now
+from vaultd.units import format_ago
+
+
+def emit_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def describe(credential: Credential) -> None:
+    at = now()
+    rows = [
+        ("id", credential.id),
+        ("service", credential.service),
+        ("name", credential.name),
+        ("type", credential.type),
+        ("hint", credential.hint or "-"),
+        ("default", "yes" if credential.is_default else "no"),
+        ("created", format_ago(credential.created_at, at)),
+        ("updated", format_ago(credential.updated_at, at)),
+        ("last used", format_ago(credential.last_used_at, at)),
+        ("uses", str(credential.use_count)),
+        ("expires", expiry_text(credential, at)),
+    ]
+    rows += [(f"meta {k}", v) for k, v in sorted(credential.metadata.items())]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+def expiry_text(credential: Credential, at: int) -> str:
+    if credential.expires_at is None:
+        return "never"
+    return "expired" if credential.expired(at) else format_ago(credential.expires_at, at)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``), for a terminal.
+
+    Table cells can come from outside (an audit row's path or service is
+    whatever a local client sent): raw escape sequences could retitle the
+    terminal or hide rows.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

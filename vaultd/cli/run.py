@@ -1,0 +1,74 @@
+"""``vaultd run``: a command that sees proxy URLs and a session token, never a key."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from vaultd.cli.common import (
+    State,
+    one_line_errors,
+    opened,
+    pass_state,
+    ttl_option,
+)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--service", "services_", multiple=True, help="A service CMD may use (repeatable).")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime of the session.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_state
+@one_line_errors
+def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND with proxy URLs and a session token in its environment.
+
+    Each service's variables are set, e.g. OPENAI_BASE_URL to vaultd's proxy and
+    OPENAI_API_KEY to a proxy-only token for just these services, revoked when
+    COMMAND exits. Without --service: every service that has a default key
+    (but a token variable without a base-URL variable, such as GITHUB_TOKEN,
+    only when that service is asked for by name).
+    Needs the daemon (VAULTD_URL, default http://127.0.0.1:3978).
+    """
+    from vaultd.cli import child as runner
+
+    config = state.config
+    lifetime = ttl_option(ttl, config)
+    if lifetime is None:
+        # The session is revoked when COMMAND exits; one left over by a
+        # killed `vaultd run` must still end.
+        raise click.BadParameter("must be a duration, not never", param_hint="--ttl")
+    url = runner.daemon_url(os.environ)
+    runner.check_daemon(url)
+    with opened(state) as vault:
+        if services_:
+            chosen = list(dict.fromkeys(services_))
+        else:
+            chosen = sorted({c.service for c in vault.credentials.list() if c.is_default})
+            if not chosen:
+                raise click.ClickException(
+                    "no keys stored yet; add one with: vaultd add SERVICE NAME"
+                )
+        created, token = vault.sessions.create(
+            # Only the program's name: its arguments may hold things not meant for a list.
+            name=f"run: {os.path.basename(command[0])}"[:255],
+            scopes=["proxy"],
+            services=chosen,
+            ttl=lifetime,
+            known_services=config.services,
+        )
+        try:
+            targets = [config.services[name] for name in chosen]
+            if not services_:
+                # Unasked, a token variable whose tool cannot be pointed at the
+                # proxy would only carry the token off to the real API.
+                targets = [t for t in targets if t.env_base_url or not t.env_key]
+            env = runner.child_env(os.environ, url, token, targets)
+            for line in runner.base_url_warnings(url, targets):
+                click.echo(line, err=True)
+            code = runner.run_command(command, env)
+        finally:
+            vault.sessions.revoke(created.id)
+    sys.exit(code)
