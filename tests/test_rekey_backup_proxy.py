@@ -23,7 +23,7 @@ from vaultd.core.rekey import rekey
 from vaultd.core.vault import open_vault
 from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
-from vaultd.store.backup import backup_vault
+from vaultd.store.backup import backup_database
 
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -57,7 +57,7 @@ async def test_proxy_after_rekey_and_from_a_restored_backup(
         assert rekey(vault) == 7
         assert vault.meta("wrapped_dek") != old_wrapped
         backup = tmp_path / "vault.backup"
-        backup_vault(vault, backup)
+        backup_database(vault.db, backup)
 
     expected = [f"Bearer {OPENAI_KEY}", ANTHROPIC_KEY]
     assert await injected(config, upstream, aiohttp_client) == expected

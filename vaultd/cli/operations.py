@@ -26,10 +26,10 @@ def backup(state: State, path: Path) -> None:
     The copy holds ciphertext only and opens with the same key file: keep the
     key file backed up separately. Never overwrites PATH.
     """
-    from vaultd.store.backup import backup_vault
+    from vaultd.store.backup import backup_database
 
     with opened(state) as vault:
-        size = backup_vault(vault, path)
+        size = backup_database(vault.db, path)
     click.echo(f"backed up {state.config.db_path} to {path} ({size} bytes)", err=True)
 
 

@@ -12,7 +12,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from vaultd.core.vault import Vault
+from sqlite_utils import Database
+
 from vaultd.errors import StorageError
 from vaultd.fsperms import create_private_file
 
@@ -20,8 +21,8 @@ from vaultd.fsperms import create_private_file
 _PAGES_PER_STEP = 256
 
 
-def backup_vault(vault: Vault, target: Path) -> int:
-    """Copy the open vault's database to a new 0600 file ``target``; its size in bytes.
+def backup_database(db: Database, target: Path) -> int:
+    """Copy the open vault database ``db`` to a new 0600 file ``target``; its size in bytes.
 
     Refuses an existing ``target`` (a backup must never replace a file, least
     of all an older backup or the vault itself).
@@ -35,7 +36,7 @@ def backup_vault(vault: Vault, target: Path) -> int:
     try:
         dest = sqlite3.connect(str(target))
         try:
-            vault.db.conn.backup(dest, pages=_PAGES_PER_STEP)
+            db.conn.backup(dest, pages=_PAGES_PER_STEP)
             # A self-contained file: a restore must not depend on a -wal beside it.
             dest.execute("PRAGMA journal_mode = DELETE")
             check = dest.execute("PRAGMA integrity_check").fetchone()[0]
