@@ -12,6 +12,7 @@ import logging
 
 import aiohttp
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from vaultd.http.middleware import add_standard_headers
 from vaultd.proxy.decisions import response_headers, unscannable_coding
@@ -38,22 +39,8 @@ async def relay_answer(
     # A HEAD answer, or a 204/304, has no body to redact: its Content-Length
     # (and its Content-Encoding) stay true.
     bodiless = request.method == "HEAD" or upstream.status in _BODILESS
-    coding = unscannable_coding(
-        upstream.headers.getall(hdrs.CONTENT_ENCODING, ()),
-        upstream.headers.getall(hdrs.TRANSFER_ENCODING, ()),
-    )
-    if coding is not None and not bodiless:
-        # Decided: refuse, never pass unchecked. vaultd asked for identity,
-        # so only a misbehaving upstream gets here; decompressing to scan
-        # would break DESIGN 6.4 (bytes as sent) and invite zip bombs, and
-        # passing it through would hand an echoed key to the client. The
-        # problem names the header, never its value: that is the upstream's
-        # text, and it could be the key it was sent.
-        raise UpstreamEncoding(
-            f"the upstream's answer has a {coding} other than identity although vaultd "
-            "asked for identity; a compressed answer cannot be checked for the key, "
-            "so it is not passed on"
-        )
+    if not bodiless:
+        _refuse_unscannable(upstream)
     reason = upstream.reason
     if (
         reason
@@ -66,40 +53,83 @@ async def relay_answer(
         upstream.raw_headers, body_may_change=not bodiless, patterns=patterns
     )
     # Set here, not only by the app's on_response_prepare signal: the direct
-    # path (front_door) has no signal to run.
+    # path (proxy.direct) has no signal to run.
     add_standard_headers(headers, request_id)
+    if not bodiless and upstream.content.is_eof():
+        return await _relay_whole(request, upstream, patterns, reason, headers)
+    response = web.StreamResponse(status=upstream.status, reason=reason, headers=headers)
+    return await _relay_stream(request, response, upstream, patterns)
+
+
+def _refuse_unscannable(upstream: aiohttp.ClientResponse) -> None:
+    """Refuse, never pass unchecked, a body compressed in a way redaction cannot read.
+
+    vaultd asked for identity, so only a misbehaving upstream gets here;
+    decompressing to scan would break DESIGN 6.4 (bytes as sent) and invite
+    zip bombs, and passing it through would hand an echoed key to the client.
+    The problem names the header, never its value: that is the upstream's
+    text, and it could be the key it was sent.
+    """
+    coding = unscannable_coding(
+        upstream.headers.getall(hdrs.CONTENT_ENCODING, ()),
+        upstream.headers.getall(hdrs.TRANSFER_ENCODING, ()),
+    )
+    if coding is not None:
+        raise UpstreamEncoding(
+            f"the upstream's answer has a {coding} other than identity although vaultd "
+            "asked for identity; a compressed answer cannot be checked for the key, "
+            "so it is not passed on"
+        )
+
+
+async def _relay_whole(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    patterns: Patterns,
+    reason: str | None,
+    headers: CIMultiDict[str],
+) -> tuple[web.StreamResponse, int, int]:
+    """A body that came whole with the head, out in one write with its length.
+
+    The usual small JSON answer (aiohttp's flow control bounds what it
+    buffers): redacted at once, it takes one write where streaming it takes
+    three (head, chunk, end) and their system calls.
+    """
+    try:
+        body = upstream.content.read_nowait()
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnreachable(
+            f"the upstream's answer broke off ({exc.__class__.__name__})"
+        ) from None
+    received = len(body)
+    if patterns.found_in(body):
+        body = patterns.sub(body)
     status = upstream.status
-    content = upstream.content
-    if not bodiless and content.is_eof():
-        # The whole body came with the head (the usual small JSON answer, as
-        # aiohttp's flow control bounds what it buffers): redacted at once,
-        # it goes out with a Content-Length in one write, where streaming it
-        # takes three (head, chunk, end) and their system calls.
-        try:
-            body = content.read_nowait()
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(
-                f"the upstream's answer broke off ({exc.__class__.__name__})"
-            ) from None
-        received = len(body)
-        if patterns.found_in(body):
-            body = patterns.sub(body)
-        whole = web.Response(status=status, reason=reason, headers=headers, body=body)
-        try:
-            await whole.prepare(request)
-            await whole.write_eof()
-        except ConnectionResetError:
-            status = CLIENT_CLOSED
-        return whole, received, status
-    response = web.StreamResponse(status=status, reason=reason, headers=headers)
+    whole = web.Response(status=status, reason=reason, headers=headers, body=body)
+    try:
+        await whole.prepare(request)
+        await whole.write_eof()
+    except ConnectionResetError:
+        status = CLIENT_CLOSED
+    return whole, received, status
+
+
+async def _relay_stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    upstream: aiohttp.ClientResponse,
+    patterns: Patterns,
+) -> tuple[web.StreamResponse, int, int]:
+    """The body chunk by chunk as it arrives, through the redactor, never held whole."""
     redactor = patterns.redactor()
     received = 0
+    status = response.status
     try:
         try:
             await response.prepare(request)
         except ConnectionResetError:
             raise _ClientGone from None
-        async for chunk in content.iter_any():
+        async for chunk in upstream.content.iter_any():
             received += len(chunk)
             out = redactor.feed(chunk)
             if out:
