@@ -7,7 +7,12 @@ import aiohttp: the CLI uses it for verbs that never touch HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,33 @@ class ValidationError(VaultdError):
     def __init__(self, errors: list[FieldError] | FieldError) -> None:
         self.errors = [errors] if isinstance(errors, FieldError) else list(errors)
         super().__init__("; ".join(_describe(e) for e in self.errors))
+
+
+class ErrorList:
+    """The failures of several independent checks, raised together at the end.
+
+    A request with three wrong fields gets all three pointers in one answer,
+    not one per round trip.
+    """
+
+    def __init__(self) -> None:
+        self._errors: list[FieldError] = []
+
+    def add(self, pointer: str, message: str) -> None:
+        self._errors.append(FieldError(pointer, message))
+
+    def check(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """``fn(*args, **kwargs)``, or None with its ``ValidationError``'s failures kept."""
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError as exc:
+            self._errors += exc.errors
+            return None
+
+    def raise_if_any(self) -> None:
+        if self._errors:
+            # A repeated query parameter or key fails the same way each time: say it once.
+            raise ValidationError(list(dict.fromkeys(self._errors)))
 
 
 def _describe(error: FieldError) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vaultd.errors import FieldError, StorageError, ValidationError
+from vaultd.errors import ErrorList, FieldError, StorageError, ValidationError
 from vaultd.services import SERVICE_NAME
 
 NAME_MAX = 255
@@ -131,21 +131,20 @@ def check_metadata(value: object, pointer: str = "/metadata") -> dict[str, str]:
         raise ValidationError(FieldError(pointer, "must be an object of strings"))
     if len(value) > METADATA_MAX_KEYS:
         raise ValidationError(FieldError(pointer, f"must have at most {METADATA_MAX_KEYS} keys"))
-    errors: list[FieldError] = []
+    errors = ErrorList()
     for key, item in value.items():
         where = f"{pointer}/{_pointer_escape(str(key))}"
         if not isinstance(key, str) or not 1 <= len(key) <= METADATA_KEY_MAX:
-            errors.append(FieldError(where, f"keys must be 1 to {METADATA_KEY_MAX} characters"))
+            errors.add(where, f"keys must be 1 to {METADATA_KEY_MAX} characters")
         elif not _printable(key):
-            errors.append(FieldError(where, "keys must not contain control characters"))
+            errors.add(where, "keys must not contain control characters")
         if not isinstance(item, str):
-            errors.append(FieldError(where, "must be a string"))
+            errors.add(where, "must be a string")
         elif len(item) > METADATA_VALUE_MAX:
-            errors.append(FieldError(where, f"must be at most {METADATA_VALUE_MAX} characters"))
+            errors.add(where, f"must be at most {METADATA_VALUE_MAX} characters")
         elif not _printable(item):
-            errors.append(FieldError(where, "must not contain control characters"))
-    if errors:
-        raise ValidationError(errors)
+            errors.add(where, "must not contain control characters")
+    errors.raise_if_any()
     return dict(value)
 
 

@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from vaultd.api.auth import requires
-from vaultd.errors import FieldError, ValidationError
+from vaultd.errors import ErrorList, FieldError, ValidationError
 from vaultd.http.appkeys import VAULT
 from vaultd.http.jsonio import query_params
 from vaultd.models import check_service_name
@@ -38,31 +38,24 @@ def _since(text: str) -> int:
 @requires("read")
 async def list_audit(request: web.Request) -> web.StreamResponse:
     params = query_params(request.query, AUDIT_PARAMS)
-    errors: list[FieldError] = []
+    errors = ErrorList()
     service = params.get("service")
     if service is not None:
-        try:
-            check_service_name(service, "/service")
-        except ValidationError as exc:
-            errors += exc.errors
+        errors.check(check_service_name, service, "/service")
     credential_id = params.get("credential_id")
     if credential_id is not None and not _UUID.fullmatch(credential_id):
-        errors.append(FieldError("/credential_id", "must be a credential id"))
+        errors.add("/credential_id", "must be a credential id")
     since = None
     if "since" in params:
-        try:
-            since = _since(params["since"])
-        except ValidationError as exc:
-            errors += exc.errors
+        since = errors.check(_since, params["since"])
     limit = DEFAULT_LIMIT
     if "limit" in params:
         text = params["limit"]
         if _INT.fullmatch(text) and 1 <= int(text) <= MAX_LIMIT:
             limit = int(text)
         else:
-            errors.append(FieldError("/limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
-    if errors:
-        raise ValidationError(errors)
+            errors.add("/limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    errors.raise_if_any()
     entries = list_entries(
         request.app[VAULT].db,
         service=service,

@@ -11,7 +11,7 @@ import re
 from aiohttp import web
 
 from vaultd.api.auth import requires
-from vaultd.errors import FieldError, NotFound, ValidationError
+from vaultd.errors import ErrorList, NotFound
 from vaultd.http.appkeys import VAULT
 from vaultd.http.jsonio import query_params, read_object
 from vaultd.models import check_service_name, check_type
@@ -36,27 +36,21 @@ def _credential_id(request: web.Request) -> str:
 
 def _list_filters(params: dict[str, str]) -> tuple[int | None, str | None]:
     """``(limit, starting_after)`` checked, plus the filters checked in place."""
-    errors: list[FieldError] = []
+    errors = ErrorList()
     for key, check in (("service", check_service_name), ("type", check_type)):
         if key in params:
-            try:
-                check(params[key], f"/{key}")
-            except ValidationError as exc:
-                errors += exc.errors
+            errors.check(check, params[key], f"/{key}")
     limit: int | None = None
     if "limit" in params:
         text = params["limit"]
         if _LIMIT.fullmatch(text) and 1 <= int(text) <= PAGE_MAX:
             limit = int(text)
         else:
-            errors.append(FieldError("/limit", f"must be a whole number from 1 to {PAGE_MAX}"))
+            errors.add("/limit", f"must be a whole number from 1 to {PAGE_MAX}")
     cursor = params.get("starting_after")
     if cursor is not None and not _UUID.fullmatch(cursor):
-        errors.append(
-            FieldError("/starting_after", "must be the id of the last credential of a page")
-        )
-    if errors:
-        raise ValidationError(errors)
+        errors.add("/starting_after", "must be the id of the last credential of a page")
+    errors.raise_if_any()
     return limit, cursor
 
 

@@ -11,7 +11,7 @@ from vaultd import units
 from vaultd.api.auth import authenticate, requires
 from vaultd.config import Config
 from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, check_scopes, check_services
-from vaultd.errors import FieldError, Forbidden, NotFound, ValidationError
+from vaultd.errors import ErrorList, FieldError, Forbidden, NotFound, ValidationError
 from vaultd.http.appkeys import CONFIG, VAULT
 from vaultd.http.jsonio import read_object
 from vaultd.models import check_name
@@ -55,15 +55,9 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         "services": lambda v: check_services(v, config.services),
         "ttl": lambda v: parse_ttl(v, config),
     }
-    errors: list[FieldError] = []
-    checked: dict[str, object] = {}
-    for key, check in checks.items():
-        try:
-            checked[key] = check(values[key])
-        except ValidationError as exc:
-            errors += exc.errors
-    if errors:
-        raise ValidationError(errors)
+    errors = ErrorList()
+    checked = {key: errors.check(check, values[key]) for key, check in checks.items()}
+    errors.raise_if_any()
     ttl = checked["ttl"]
     session, token = request.app[VAULT].sessions.create(
         name=values["name"],

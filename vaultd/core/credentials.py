@@ -20,6 +20,7 @@ from vaultd import crypto
 from vaultd.errors import (
     Conflict,
     CryptoError,
+    ErrorList,
     FieldError,
     NotFound,
     ValidationError,
@@ -192,22 +193,19 @@ class CredentialStore:
         metadata: object = None,
         expires_at: object = None,
     ) -> Credential:
-        errors: list[FieldError] = []
-        checked: dict[str, Any] = {}
-        for key, check, value in (
-            ("service", self._check_service, service),
-            ("name", check_name, name),
-            ("secret", check_secret, secret),
-            ("type", check_type, type),
-            ("metadata", check_metadata, {} if metadata is None else metadata),
-            ("expires_at", check_expires_at, expires_at),
-        ):
-            try:
-                checked[key] = check(value)
-            except ValidationError as exc:
-                errors += exc.errors
-        if errors:
-            raise ValidationError(errors)
+        errors = ErrorList()
+        checked: dict[str, Any] = {
+            key: errors.check(check, value)
+            for key, check, value in (
+                ("service", self._check_service, service),
+                ("name", check_name, name),
+                ("secret", check_secret, secret),
+                ("type", check_type, type),
+                ("metadata", check_metadata, {} if metadata is None else metadata),
+                ("expires_at", check_expires_at, expires_at),
+            )
+        }
+        errors.raise_if_any()
         credential_id = uuid7()
         stamp = now()
         plaintext: str = checked["secret"]
@@ -254,27 +252,20 @@ class CredentialStore:
     ) -> Credential:
         """Change what is given; everything is checked before anything is written."""
         current = self.get(credential_id)
-        sets: dict[str, Any] = {}
-        errors: list[FieldError] = []
-
-        def attempt(key: str, fn: Any, value: object) -> None:
-            try:
-                sets[key] = fn(value)
-            except ValidationError as exc:
-                errors.extend(exc.errors)
-
-        if name is not UNSET:
-            attempt("name", check_name, name)
-        if metadata is not UNSET:
-            attempt("metadata", check_metadata, metadata)
-        if expires_at is not UNSET:
-            attempt("expires_at", check_expires_at, expires_at)
-        if secret is not UNSET:
-            attempt("secret", check_secret, secret)
+        errors = ErrorList()
+        sets: dict[str, Any] = {
+            key: errors.check(check, value)
+            for key, check, value in (
+                ("name", check_name, name),
+                ("metadata", check_metadata, metadata),
+                ("expires_at", check_expires_at, expires_at),
+                ("secret", check_secret, secret),
+            )
+            if value is not UNSET
+        }
         if is_default is not UNSET and not isinstance(is_default, bool):
-            errors.append(FieldError("/is_default", "must be true or false"))
-        if errors:
-            raise ValidationError(errors)
+            errors.add("/is_default", "must be true or false")
+        errors.raise_if_any()
 
         columns: dict[str, Any] = {}
         if "name" in sets:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from vaultd.errors import FieldError, NotFound, Unauthorized, ValidationError
+from vaultd.errors import ErrorList, FieldError, NotFound, Unauthorized, ValidationError
 from vaultd.models import check_name, now, stored_json, uuid7
 from vaultd.services import SERVICE_NAME
 from vaultd.store.db import write_transaction
@@ -129,19 +129,13 @@ class SessionStore:
         known_services: Iterable[str],
     ) -> tuple[Session, str]:
         """A new session and its token; the token is not kept anywhere after this."""
-        errors: list[FieldError] = []
-        checked: dict[str, Any] = {}
-        for key, fn in (
-            ("name", lambda v: check_name(v)),
-            ("scopes", lambda v: check_scopes(v)),
-            ("services", lambda v: check_services(v, known_services)),
-        ):
-            try:
-                checked[key] = fn({"name": name, "scopes": scopes, "services": services}[key])
-            except ValidationError as exc:
-                errors += exc.errors
-        if errors:
-            raise ValidationError(errors)
+        errors = ErrorList()
+        checked: dict[str, Any] = {
+            "name": errors.check(check_name, name),
+            "scopes": errors.check(check_scopes, scopes),
+            "services": errors.check(check_services, services, known_services),
+        }
+        errors.raise_if_any()
         token = new_token()
         session_id = uuid7()
         stamp = now()

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from vaultd.errors import FieldError, ValidationError
+from vaultd.errors import ErrorList, FieldError, ValidationError
 from vaultd.http.errors import MalformedRequest
 
 
@@ -44,24 +44,27 @@ async def read_object(
         raise MalformedRequest("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ValidationError(FieldError("", "the body must be a JSON object"))
-    errors = [FieldError(pointer(k), "is not a known field") for k in data if k not in allowed]
-    errors += [FieldError(pointer(k), "is required") for k in required if k not in data]
-    if errors:
-        raise ValidationError(errors)
+    errors = ErrorList()
+    for key in data:
+        if key not in allowed:
+            errors.add(pointer(key), "is not a known field")
+    for key in required:
+        if key not in data:
+            errors.add(pointer(key), "is required")
+    errors.raise_if_any()
     return data
 
 
 def query_params(query: MultiMapping[str], allowed: Collection[str]) -> dict[str, str]:
     """The query string as single values; unknown or repeated parameters are refused."""
-    errors: list[FieldError] = []
+    errors = ErrorList()
     params: dict[str, str] = {}
     for key in query:
         if key not in allowed:
-            errors.append(FieldError(pointer(key), "is not a known query parameter"))
+            errors.add(pointer(key), "is not a known query parameter")
         elif len(query.getall(key)) > 1:
-            errors.append(FieldError(pointer(key), "must be given at most once"))
+            errors.add(pointer(key), "must be given at most once")
         else:
             params[key] = query[key]
-    if errors:
-        raise ValidationError(list(dict.fromkeys(errors)))
+    errors.raise_if_any()
     return params
