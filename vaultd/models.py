@@ -29,6 +29,8 @@ KNOWN_TYPES = ("api_key", "oauth_token", "basic_auth", "git_pat", "generic_secre
 # The type is an open enum: the known ones above, or any short snake_case word.
 _TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 HINT_MIN_SECRET = 20
+# An id as ``uuid7`` writes it: lower-case hex, hyphenated.
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def now() -> int:

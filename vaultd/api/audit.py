@@ -11,14 +11,13 @@ from vaultd.api.auth import requires
 from vaultd.errors import ErrorList, FieldError, ValidationError
 from vaultd.http.appkeys import VAULT
 from vaultd.http.jsonio import query_params
-from vaultd.models import check_service_name
+from vaultd.models import UUID_RE, check_service_name
 from vaultd.store.audit import MAX_LIMIT, list_entries
 from vaultd.units import parse_duration
 
 routes = web.RouteTableDef()
 AUDIT_PARAMS = ("service", "credential_id", "since", "limit")
 DEFAULT_LIMIT = 100
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _INT = re.compile(r"[0-9]{1,12}")
 
 
@@ -43,7 +42,7 @@ async def list_audit(request: web.Request) -> web.StreamResponse:
     if service is not None:
         errors.check(check_service_name, service, "/service")
     credential_id = params.get("credential_id")
-    if credential_id is not None and not _UUID.fullmatch(credential_id):
+    if credential_id is not None and not UUID_RE.fullmatch(credential_id):
         errors.add("/credential_id", "must be a credential id")
     since = None
     if "since" in params:

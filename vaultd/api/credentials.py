@@ -14,12 +14,11 @@ from vaultd.api.auth import requires
 from vaultd.errors import ErrorList, NotFound
 from vaultd.http.appkeys import VAULT
 from vaultd.http.jsonio import query_params, read_object
-from vaultd.models import check_service_name, check_type
+from vaultd.models import UUID_RE, check_service_name, check_type
 
 routes = web.RouteTableDef()
 
 PAGE_MAX = 100
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _LIMIT = re.compile(r"[0-9]{1,3}")
 LIST_PARAMS = ("service", "type", "limit", "starting_after")
 CREATE_FIELDS = ("service", "name", "secret", "type", "metadata", "expires_at")
@@ -29,7 +28,7 @@ PATCH_FIELDS = ("name", "metadata", "expires_at", "secret", "is_default")
 def _credential_id(request: web.Request) -> str:
     value = request.match_info["id"]
     # Not echoed: a path segment is client text, and could be anything (a token).
-    if not _UUID.fullmatch(value):
+    if not UUID_RE.fullmatch(value):
         raise NotFound("no credential with that id")
     return value
 
@@ -48,7 +47,7 @@ def _list_filters(params: dict[str, str]) -> tuple[int | None, str | None]:
         else:
             errors.add("/limit", f"must be a whole number from 1 to {PAGE_MAX}")
     cursor = params.get("starting_after")
-    if cursor is not None and not _UUID.fullmatch(cursor):
+    if cursor is not None and not UUID_RE.fullmatch(cursor):
         errors.add("/starting_after", "must be the id of the last credential of a page")
     errors.raise_if_any()
     return limit, cursor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from aiohttp import web
@@ -14,12 +13,11 @@ from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, check_scopes, che
 from vaultd.errors import ErrorList, FieldError, Forbidden, NotFound, ValidationError
 from vaultd.http.appkeys import CONFIG, VAULT
 from vaultd.http.jsonio import read_object
-from vaultd.models import check_name
+from vaultd.models import UUID_RE, check_name
 
 routes = web.RouteTableDef()
 
 CREATE_FIELDS = ("name", "scopes", "services", "ttl")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def parse_ttl(value: object, config: Config) -> int | None:
@@ -83,7 +81,7 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
         if not caller.has_scope("admin"):
             # Said before looking the id up, so a non-admin learns nothing about it.
             raise Forbidden("a token may revoke only itself unless it has the 'admin' scope")
-        if not _UUID.fullmatch(session_id):
+        if not UUID_RE.fullmatch(session_id):
             raise NotFound("no session with that id")
     request.app[VAULT].sessions.revoke(session_id)
     return web.Response(status=204)
