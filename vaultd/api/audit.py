@@ -10,7 +10,7 @@ from aiohttp import web
 from vaultd.api.auth import requires
 from vaultd.errors import ErrorList, FieldError, ValidationError
 from vaultd.http.appkeys import VAULT
-from vaultd.http.jsonio import query_params
+from vaultd.http.jsonio import limit_param, query_params
 from vaultd.models import UUID_RE, check_service_name
 from vaultd.store.audit import MAX_LIMIT, list_entries
 from vaultd.units import parse_duration
@@ -47,19 +47,13 @@ async def list_audit(request: web.Request) -> web.StreamResponse:
     since = None
     if "since" in params:
         since = errors.check(_since, params["since"])
-    limit = DEFAULT_LIMIT
-    if "limit" in params:
-        text = params["limit"]
-        if _INT.fullmatch(text) and 1 <= int(text) <= MAX_LIMIT:
-            limit = int(text)
-        else:
-            errors.add("/limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    limit = errors.check(limit_param, params, MAX_LIMIT)
     errors.raise_if_any()
     entries = list_entries(
         request.app[VAULT].db,
         service=service,
         credential_id=credential_id,
         since=since,
-        limit=limit,
+        limit=DEFAULT_LIMIT if limit is None else limit,
     )
     return web.json_response([e.to_json() for e in entries])

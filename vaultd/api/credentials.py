@@ -6,20 +6,17 @@ No handler here can return a secret: responses are built only from
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
 from vaultd.api.auth import requires
 from vaultd.errors import ErrorList, NotFound
 from vaultd.http.appkeys import VAULT
-from vaultd.http.jsonio import query_params, read_object
+from vaultd.http.jsonio import limit_param, query_params, read_object
 from vaultd.models import UUID_RE, check_service_name, check_type
 
 routes = web.RouteTableDef()
 
 PAGE_MAX = 100
-_LIMIT = re.compile(r"[0-9]{1,3}")
 LIST_PARAMS = ("service", "type", "limit", "starting_after")
 CREATE_FIELDS = ("service", "name", "secret", "type", "metadata", "expires_at")
 PATCH_FIELDS = ("name", "metadata", "expires_at", "secret", "is_default")
@@ -39,13 +36,7 @@ def _list_filters(params: dict[str, str]) -> tuple[int | None, str | None]:
     for key, check in (("service", check_service_name), ("type", check_type)):
         if key in params:
             errors.check(check, params[key], f"/{key}")
-    limit: int | None = None
-    if "limit" in params:
-        text = params["limit"]
-        if _LIMIT.fullmatch(text) and 1 <= int(text) <= PAGE_MAX:
-            limit = int(text)
-        else:
-            errors.add("/limit", f"must be a whole number from 1 to {PAGE_MAX}")
+    limit = errors.check(limit_param, params, PAGE_MAX)
     cursor = params.get("starting_after")
     if cursor is not None and not UUID_RE.fullmatch(cursor):
         errors.add("/starting_after", "must be the id of the last credential of a page")

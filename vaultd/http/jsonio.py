@@ -7,7 +7,8 @@ Every way a body can be wrong maps to one status: not JSON at all is 400
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import re
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,9 @@ from multidict import MultiMapping
 
 from vaultd.errors import ErrorList, FieldError, ValidationError
 from vaultd.http.errors import MalformedRequest
+
+# Bounded, so that int() never meets a thousand-digit string.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
 
 
 def _refuse_constant(name: str) -> float:
@@ -68,3 +72,13 @@ def query_params(query: MultiMapping[str], allowed: Collection[str]) -> dict[str
             params[key] = query[key]
     errors.raise_if_any()
     return params
+
+
+def limit_param(params: Mapping[str, str], maximum: int) -> int | None:
+    """The ``limit`` query parameter, a whole number from 1 to ``maximum``; None if not given."""
+    text = params.get("limit")
+    if text is None:
+        return None
+    if _WHOLE_NUMBER.fullmatch(text) and 1 <= int(text) <= maximum:
+        return int(text)
+    raise ValidationError(FieldError("/limit", f"must be a whole number from 1 to {maximum}"))
