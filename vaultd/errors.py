@@ -98,6 +98,18 @@ class Conflict(VaultdError):
         self.conflicting_resource_id = conflicting_resource_id
 
 
+class AmbiguousReference(VaultdError):
+    """An id prefix that more than one record starts with.
+
+    409, not 422: the reference is well formed, and would have been enough
+    before the vault grew a second match.
+    """
+
+    status = 409
+    slug = "ambiguous-reference"
+    title = "Ambiguous reference"
+
+
 class Unauthorized(VaultdError):
     status = 401
     slug = "unauthorized"

@@ -9,7 +9,6 @@ key it was given is still the vault's (see ``Vault.check_dek``).
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,7 +23,6 @@ from vaultd.errors import (
     FieldError,
     NotFound,
     ValidationError,
-    VaultdError,
 )
 from vaultd.models import (
     Credential,
@@ -40,19 +38,13 @@ from vaultd.models import (
 )
 from vaultd.services import Service
 from vaultd.store.db import forget_replaced_pages, write_transaction
+from vaultd.store.refs import id_by_prefix
 
 _COLUMNS = (
     "id, service, name, type, hint, metadata, is_default, created_at, updated_at,"
     " last_used_at, use_count, expires_at"
 )
-_ID_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
 UNSET: Any = object()
-
-
-class AmbiguousReference(VaultdError):
-    status = 409
-    slug = "ambiguous-reference"
-    title = "Ambiguous reference"
 
 
 class CredentialStore:
@@ -132,17 +124,15 @@ class CredentialStore:
             if found is None:
                 raise NotFound(f"no credential {ref!r}")
             return found
-        text = ref.lower()
-        if not _ID_PREFIX.fullmatch(text):
-            raise NotFound(f"no credential {ref!r} (give an id, an id prefix, or service/name)")
-        matches = self._rows("WHERE substr(id, 1, ?) = ?", [len(text), text], "LIMIT 2")
-        if not matches:
-            raise NotFound(f"no credential {ref!r}")
-        if len(matches) > 1:
-            raise AmbiguousReference(
-                f"{ref!r} is the start of more than one credential id; give more of it"
+        return self.get(
+            id_by_prefix(
+                self.db,
+                "credentials",
+                ref,
+                noun="credential",
+                forms="give an id, an id prefix, or service/name",
             )
-        return matches[0]
+        )
 
     # -- secrets ---------------------------------------------------------
 

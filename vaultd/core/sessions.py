@@ -8,7 +8,6 @@ returned once, at creation; the database keeps only its SHA-256 and its first
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from vaultd.errors import ErrorList, FieldError, NotFound, Unauthorized, Validat
 from vaultd.models import check_name, now, stored_json, uuid7
 from vaultd.services import SERVICE_NAME
 from vaultd.store.db import write_transaction
+from vaultd.store.refs import id_by_prefix
 from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_RE, new_token, token_hash
 
 SCOPES = ("proxy", "read", "admin")
@@ -192,14 +192,4 @@ class SessionStore:
 
     def resolve(self, ref: str) -> Session:
         """A session by id or unique id prefix."""
-        text = ref.lower()
-        if not re.fullmatch(r"[0-9a-f-]{1,36}", text):
-            raise NotFound(f"no session {ref!r}")
-        rows = self._rows("WHERE substr(id, 1, ?) = ?", [len(text), text])
-        if not rows:
-            raise NotFound(f"no session {ref!r}")
-        if len(rows) > 1:
-            raise ValidationError(
-                FieldError("", f"{ref!r} is the start of more than one session id; give more")
-            )
-        return rows[0]
+        return self.get(id_by_prefix(self.db, "sessions", ref, noun="session"))
