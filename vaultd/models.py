@@ -67,8 +67,15 @@ def uuid7() -> str:
         | 0x2 << 62  # RFC 9562 variant
         | (tail & ((1 << 62) - 1))
     )
-    # Formatted directly: uuid.UUID(int=...) and its str() cost more than the
-    # rest of this function, and a request id is made for every request.
+    return format_uuid(value)
+
+
+def format_uuid(value: int) -> str:
+    """A 128-bit ``value`` as a UUID string: 8-4-4-4-12 lower-case hex digits.
+
+    Formatted directly: ``str(uuid.UUID(int=value))`` costs more than making
+    the value, and a request id is made for every request.
+    """
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

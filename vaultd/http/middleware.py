@@ -22,6 +22,7 @@ from vaultd.errors import VaultdError
 from vaultd.http.appkeys import REQUEST_ID
 from vaultd.http.errors import InternalError, VaultUnavailable
 from vaultd.http.problems import SERVER_SIDE, from_http_exception, problem_response
+from vaultd.models import format_uuid
 from vaultd.tokens import redact, redact_path
 
 log = logging.getLogger("vaultd.http")
@@ -40,13 +41,11 @@ def new_request_id() -> str:
     its lock and system randomness; a request id is made for every request
     and needs neither, only to be unique and to sort by time.
     """
-    value = (
+    return format_uuid(
         (time.time_ns() // 1_000_000) << 80
         | (_rid_random.getrandbits(80) & _RID_RANDOM_BITS)
         | _RID_VERSION_VARIANT
     )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _log_unexpected(request: web.Request, exc: BaseException, request_id: str) -> None:
