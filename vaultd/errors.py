@@ -23,6 +23,11 @@ class FieldError:
     message: str
 
 
+def json_pointer(*parts: str) -> str:
+    """An RFC 6901 JSON pointer to ``parts``: "~" and "/" inside a part are escaped."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
 class VaultdError(Exception):
     """Base class: ``str(err)`` is one line that never contains a secret or a token."""
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vaultd.errors import ErrorList, FieldError, StorageError, ValidationError
+from vaultd.errors import ErrorList, FieldError, StorageError, ValidationError, json_pointer
 from vaultd.services import SERVICE_NAME
 
 NAME_MAX = 255
@@ -142,7 +142,7 @@ def check_metadata(value: object, pointer: str = "/metadata") -> dict[str, str]:
         raise ValidationError(FieldError(pointer, f"must have at most {METADATA_MAX_KEYS} keys"))
     errors = ErrorList()
     for key, item in value.items():
-        where = f"{pointer}/{_pointer_escape(str(key))}"
+        where = pointer + json_pointer(str(key))
         if not isinstance(key, str) or not 1 <= len(key) <= METADATA_KEY_MAX:
             errors.add(where, f"keys must be 1 to {METADATA_KEY_MAX} characters")
         elif not _printable(key):
@@ -165,11 +165,6 @@ def check_expires_at(value: object, pointer: str = "/expires_at") -> int | None:
     if value <= now():
         raise ValidationError(FieldError(pointer, "must be in the future"))
     return value
-
-
-def _pointer_escape(token: str) -> str:
-    # RFC 6901: "~" and "/" are escaped inside a JSON pointer token.
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 def stored_json(

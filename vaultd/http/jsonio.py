@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from vaultd.errors import ErrorList, FieldError, ValidationError
+from vaultd.errors import ErrorList, FieldError, ValidationError, json_pointer
 from vaultd.http.errors import MalformedRequest
 
 # Bounded, so that int() never meets a thousand-digit string.
@@ -24,11 +24,6 @@ _WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
 def _refuse_constant(name: str) -> float:
     # NaN and Infinity are not JSON (RFC 8259); Python accepts them by default.
     raise ValueError(f"{name} is not valid JSON")
-
-
-def pointer(*parts: str) -> str:
-    """An RFC 6901 JSON pointer to ``parts``."""
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
 async def read_object(
@@ -51,10 +46,10 @@ async def read_object(
     errors = ErrorList()
     for key in data:
         if key not in allowed:
-            errors.add(pointer(key), "is not a known field")
+            errors.add(json_pointer(key), "is not a known field")
     for key in required:
         if key not in data:
-            errors.add(pointer(key), "is required")
+            errors.add(json_pointer(key), "is required")
     errors.raise_if_any()
     return data
 
@@ -65,9 +60,9 @@ def query_params(query: MultiMapping[str], allowed: Collection[str]) -> dict[str
     params: dict[str, str] = {}
     for key in query:
         if key not in allowed:
-            errors.add(pointer(key), "is not a known query parameter")
+            errors.add(json_pointer(key), "is not a known query parameter")
         elif len(query.getall(key)) > 1:
-            errors.add(pointer(key), "must be given at most once")
+            errors.add(json_pointer(key), "must be given at most once")
         else:
             params[key] = query[key]
     errors.raise_if_any()
