@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultd.errors import ConfigError
-from vaultd.services import Service, build_registry
+from vaultd.services import Service, build_registry, config_string
 from vaultd.units import MAX_DURATION, parse_duration, parse_size
 
 DEFAULT_PORT = 3978
@@ -28,19 +28,8 @@ SYSTEMD_KEY_CREDENTIAL = "vaultd-master-key"
 Parser = Callable[[str, object], Any]
 
 
-def _str(where: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, not {type(value).__name__}")
-    if not value.isprintable():
-        raise ConfigError(f"{where} must not contain control characters")
-    return value
-
-
 def _path(where: str, value: object) -> str:
-    text = _str(where, value)
-    if not text:
-        raise ConfigError(f"{where} must not be empty")
-    return text
+    return config_string(where, value, empty=False)
 
 
 def _port(where: str, value: object) -> int:
@@ -58,7 +47,7 @@ def _positive_int(where: str, value: object) -> int:
 def _str_list(where: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{where} must be a list of strings")
-    return tuple(_str(f"{where}[{i}]", v) for i, v in enumerate(value))
+    return tuple(config_string(f"{where}[{i}]", v) for i, v in enumerate(value))
 
 
 def _duration(where: str, value: object) -> int:
@@ -90,7 +79,7 @@ def _size(where: str, value: object) -> int:
 # section -> key -> (parser, default). None as default means "computed" (paths).
 SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
     "server": {
-        "host": (_str, "127.0.0.1"),
+        "host": (config_string, "127.0.0.1"),
         "port": (_port, DEFAULT_PORT),
         "allowed_hosts": (_str_list, []),
         "allowed_origins": (_str_list, []),

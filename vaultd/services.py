@@ -130,19 +130,28 @@ def check_base_url(where: str, url: str) -> str:
     return url.rstrip("/")
 
 
-def _string(where: str, value: object) -> str:
+def config_string(
+    where: str,
+    value: object,
+    *,
+    empty: bool = True,
+    pattern: re.Pattern[str] | None = None,
+    what: str = "",
+) -> str:
+    """A string setting from the file or the environment, one rule for every key.
+
+    Control characters are refused everywhere: a value can end up in a header,
+    a log line or a terminal. ``what`` names ``pattern`` in the message.
+    """
     if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string")
+        raise ConfigError(f"{where} must be a string, not {type(value).__name__}")
     if not value.isprintable():
         raise ConfigError(f"{where} must not contain control characters")
+    if not empty and not value:
+        raise ConfigError(f"{where} must not be empty")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise ConfigError(f"{where} must be {what}, not {value!r}")
     return value
-
-
-def _matching(where: str, value: object, pattern: re.Pattern[str], what: str) -> str:
-    text = _string(where, value)
-    if not pattern.fullmatch(text):
-        raise ConfigError(f"{where} must be {what}, not {text!r}")
-    return text
 
 
 def build_service(name: str, table: object, base: Service | None) -> Service:
@@ -158,35 +167,41 @@ def build_service(name: str, table: object, base: Service | None) -> Service:
     for key, value in table.items():
         where = f"{prefix} {key}"
         if key == "base_url":
-            changes[key] = check_base_url(where, _string(where, value))
+            changes[key] = check_base_url(where, config_string(where, value))
         elif key == "auth":
             if value not in AUTH_STYLES:
                 raise ConfigError(f"{where} must be one of {', '.join(AUTH_STYLES)}")
             changes[key] = value
         elif key == "header":
-            changes[key] = _matching(where, value, _HEADER_NAME, "an HTTP header name")
+            changes[key] = config_string(
+                where, value, pattern=_HEADER_NAME, what="an HTTP header name"
+            )
         elif key == "template":
-            text = _string(where, value)
+            text = config_string(where, value)
             if text.count("{secret}") != 1 or text.replace("{secret}", "").count("{"):
                 raise ConfigError(f"{where} must contain {{secret}} once and no other braces")
             changes[key] = text
         elif key == "query_param":
-            changes[key] = _matching(where, value, _QUERY_PARAM, "a query parameter name")
+            changes[key] = config_string(
+                where, value, pattern=_QUERY_PARAM, what="a query parameter name"
+            )
         elif key == "headers":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where} must be a table of header names to values")
             changes[key] = MappingProxyType(
                 {
-                    _matching(f"{where}.{k}", k, _HEADER_NAME, "an HTTP header name"): _string(
-                        f"{where}.{k}", v
-                    )
+                    config_string(
+                        f"{where}.{k}", k, pattern=_HEADER_NAME, what="an HTTP header name"
+                    ): config_string(f"{where}.{k}", v)
                     for k, v in value.items()
                 }
             )
         elif key in ("env_key", "env_base_url"):
-            changes[key] = _matching(where, value, _ENV_NAME, "an environment variable name")
+            changes[key] = config_string(
+                where, value, pattern=_ENV_NAME, what="an environment variable name"
+            )
         elif key == "env_base_suffix":
-            text = _string(where, value)
+            text = config_string(where, value)
             if text and not text.startswith("/"):
                 raise ConfigError(f"{where} must start with /")
             changes[key] = text.rstrip("/")
