@@ -38,6 +38,17 @@ class Service:
     env_base_suffix: str = ""
     builtin: bool = False
 
+    def to_json(self, credential_count: int, *, with_builtin: bool = False) -> dict[str, Any]:
+        """The shape of ``GET /api/services`` and, ``with_builtin``, ``vaultd services --json``.
+
+        Only where to reach it and how it authenticates: no header values, no template.
+        """
+        item: dict[str, Any] = {"name": self.name, "base_url": self.base_url, "auth": self.auth}
+        if with_builtin:
+            item["builtin"] = self.builtin
+        item["credential_count"] = credential_count
+        return item
+
 
 def _builtin(name: str, base_url: str, **kw: Any) -> Service:
     return Service(name=name, base_url=base_url, builtin=True, **kw)

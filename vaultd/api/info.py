@@ -25,15 +25,7 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 async def list_services(request: web.Request) -> web.StreamResponse:
     counts = Counter(c.service for c in request.app[VAULT].credentials.list())
     return web.json_response(
-        [
-            {
-                "name": service.name,
-                "base_url": service.base_url,
-                "auth": service.auth,
-                "credential_count": counts[service.name],
-            }
-            for service in request.app[CONFIG].services.values()
-        ]
+        [s.to_json(counts[s.name]) for s in request.app[CONFIG].services.values()]
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
@@ -224,16 +223,7 @@ def services(state: State, as_json: bool) -> None:
         with opened(state) as vault:
             for c in vault.credentials.list():
                 counts[c.service] = counts.get(c.service, 0) + 1
-    items: list[dict[str, Any]] = [
-        {
-            "name": s.name,
-            "base_url": s.base_url,
-            "auth": s.auth,
-            "builtin": s.builtin,
-            "credential_count": counts.get(s.name, 0),
-        }
-        for s in config.services.values()
-    ]
+    items = [s.to_json(counts.get(s.name, 0), with_builtin=True) for s in config.services.values()]
     if as_json:
         emit_json(items)
         return
