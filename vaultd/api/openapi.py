@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from vaultd import __version__
+from vaultd.core.sessions import SCOPES
 from vaultd.models import METADATA_MAX_KEYS, NAME_MAX
+from vaultd.services import AUTH_STYLES
 
 Doc = dict[str, Any]
 
@@ -55,6 +57,7 @@ def _operation(
 
 _ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _NULL_INT = {"type": ["integer", "null"]}
+_SCOPES = {"type": "array", "items": {"enum": list(SCOPES)}}
 _METADATA = {
     "type": "object",
     "maxProperties": METADATA_MAX_KEYS,
@@ -118,7 +121,7 @@ SCHEMAS: Doc = {
             "id": {"type": "string", "format": "uuid"},
             "name": {"type": "string"},
             "key_prefix": {"type": "string"},
-            "scopes": {"type": "array", "items": {"enum": ["proxy", "read", "admin"]}},
+            "scopes": _SCOPES,
             "services": {"type": "array", "items": {"type": "string"}},
             "status": {"enum": ["active", "revoked", "expired"]},
             "created_at": {"type": "integer"},
@@ -132,7 +135,7 @@ SCHEMAS: Doc = {
         "additionalProperties": False,
         "properties": {
             "name": _NAME,
-            "scopes": {"type": "array", "items": {"enum": ["proxy", "read", "admin"]}},
+            "scopes": _SCOPES,
             "services": {"type": "array", "items": {"type": "string"}},
             "ttl": _TTL,
         },
@@ -153,7 +156,7 @@ SCHEMAS: Doc = {
         "properties": {
             "name": {"type": "string"},
             "base_url": {"type": "string"},
-            "auth": {"enum": ["bearer", "header", "basic", "query"]},
+            "auth": {"enum": list(AUTH_STYLES)},
             "credential_count": {"type": "integer"},
         },
     },

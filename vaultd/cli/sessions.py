@@ -13,6 +13,7 @@ from vaultd.cli.common import (
     ttl_option,
 )
 from vaultd.cli.output import emit_json, print_table
+from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, SCOPES
 from vaultd.models import now
 from vaultd.units import format_ago
 
@@ -29,7 +30,7 @@ def session() -> None:
     "--scope",
     "scopes",
     multiple=True,
-    type=click.Choice(["read", "proxy", "admin"]),
+    type=click.Choice(SCOPES),
     help="Scope (repeatable; default read and proxy).",
 )
 @click.option("--ttl", help='Lifetime such as "8h" or "never" [default: [sessions] default_ttl].')
@@ -48,8 +49,8 @@ def session_create(
     with opened(state) as vault:
         created, token = vault.sessions.create(
             name=name,
-            scopes=list(scopes) or ["read", "proxy"],
-            services=list(services_) or ["*"],
+            scopes=list(scopes) or list(DEFAULT_SCOPES),
+            services=list(services_) or [ALL_SERVICES],
             ttl=lifetime,
             known_services=config.services,
         )
