@@ -71,10 +71,6 @@ class UsageRecorder:
 
     # -- recording (hot path: memory only) -------------------------------
 
-    def touch_session(self, session_id: str, at: int) -> None:
-        sessions = self._pending.sessions
-        sessions[session_id] = max(sessions.get(session_id, 0), at)
-
     def record(self, row: AuditRow) -> None:
         """One proxied request: its audit row, and use of its credential and session."""
         pending = self._pending
