@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from vaultd.models import now
 from vaultd.store import audit
-from vaultd.store.audit import AuditRow
+from vaultd.store.audit import ROW_AT, ROW_CREDENTIAL_ID, ROW_SESSION_ID, ROW_STATUS, AuditRow
 from vaultd.store.db import connect, write_transaction
 
 log = logging.getLogger("vaultd.usage")
@@ -75,11 +75,11 @@ class UsageRecorder:
         """One proxied request: its audit row, and use of its credential and session."""
         pending = self._pending
         pending.entries.append(row)
-        at, session_id, credential_id = row[0], row[2], row[3]
+        at, session_id, credential_id = row[ROW_AT], row[ROW_SESSION_ID], row[ROW_CREDENTIAL_ID]
         if session_id is not None:
             sessions = pending.sessions
             sessions[session_id] = max(sessions.get(session_id, 0), at)
-        if credential_id is not None and row[7] < 400:  # status
+        if credential_id is not None and row[ROW_STATUS] < 400:
             last, count = pending.credentials.get(credential_id, (0, 0))
             pending.credentials[credential_id] = (max(last, at), count + 1)
 

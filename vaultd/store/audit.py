@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from sqlite_utils import Database
 
@@ -58,6 +58,19 @@ class AuditEntry(NamedTuple):
 AuditRow = tuple[int, str, str | None, str | None, str, str, str, int, float, int, int]
 # The columns an AuditRow binds to, and a read returns after ``id``.
 ROW_FIELDS = AuditEntry._fields[:-1]
+# Where a reader of an AuditRow finds the fields it needs, so that it reads
+# ``row[ROW_STATUS]`` and not ``row[7]``. Literals, so that mypy knows each
+# field's type; the check below keeps them true to the field names.
+ROW_AT: Final = 0
+ROW_SESSION_ID: Final = 2
+ROW_CREDENTIAL_ID: Final = 3
+ROW_STATUS: Final = 7
+assert [ROW_FIELDS[i] for i in (ROW_AT, ROW_SESSION_ID, ROW_CREDENTIAL_ID, ROW_STATUS)] == [
+    "at",
+    "session_id",
+    "credential_id",
+    "status",
+]
 # Rows per INSERT statement: whole batches go in as a few statements of this
 # many rows, the tail in powers of two, so that at most nine distinct
 # statements are ever prepared (and kept in sqlite3's statement cache).
