@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web
 
-from tests.fault_rig import (
+from tests.support.faults import (
     Rig,
     Slot,
     Traffic,
@@ -50,7 +50,7 @@ from tests.fault_rig import (
     reconcile,
     upstream_count,
 )
-from tests.proxy_fixtures import Seen, upstream_app
+from tests.support.upstream import Seen, upstream_app
 
 FLUSH_INTERVAL = 1.0  # vaultd's default, which `vaultd serve` uses here
 FLUSH_SLACK = 0.5

@@ -1,25 +1,23 @@
-"""Fixtures shared by every test: an isolated home, and the CLI on a real database file."""
+"""Fixtures for every test: an isolated home, and the CLI on a real database file.
+
+Helpers live in tests/support/, fixtures that build on them in tests/fixtures.py.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from vaultd.cli.main import cli
-from vaultd.config import Config, load_config
+from tests.support.cli import CLI
 from vaultd.core import keysource
-from vaultd.core.vault import Vault, open_vault
+from vaultd.core.vault import Vault
 
-# Fixture modules shared by several test files: the API on a real socket, and a
-# fake upstream with vaultd's proxy in front of it.
-pytest_plugins = ["tests.api_fixtures", "tests.proxy_fixtures"]
+# The fixtures every layer's tests share: the API on a real socket, a fake
+# upstream with vaultd's proxy in front of it (helpers: tests/support/).
+pytest_plugins = ["tests.fixtures"]
 
 _ISOLATED_VARS = (
     "XDG_CONFIG_HOME",
@@ -46,57 +44,6 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-@dataclass
-class CLI:
-    """Runs ``vaultd`` verbs in-process against the isolated home."""
-
-    home: Path
-    runner: CliRunner
-
-    @property
-    def config(self) -> Config:
-        return load_config()
-
-    @property
-    def key_file(self) -> Path:
-        return self.home / ".config" / "vaultd" / "master.key"
-
-    @property
-    def db_path(self) -> Path:
-        return self.home / ".local" / "share" / "vaultd" / "vault.db"
-
-    def run(self, *args: str, input: str | bytes | None = None) -> Result:
-        return self.runner.invoke(cli, list(args), input=input, catch_exceptions=False)
-
-    def ok(self, *args: str, input: str | bytes | None = None) -> Result:
-        result = self.run(*args, input=input)
-        assert result.exit_code == 0, result.output
-        return result
-
-    def fails(self, *args: str, input: str | bytes | None = None, code: int = 1) -> str:
-        """The one error line of a verb that must fail cleanly."""
-        result = self.run(*args, input=input)
-        assert result.exit_code == code, result.output
-        assert "Traceback" not in result.output
-        lines = result.stderr.strip().splitlines()
-        if code == 1:
-            assert len(lines) == 1, result.stderr
-            assert lines[0].startswith("Error: "), result.stderr
-        return result.stderr.strip()
-
-    def add(self, service: str, name: str, secret: str, *extra: str) -> dict[str, Any]:
-        out = self.ok("add", service, name, "--json", *extra, input=secret + "\n").stdout
-        item: dict[str, Any] = json.loads(out)
-        return item
-
-    def listing(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = json.loads(self.ok("list", "--json").stdout)
-        return items
-
-    def vault(self) -> Vault:
-        return open_vault(self.config)
-
-
 @pytest.fixture
 def cli_env(isolated_home: Path) -> CLI:
     return CLI(isolated_home, CliRunner())
@@ -115,14 +62,3 @@ def opened_vault(initialised: CLI) -> Iterator[Vault]:
         yield vault
     finally:
         vault.close()
-
-
-def file_bytes_under(*roots: Path) -> dict[Path, bytes]:
-    """Every regular file under ``roots`` with its bytes (the vault's whole footprint)."""
-    found: dict[Path, bytes] = {}
-    for root in roots:
-        for dirpath, _dirs, files in os.walk(root):
-            for name in files:
-                path = Path(dirpath) / name
-                found[path] = path.read_bytes()
-    return found

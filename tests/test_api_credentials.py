@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from tests.api_helpers import Mint, bearer, problem
+from tests.support.http import Mint, bearer, problem
 from vaultd.core.vault import Vault
 from vaultd.models import now
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.api_helpers import Mint, bearer, problem
+from tests.support.http import Mint, bearer, problem
 from vaultd import __version__
 from vaultd.api.openapi import openapi_document
 from vaultd.config import Config

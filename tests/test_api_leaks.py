@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.api_helpers import Mint, bearer
+from tests.support.http import Mint, bearer
 from vaultd.core.vault import Vault
 
 SECRET = "sk-leaktest-SECRET-0123456789abcdefXYZ"

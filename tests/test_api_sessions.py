@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.api_helpers import Mint, bearer, problem
+from tests.support.http import Mint, bearer, problem
 from vaultd.config import Config
 from vaultd.core.vault import Vault
 from vaultd.models import now

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, file_bytes_under
+from tests.support.cli import CLI, file_bytes_under
 from vaultd.errors import CryptoError
 
 SECRETS = {

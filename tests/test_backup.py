@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import CLI
+from tests.support.cli import CLI
 from vaultd.config import load_config
 from vaultd.core.vault import open_vault
 

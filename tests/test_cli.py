@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI
+from tests.support.cli import CLI
 
 SECRET = "sk-proj-0123456789abcdefghijklmnopqrstuv"
 CONTRACT_FIELDS = {"id", "service", "name", "created_at", "last_used_at"}

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fault_rig import (
+from tests.support.faults import (
     WRITE_SERVICE,
     CliResult,
     Rig,
@@ -35,7 +35,8 @@ from tests.fault_rig import (
     reconcile,
     upstream_count,
 )
-from tests.proxy_fixtures import StartUpstream
+from tests.support.http import bearer
+from tests.support.upstream import StartUpstream
 
 WRITERS = 8
 
@@ -49,7 +50,7 @@ class ApiWriter:
 
     def __init__(self, base_url: str, token: str, slots: list[Slot]) -> None:
         self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = bearer(token)
         self.slots = slots
         self.problems: list[str] = []
         self.writes = 0
@@ -171,7 +172,7 @@ async def test_eight_cli_writers_beside_a_busy_daemon(
         async with aiohttp.ClientSession() as client:
             for i, lane_token in tokens.items():
                 url = f"{rig.base_url}/proxy/{WRITE_SERVICE}/who/{i}"
-                async with client.get(url, headers={"Authorization": f"Bearer {lane_token}"}) as r:
+                async with client.get(url, headers=bearer(lane_token)) as r:
                     # Odd writers revoked their session; even ones' still works.
                     if r.status != (401 if i % 2 else 200):
                         problems.append(f"writer {i}'s token: {r.status}")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault_rig import (
+from tests.support.faults import (
     Rig,
     Slot,
     Traffic,
@@ -49,7 +49,7 @@ from tests.fault_rig import (
     reconcile,
     upstream_count,
 )
-from tests.proxy_fixtures import StartUpstream, Upstream
+from tests.support.upstream import StartUpstream, Upstream
 
 SEED = environ_seed("VAULTD_CRASH_SEED")
 SECONDS = float(os.environ.get("VAULTD_CRASH_SECONDS", "14"))

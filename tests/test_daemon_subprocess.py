@@ -6,122 +6,27 @@ under tmp_path; every wait is a bounded loop or has a timeout.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.support.daemon import DaemonEnv, stop
 from vaultd.config import load_config
 from vaultd.core.vault import open_vault
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Env:
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp = tmp_path
-        self.port = free_port()
-        home = tmp_path / "home"
-        home.mkdir(mode=0o700, exist_ok=True)
-        config = tmp_path / "config.toml"
-        config.write_text(f"[server]\nport = {self.port}\n")
-        self.vars = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            # A daemon killed by a signal (SIGSEGV, SIGBUS) leaves its Python
-            # stack in its log, where the tests that read it can show it.
-            "PYTHONFAULTHANDLER": "1",
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "VAULTD_CONFIG": str(config),
-            "PYTHONUNBUFFERED": "1",
-        }
-
-    def vaultd(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "vaultd", *args],
-            env=self.vars,
-            cwd=self.tmp,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def start(self, name: str = "daemon", **extra: str) -> tuple[subprocess.Popen[bytes], Path]:
-        log = self.tmp / f"{name}.stderr"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "vaultd", "serve"],
-                env={**self.vars, **extra},
-                cwd=self.tmp,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        return proc, log
-
-    def request(
-        self, method: str, path: str, token: str | None = None, body: Any = None
-    ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", data=data, headers=headers, method=method
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310 (loopback)
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def wait_healthy(self, proc: subprocess.Popen[bytes], log: Path) -> None:
-        for _ in range(200):  # at most ~20 s
-            if proc.poll() is not None:
-                pytest.fail(f"daemon exited with {proc.returncode}: {log.read_text()}")
-            try:
-                if self.request("GET", "/healthz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"daemon never became healthy: {log.read_text()}")
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-        raise
+@pytest.fixture
+def env(tmp_path: Path) -> DaemonEnv:
+    return DaemonEnv(tmp_path)
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return Env(tmp_path)
-
-
-@pytest.fixture
-def daemon(env: Env) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def daemon(env: DaemonEnv) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     proc, log = env.start()
     try:
         env.wait_healthy(proc, log)
@@ -132,7 +37,7 @@ def daemon(env: Env) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
             proc.wait(timeout=10)
 
 
-def test_serve_request_revoke_and_sigterm(env: Env, tmp_path: Path) -> None:
+def test_serve_request_revoke_and_sigterm(env: DaemonEnv, tmp_path: Path) -> None:
     notify_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(notify_path))
@@ -180,13 +85,15 @@ def test_serve_request_revoke_and_sigterm(env: Env, tmp_path: Path) -> None:
     assert "Traceback" not in stderr
 
 
-def test_sigint_also_exits_cleanly(env: Env, daemon: tuple[subprocess.Popen[bytes], Path]) -> None:
+def test_sigint_also_exits_cleanly(
+    env: DaemonEnv, daemon: tuple[subprocess.Popen[bytes], Path]
+) -> None:
     proc, _ = daemon
     assert stop(proc, signal.SIGINT) == 0
 
 
 def test_second_instance_is_one_line(
-    env: Env, daemon: tuple[subprocess.Popen[bytes], Path]
+    env: DaemonEnv, daemon: tuple[subprocess.Popen[bytes], Path]
 ) -> None:
     second, log = env.start("second")
     assert second.wait(timeout=60) == 1
@@ -198,7 +105,7 @@ def test_second_instance_is_one_line(
     assert stop(daemon[0]) == 0
 
 
-def test_taken_port_is_one_line(env: Env) -> None:
+def test_taken_port_is_one_line(env: DaemonEnv) -> None:
     assert env.vaultd("init").returncode == 0
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", env.port))
@@ -212,7 +119,7 @@ def test_taken_port_is_one_line(env: Env) -> None:
     ]
 
 
-def test_wrong_key_is_one_line(env: Env) -> None:
+def test_wrong_key_is_one_line(env: DaemonEnv) -> None:
     assert env.vaultd("init").returncode == 0
     key = Path(env.vars["XDG_CONFIG_HOME"]) / "vaultd" / "master.key"
     key.write_bytes(os.urandom(32))

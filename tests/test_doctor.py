@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI
+from tests.support.cli import CLI
 from vaultd import crypto
 from vaultd.cli.main import cli as vaultd_cli
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tests.api_helpers import PROBLEM_FIELDS, Mint, bearer, problem, raw_http, start_client
+from tests.support.http import PROBLEM_FIELDS, Mint, bearer, problem, raw_http, start_client
 from vaultd.config import Config
 from vaultd.daemon.app import create_app
 from vaultd.errors import StorageError

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import client_reqrep, web, web_protocol
 from aiohttp.typedefs import Handler
 
-from tests.proxy_fixtures import Proxy
+from tests.support.upstream import Proxy
 from vaultd.daemon import connection_fast
 from vaultd.daemon.app import create_app
 from vaultd.daemon.connection import DaemonRunner, daemon_runner

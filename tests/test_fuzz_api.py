@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.generation.feedback import FeedbackSources
 
-from tests.api_helpers import PROBLEM_FIELDS
-from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY, Proxy
+from tests.support.http import PROBLEM_FIELDS
+from tests.support.upstream import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY, Proxy
 from vaultd.http.problems import PROBLEM_CONTENT_TYPE
 from vaultd.tokens import TOKEN_PREFIX
 

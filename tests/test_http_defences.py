@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.api_helpers import Mint, bearer, problem, raw_http, start_client, write_config
+from tests.support.config import write_api_config
+from tests.support.http import Mint, bearer, problem, raw_http, start_client
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,9 @@ async def test_two_host_headers_are_refused(api_client: TestClient[Any, Any]) ->
 
 
 async def test_allowed_hosts_from_config(aiohttp_client: Any, tmp_path: Any) -> None:
-    config = write_config(tmp_path, '[server]\nallowed_hosts = ["vaultd.internal", "box:8080"]\n')
+    config = write_api_config(
+        tmp_path, '[server]\nallowed_hosts = ["vaultd.internal", "box:8080"]\n'
+    )
     client = await start_client(aiohttp_client, config)
     for host, status in [
         ("vaultd.internal", 200),
@@ -131,7 +134,7 @@ async def test_foreign_origin_is_refused(
 
 
 async def test_configured_origin_is_allowed(aiohttp_client: Any, tmp_path: Any) -> None:
-    config = write_config(tmp_path, '[server]\nallowed_origins = ["https://tool.example"]\n')
+    config = write_api_config(tmp_path, '[server]\nallowed_origins = ["https://tool.example"]\n')
     client = await start_client(aiohttp_client, config)
     ok = await client.get("/healthz", headers={"Origin": "https://tool.example"})
     assert ok.status == 200

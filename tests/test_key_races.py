@@ -17,8 +17,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tests.api_helpers import Mint, bearer, problem, start_client, write_config
-from tests.conftest import CLI
+from tests.support.cli import CLI
+from tests.support.config import write_api_config
+from tests.support.http import Mint, bearer, problem, start_client
 from vaultd import crypto
 from vaultd.cli import common
 from vaultd.cli import credentials as cli_module
@@ -298,7 +299,7 @@ async def test_daemon_keeps_adding_and_rotating_after_a_passwd(
     fast_argon2: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = write_config(tmp_path)
+    config = write_api_config(tmp_path)
     vault, _ = init_vault(config, passphrase=True, passphrase_file=pf)
     with vault:
         first = vault.credentials.add(vault.unlock(), service="local", name="first", secret=FIRST)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,9 +13,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.api_helpers import DaemonTestServer
-from tests.conftest import CLI
-from tests.proxy_fixtures import StartUpstream, write_config
+from tests.support.cli import CLI
+from tests.support.config import write_proxy_config
+from tests.support.daemon import vaultd_argv
+from tests.support.http import DaemonTestServer, bearer
+from tests.support.upstream import StartUpstream
 from vaultd import crypto
 from vaultd.config import load_config
 from vaultd.core import keysource
@@ -189,7 +190,7 @@ async def test_serve_and_proxy_in_passphrase_mode(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     upstream = await start_upstream()
-    config = write_config(tmp_path / "config.toml", upstream.url)
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
     vault, created = init_vault(config, passphrase=True, passphrase_file=pf)
     with vault:
         assert created
@@ -201,7 +202,7 @@ async def test_serve_and_proxy_in_passphrase_mode(
     _s, token = client.app[VAULT].sessions.create(
         name="t", scopes=["proxy"], services=["*"], ttl=600, known_services=config.services
     )
-    resp = await client.get("/proxy/openai/v1/models", headers={"Authorization": f"Bearer {token}"})
+    resp = await client.get("/proxy/openai/v1/models", headers=bearer(token))
     assert resp.status == 200
     assert upstream.seen[-1].headers["Authorization"] == f"Bearer {SECRET}"
 
@@ -212,7 +213,7 @@ def test_serve_with_a_wrong_passphrase_is_one_line(cli_env: CLI, pf: Path, tmp_p
     vault.close()
     wrong = secret_file(tmp_path / "wrong", OTHER)
     result = subprocess.run(
-        [sys.executable, "-m", "vaultd", "--passphrase-file", str(wrong), "serve", "--port", "0"],
+        vaultd_argv("--passphrase-file", str(wrong), "serve", "--port", "0"),
         env={"HOME": str(cli_env.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY, Proxy
+from tests.support.http import bearer
+from tests.support.upstream import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY, Proxy
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.routes import USAGE
 
@@ -164,8 +165,8 @@ async def test_refusals_happen_before_any_upstream_request(proxy: Proxy) -> None
     cases = [
         ({}, 401),
         ({"Authorization": "Bearer fn_sess_" + "A" * 43}, 401),
-        ({"Authorization": f"Bearer {github_only}"}, 403),
-        ({"Authorization": f"Bearer {read_only}"}, 403),
+        (bearer(github_only), 403),
+        (bearer(read_only), 403),
         ({"x-api-key": github_only}, 403),
     ]
     for headers, status in cases:
@@ -180,9 +181,7 @@ async def test_refusals_happen_before_any_upstream_request(proxy: Proxy) -> None
     assert resp.status == 404
     assert proxy.upstream.seen == []
     # github_only is fine on github
-    resp = await proxy.client.get(
-        "/proxy/github/user", headers={"Authorization": f"Bearer {github_only}"}
-    )
+    resp = await proxy.client.get("/proxy/github/user", headers=bearer(github_only))
     assert resp.status == 200
 
 

@@ -19,8 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from aiohttp.typedefs import Handler
 
-from tests.api_helpers import DaemonTestServer
-from tests.proxy_fixtures import OPENAI_KEY, Proxy, StartUpstream, seed_vault, write_config
+from tests.support.config import write_proxy_config
+from tests.support.http import DaemonTestServer, bearer
+from tests.support.upstream import OPENAI_KEY, Proxy, StartUpstream, seed_vault
 from vaultd.config import Config
 from vaultd.core.vault import init_vault
 from vaultd.daemon.app import create_app
@@ -136,14 +137,14 @@ async def test_upstream_cors_headers_never_pass(
     app = web.Application()
     app.router.add_get("/{tail:.*}", cors)
     upstream = await aiohttp_server(app, host="127.0.0.1", access_log=None)
-    config = write_config(tmp_path / "config.toml", f"http://127.0.0.1:{upstream.port}")
+    config = write_proxy_config(tmp_path / "config.toml", f"http://127.0.0.1:{upstream.port}")
     seed_vault(config)
     client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
     vault = client.app[VAULT]
     _session, token = vault.sessions.create(
         name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
     )
-    resp = await client.get("/proxy/openai/x", headers={"Authorization": f"Bearer {token}"})
+    resp = await client.get("/proxy/openai/x", headers=bearer(token))
     assert resp.status == 200
     assert await resp.text() == "ok"
     assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
@@ -183,7 +184,7 @@ async def test_an_app_with_more_middlewares_routes_proxied_calls_through_them(
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
 ) -> None:
     upstream = await start_upstream()
-    config = write_config(tmp_path / "config.toml", upstream.url)
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
     seed_vault(config)
     app = create_app(config)
     seen: list[str] = []
@@ -198,7 +199,7 @@ async def test_an_app_with_more_middlewares_routes_proxied_calls_through_them(
     _session, token = client.app[VAULT].sessions.create(
         name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
     )
-    resp = await client.get("/proxy/openai/x", headers={"Authorization": f"Bearer {token}"})
+    resp = await client.get("/proxy/openai/x", headers=bearer(token))
     assert resp.status == 200
     assert seen == ["/proxy/openai/x"]
 

@@ -18,8 +18,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.api_helpers import problem
-from tests.proxy_fixtures import Proxy
+from tests.support.http import bearer, problem
+from tests.support.upstream import Proxy
 from vaultd.proxy.decisions import secret_forms, without_tokens
 from vaultd.proxy.redact import Patterns
 from vaultd.proxy.routes import USAGE
@@ -43,7 +43,7 @@ async def test_requests_without_a_valid_session_are_not_audited(proxy: Proxy) ->
     bad = "fn_sess_" + "A" * 43
     for path, headers, status in (
         ("/proxy/openai/x", {}, 401),
-        ("/proxy/openai/x", {"Authorization": f"Bearer {bad}"}, 401),
+        ("/proxy/openai/x", bearer(bad), 401),
         ("/proxy/nosuch/x", {}, 401),
         (f"/proxy/{proxy.token}/x", {}, 401),
         ("/proxy/openai/x", {"Authorization": "Bearer nope"}, 401),

@@ -22,8 +22,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
-from tests.api_helpers import problem, raw_http
-from tests.proxy_fixtures import (
+from tests.support.http import problem, raw_http
+from tests.support.upstream import (
     OPENAI_KEY,
     Proxy,
     Seen,

@@ -21,8 +21,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.api_helpers import PROBLEM_FIELDS, DaemonTestServer, split_reply
-from tests.proxy_fixtures import OPENAI_KEY, Proxy, StartUpstream, seed_vault, write_config
+from tests.support.config import write_proxy_config
+from tests.support.http import PROBLEM_FIELDS, DaemonTestServer, bearer, split_reply
+from tests.support.upstream import OPENAI_KEY, Proxy, StartUpstream, seed_vault
 from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
 from vaultd.http.guard import MAX_HEAD
@@ -294,7 +295,9 @@ async def quick_idle(
 ) -> tuple[TestClient[web.Request, web.Application], str]:
     """The proxy of tests/proxy_fixtures.py with ``[server] idle_timeout = "1s"``."""
     upstream = await start_upstream()
-    config = write_config(tmp_path / "config.toml", upstream.url, '[server]\nidle_timeout = "1s"\n')
+    config = write_proxy_config(
+        tmp_path / "config.toml", upstream.url, '[server]\nidle_timeout = "1s"\n'
+    )
     seed_vault(config)
     client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
     _, token = client.app[VAULT].sessions.create(
@@ -368,9 +371,7 @@ async def test_a_long_answer_is_not_cut_by_idle_timeout(
 ) -> None:
     client, token = quick_idle
     started = time.monotonic()
-    response = await client.get(
-        "/proxy/openai/v1/sse?n=7&gap=0.25", headers={"Authorization": f"Bearer {token}"}
-    )
+    response = await client.get("/proxy/openai/v1/sse?n=7&gap=0.25", headers=bearer(token))
     assert response.status == 200
     body = await response.read()
     assert time.monotonic() - started > 1.5  # well past the 1 s idle_timeout

@@ -6,11 +6,11 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.conftest import CLI, file_bytes_under
+from tests.support.cli import CLI, file_bytes_under
+from tests.support.daemon import vaultd_argv
 from vaultd import crypto
 from vaultd.config import load_config
 from vaultd.core.vault import open_vault
@@ -117,7 +117,7 @@ def test_kill_9_during_rekey_never_loses_the_vault(initialised: CLI, tmp_path: P
         assert time.monotonic() < deadline, "the kill rounds took too long"
         before = wrapped_dek(initialised)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "rekey"],
+            vaultd_argv("rekey"),
             env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,

@@ -9,14 +9,14 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.api_helpers import DaemonTestServer
-from tests.proxy_fixtures import (
+from tests.support.config import write_proxy_config
+from tests.support.http import DaemonTestServer, bearer
+from tests.support.upstream import (
     ANTHROPIC_KEY,
     OPENAI_KEY,
     StartUpstream,
     Upstream,
     seed_vault,
-    write_config,
 )
 from vaultd.config import Config, load_config
 from vaultd.core.rekey import rekey
@@ -36,9 +36,7 @@ async def injected(config: Config, upstream: Upstream, aiohttp_client: MakeClien
     )
     seen = []
     for service in ("openai", "anthropic"):
-        resp = await client.get(
-            f"/proxy/{service}/v1/models", headers={"Authorization": f"Bearer {token}"}
-        )
+        resp = await client.get(f"/proxy/{service}/v1/models", headers=bearer(token))
         assert resp.status == 200, await resp.text()
         headers = upstream.seen[-1].headers
         seen.append(headers.get("Authorization") or headers.get("x-api-key", ""))
@@ -50,7 +48,7 @@ async def test_proxy_after_rekey_and_from_a_restored_backup(
     tmp_path: Path, start_upstream: StartUpstream, aiohttp_client: MakeClient
 ) -> None:
     upstream = await start_upstream()
-    config = write_config(tmp_path / "config.toml", upstream.url)
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
     seed_vault(config)
     with open_vault(config) as vault:
         old_wrapped = vault.meta("wrapped_dek")

@@ -26,8 +26,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.proxy_fixtures import OPENAI_KEY, seed_vault, write_config
-from tests.test_daemon_subprocess import Env, stop
+from tests.support.config import write_proxy_config
+from tests.support.daemon import DaemonEnv, stop
+from tests.support.http import bearer
+from tests.support.upstream import OPENAI_KEY, seed_vault
 from vaultd.core.vault import open_vault
 from vaultd.http.guard import MAX_HEAD
 
@@ -112,7 +114,7 @@ class Daemon:
         return memory_kib(self.proc.pid)
 
     def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        return bearer(self.token)
 
 
 @pytest.fixture
@@ -121,10 +123,10 @@ async def daemon(
 ) -> AsyncIterator[Daemon]:
     upstream = Upstream()
     server = await aiohttp_server(upstream.app(), host="127.0.0.1", access_log=None)
-    env = Env(tmp_path)
+    env = DaemonEnv(tmp_path)
     # The same HOME as the test process (tests/conftest.py), so the vault seeded
     # here is the one the daemon opens.
-    config = write_config(
+    config = write_proxy_config(
         Path(env.vars["VAULTD_CONFIG"]),
         f"http://127.0.0.1:{server.port}",
         f"[server]\nport = {env.port}\n",

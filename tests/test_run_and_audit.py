@@ -12,7 +12,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, Proxy
+from tests.support.upstream import ANTHROPIC_KEY, OPENAI_KEY, Proxy
 from vaultd.cli.main import cli
 from vaultd.proxy.routes import USAGE
 

@@ -18,7 +18,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.proxy_fixtures import ANTHROPIC_KEY, OPENAI_KEY, seed_vault, write_config
+from tests.support.config import write_proxy_config
+from tests.support.upstream import ANTHROPIC_KEY, OPENAI_KEY, seed_vault
 from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
 
@@ -149,7 +150,7 @@ async def sdk_setup(
 ) -> tuple[str, str, Seen]:
     seen: Seen = []
     upstream = await aiohttp_server(fake_apis(seen), host="127.0.0.1", access_log=None)
-    config = write_config(tmp_path / "config.toml", f"http://127.0.0.1:{upstream.port}")
+    config = write_proxy_config(tmp_path / "config.toml", f"http://127.0.0.1:{upstream.port}")
     seed_vault(config)
     app = create_app(config)
     client = await aiohttp_client(app, server_kwargs={"host": "127.0.0.1"})

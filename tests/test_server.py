@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.api_helpers import write_config
+from tests.support.config import write_api_config
 from vaultd.config import Config
 from vaultd.core.vault import init_vault
 from vaultd.daemon.app import create_app
@@ -26,7 +26,7 @@ TOKEN = "fn_sess_" + "T" * 43
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return write_config(tmp_path)
+    return write_api_config(tmp_path)
 
 
 class Daemon:

@@ -7,10 +7,8 @@ flush can have written the counts and audit rows that the test then reads.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +17,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.test_daemon_subprocess import free_port
+from tests.support.daemon import DaemonEnv
+from tests.support.http import bearer
 
 SECRET = "sk-proj-SHUTDOWNflushKEY00000042"
 
@@ -37,21 +36,15 @@ async def test_sigterm_flushes_usage_and_audit(
     app.router.add_get("/{tail:.*}", upstream)
     server = await aiohttp_server(app, host="127.0.0.1", access_log=None)
 
-    port = free_port()
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[server]\nport = {port}\n[proxy]\nusage_flush_interval = "1h"\n'
-        f'[services.openai]\nbase_url = "http://127.0.0.1:{server.port}"\n'
+    env = DaemonEnv(
+        tmp_path,
+        '[proxy]\nusage_flush_interval = "1h"\n'
+        f'[services.openai]\nbase_url = "http://127.0.0.1:{server.port}"\n',
     )
-    env = {**os.environ, "VAULTD_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
 
     async def vaultd(*args: str, stdin: bytes = b"") -> str:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "vaultd",
+        proc = await env.spawn(
             *args,
-            env=env,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -64,17 +57,11 @@ async def test_sigterm_flushes_usage_and_audit(
     await vaultd("add", "openai", "main", stdin=f"{SECRET}\n".encode())
     token = (await vaultd("session", "create", "--service", "openai")).strip()
 
-    daemon = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "vaultd",
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    daemon = await env.spawn(
+        "serve", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     try:
-        base = f"http://127.0.0.1:{port}"
+        base = env.base_url
         async with aiohttp.ClientSession() as client:
             deadline = time.monotonic() + 30
             while True:
@@ -89,7 +76,7 @@ async def test_sigterm_flushes_usage_and_audit(
             for _ in range(7):
                 async with client.get(
                     f"{base}/proxy/openai/v1/models",
-                    headers={"Authorization": f"Bearer {token}"},
+                    headers=bearer(token),
                 ) as resp:
                     assert resp.status == 200
         daemon.send_signal(signal.SIGTERM)
@@ -101,7 +88,7 @@ async def test_sigterm_flushes_usage_and_audit(
             await daemon.wait()
 
     assert seen == [f"Bearer {SECRET}"] * 7
-    db_path = Path(os.environ["HOME"]) / ".local" / "share" / "vaultd" / "vault.db"
+    db_path = Path(env.vars["XDG_DATA_HOME"]) / "vaultd" / "vault.db"
     conn = sqlite3.connect(db_path)
     try:
         use_count, last_used = conn.execute(

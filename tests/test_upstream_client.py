@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.proxy_fixtures import OPENAI_KEY, Proxy, Seen, Upstream, proxy_in_front_of
+from tests.support.upstream import OPENAI_KEY, Proxy, Seen, Upstream, proxy_in_front_of
 from vaultd.services import build_service
 
 

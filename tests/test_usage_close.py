@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from tests.conftest import CLI
+from tests.support.cli import CLI
 from vaultd.proxy import usage
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.store.audit import AuditEntry, AuditRow

@@ -1,37 +1,25 @@
-"""Helpers for the HTTP API tests (the fixtures are in tests/api_fixtures.py)."""
+"""Talking to the daemon over HTTP in tests: the server, tokens, problems, raw bytes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
 
-from vaultd.config import Config, load_config
+from vaultd.config import Config
+from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES
+from vaultd.core.vault import Vault
 from vaultd.daemon.app import create_app
 from vaultd.daemon.connection import daemon_runner
 from vaultd.http.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
 
 Mint = Callable[..., str]
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id", "error"}
-
-
-def write_config(tmp_path: Path, extra: str = "") -> Config:
-    """A config whose every path is under ``tmp_path``; nothing reads the real home."""
-    home = tmp_path / "api-home"
-    home.mkdir(mode=0o700, exist_ok=True)
-    path = tmp_path / "vaultd.toml"
-    path.write_text(
-        f'[storage]\ndata_dir = "{home}/data"\n'
-        f'[crypto]\nkey_file = "{home}/config/master.key"\n'
-        '[services.local]\nbase_url = "http://127.0.0.1:9"\n' + extra
-    )
-    return load_config(config_path=str(path), env={"HOME": str(home)})
 
 
 class DaemonTestServer(TestServer):
@@ -49,7 +37,18 @@ async def start_client(
 
 
 def bearer(token: str) -> dict[str, str]:
+    """The header that carries a session token, to the API and the proxy alike."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def mint_token(vault: Vault, config: Config, **kw: Any) -> str:
+    """A fresh session token from the store (default: every scope a tool gets, every service)."""
+    kw.setdefault("name", "test")
+    kw.setdefault("scopes", list(DEFAULT_SCOPES))
+    kw.setdefault("services", [ALL_SERVICES])
+    kw.setdefault("ttl", 3600)
+    _session, token = vault.sessions.create(known_services=config.services, **kw)
+    return token
 
 
 async def problem(response: ClientResponse, status: int, slug: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A fake upstream that records what it received, and vaultd in front of it.
+"""A fake upstream that records what it received, and vaultd's proxy in front of it.
 
 Everything is real: the upstream is an aiohttp server on 127.0.0.1, vaultd is
 ``create_app`` served on another port, and clients talk to it over sockets.
@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.api_helpers import DaemonTestServer
-from vaultd.config import Config, load_config
+from tests.support.config import write_proxy_config
+from tests.support.http import DaemonTestServer, bearer, mint_token
+from vaultd.config import Config
 from vaultd.core.vault import init_vault
 from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
@@ -148,58 +148,6 @@ def upstream_app(seen: list[Seen], *, other_url: str = "http://127.0.0.1:9") -> 
 StartUpstream = Callable[..., Awaitable[Upstream]]
 
 
-@pytest.fixture
-async def start_upstream(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> StartUpstream:
-    async def start(**kw: Any) -> Upstream:
-        seen: list[Seen] = []
-        # No access log: the fake upstream logs the URLs it gets, keys included,
-        # and the log tests are about what vaultd logs.
-        server = await aiohttp_server(upstream_app(seen, **kw), host="127.0.0.1", access_log=None)
-        return Upstream(server, seen)
-
-    return start
-
-
-def write_config(path: Path, upstream_url: str, extra: str = "") -> Config:
-    path.write_text(
-        f"""
-[proxy]
-usage_flush_interval = "1s"
-connect_timeout = "2s"
-read_timeout = "1s"
-max_request_body = "64KiB"
-
-[services.openai]
-base_url = "{upstream_url}"
-
-[services.anthropic]
-base_url = "{upstream_url}"
-
-[services.github]
-base_url = "{upstream_url}"
-
-[services.hdr]
-base_url = "{upstream_url}/hdr"
-auth = "header"
-header = "X-Custom-Key"
-template = "token {{secret}}"
-
-[services.basicsvc]
-base_url = "{upstream_url}"
-auth = "basic"
-
-[services.querysvc]
-base_url = "{upstream_url}"
-auth = "query"
-query_param = "key"
-{extra}
-"""
-    )
-    return load_config(config_path=str(path))
-
-
 @dataclass
 class Proxy:
     config: Config
@@ -213,16 +161,12 @@ class Proxy:
         return str(self.client.make_url(path))
 
     def auth(self, token: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token or self.token}"}
+        return bearer(token or self.token)
 
     def mint(self, **kw: Any) -> str:
-        vault = self.client.app[VAULT]
-        kw.setdefault("name", "test")
+        """A proxy-only token unless ``kw`` says otherwise (``mint_token``)."""
         kw.setdefault("scopes", ["proxy"])
-        kw.setdefault("services", ["*"])
-        kw.setdefault("ttl", 3600)
-        _session, token = vault.sessions.create(known_services=self.config.services, **kw)
-        return token
+        return mint_token(self.client.app[VAULT], self.config, **kw)
 
 
 def seed_vault(config: Config) -> dict[str, str]:
@@ -245,17 +189,6 @@ def seed_vault(config: Config) -> dict[str, str]:
     return ids
 
 
-@pytest.fixture
-async def proxy(
-    tmp_path: Path,
-    start_upstream: StartUpstream,
-    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
-) -> Proxy:
-    bystander = await start_upstream()
-    upstream = await start_upstream(other_url=bystander.url)
-    return await proxy_in_front_of(upstream, bystander, tmp_path, aiohttp_client)
-
-
 async def proxy_in_front_of(
     upstream: Upstream,
     bystander: Upstream,
@@ -263,7 +196,7 @@ async def proxy_in_front_of(
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
 ) -> Proxy:
     """vaultd with every service pointing at ``upstream``, a seeded vault and a token."""
-    config = write_config(tmp_path / "config.toml", upstream.url)
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
     ids = seed_vault(config)
     # Served by the daemon's own runner (access log, protocol errors), as in `vaultd serve`.
     client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))

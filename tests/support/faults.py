@@ -29,8 +29,8 @@ from pathlib import Path
 import aiohttp
 
 import vaultd
-from tests.proxy_fixtures import Seen
-from tests.test_daemon_subprocess import Env
+from tests.support.daemon import DaemonEnv, vaultd_argv
+from tests.support.upstream import Seen
 from vaultd.config import Config, load_config
 from vaultd.core.vault import open_vault
 from vaultd.errors import CryptoError
@@ -110,7 +110,7 @@ class Rig:
     def __init__(self, root: Path, upstream_url: str, *, flush_interval: float | None) -> None:
         # The environment of tests/test_daemon_subprocess.py: HOME and the XDG
         # directories under root, a free loopback port.
-        self.env = Env(root)
+        self.env = DaemonEnv(root)
         # The daemon and the CLI run the very vaultd this process imported.
         self.env.vars["PYTHONPATH"] = str(Path(vaultd.__file__).resolve().parent.parent)
         self.root = root
@@ -132,13 +132,8 @@ class Rig:
         return load_config(env=self.env.vars)
 
     async def spawn_cli(self, *args: str) -> Child:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "vaultd",
+        proc = await self.env.spawn(
             *args,
-            env=self.env.vars,
-            cwd=self.root,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -167,7 +162,7 @@ class Rig:
         self.starts += 1
         log = self.root / f"daemon-{self.starts:03d}.stderr"
         if self.flush_interval is None:
-            argv = [sys.executable, "-m", "vaultd", "serve"]
+            argv = vaultd_argv("serve")
         else:
             argv = [sys.executable, "-c", _SERVE_WITH_INTERVAL, str(self.flush_interval)]
         with log.open("wb") as err:

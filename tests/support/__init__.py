@@ -1,0 +1,1 @@
+"""What the tests share: one home for their helpers (fixtures are in tests/fixtures.py)."""
