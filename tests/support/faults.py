@@ -1,6 +1,6 @@
 """A real daemon, a fake upstream, CLI writers and proxy traffic, for fault tests.
 
-Shared by tests/test_crash.py, tests/test_concurrency.py and bench/soak.py, so
+Shared by tests/store/test_crash.py, tests/store/test_concurrency.py and bench/soak.py, so
 that the soak measures exactly what the tests check. Nothing here asserts:
 every check returns its problems as text, and callers decide (a test fails, the
 soak counts them and exits 1).
@@ -108,7 +108,7 @@ class Rig:
     """One vault on disk (kept across daemon restarts), its config, and the daemon."""
 
     def __init__(self, root: Path, upstream_url: str, *, flush_interval: float | None) -> None:
-        # The environment of tests/test_daemon_subprocess.py: HOME and the XDG
+        # The environment of tests/daemon/test_serve_process.py: HOME and the XDG
         # directories under root, a free loopback port.
         self.env = DaemonEnv(root)
         # The daemon and the CLI run the very vaultd this process imported.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parent.parent / "systemd" / "vaultd.service"
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "vaultd.service"
 SOCKET = UNIT.with_name("vaultd.socket")
 MAX_EXPOSURE = 2.0
 ANALYZE = shutil.which("systemd-analyze")

@@ -14,7 +14,7 @@ everything dead, the vault is read back through vaultd's own code:
 * the next daemon proxies each credential with exactly that secret (the
   recording upstream sees the key);
 * the traffic key's ``use_count`` lost at most one flush interval: see
-  ``tests.fault_rig.check_usage`` for the bound and why it holds.
+  ``tests.support.faults.check_usage`` for the bound and why it holds.
 
 A last daemon life ends with SIGTERM, after which nothing may be lost.
 

@@ -1,11 +1,12 @@
-"""The proxy's second security review: each test pins one finding.
+"""What the proxy records and what it passes on of a session token.
 
-H2: no upstream text in a problem; M1/M3: only authenticated requests are
-audited, and never with what the client typed as a service; M2: the access
-log cuts percent-encoded tokens; M4: no header named after the key; L1: more
-forms of the key; L2: tokens in the path or an encoded query; D1: the token
-is checked before the service; E1: ``Expect`` stays between client and vaultd.
-H2 and M4 need the ``hostile`` upstream and are in ``tests/test_proxy_security.py``.
+Only requests with a valid session are audited, and never with the service
+name as the client typed it; the access log cuts percent-encoded tokens; more
+forms of the key are redacted; a token in the path or an encoded query never
+goes upstream; the token is checked before the service is looked up; and
+``Expect`` stays between the client and vaultd. (No upstream text in a
+problem, and no header named after the key, need the ``hostile`` upstream:
+tests/proxy/test_hostile_peers.py.)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ async def audit_rows(proxy: Proxy) -> list[dict[str, object]]:
         conn.close()
 
 
-# -- M1, M3: what is audited ---------------------------------------------------------
+# -- what is audited ---------------------------------------------------------
 
 
 async def test_requests_without_a_valid_session_are_not_audited(proxy: Proxy) -> None:
@@ -68,7 +69,7 @@ async def test_an_unknown_service_is_not_stored_as_typed(proxy: Proxy) -> None:
     assert proxy.token[12:] not in json.dumps(rows)
 
 
-# -- M2: the access log ----------------------------------------------------------------
+# -- the access log ----------------------------------------------------------------
 
 
 async def test_access_log_cuts_percent_encoded_tokens(
@@ -91,7 +92,7 @@ async def test_access_log_cuts_percent_encoded_tokens(
         assert "[REDACTED]" in line
 
 
-# -- L1: forms of the key --------------------------------------------------------------
+# -- forms of the key --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -109,7 +110,7 @@ def test_more_forms_of_the_key_are_redacted(secret: str, echo: bytes) -> None:
     assert b"0010" not in patterns.sub(echo) and b"0011" not in patterns.sub(echo)
 
 
-# -- L2: tokens where they do not belong -------------------------------------------------
+# -- tokens where they do not belong -------------------------------------------------
 
 
 def test_an_encoded_token_in_the_query_is_dropped() -> None:
@@ -145,7 +146,7 @@ async def test_a_token_in_the_path_is_refused(proxy: Proxy, form: Callable[[str]
     assert proxy.upstream.seen == []
 
 
-# -- D1: token, then service, then permission ---------------------------------------------
+# -- token, then service, then permission ---------------------------------------------
 
 
 async def test_the_token_is_checked_before_the_service(proxy: Proxy) -> None:
@@ -161,7 +162,7 @@ async def test_the_token_is_checked_before_the_service(proxy: Proxy) -> None:
     assert proxy.upstream.seen == []
 
 
-# -- E1: Expect ------------------------------------------------------------------------------
+# -- Expect ------------------------------------------------------------------------------
 
 
 async def test_expect_is_not_forwarded(proxy: Proxy) -> None:

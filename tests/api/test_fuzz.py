@@ -47,7 +47,7 @@ SEEDED_SECRETS = (
     "alice:s3cret-PASSWORD-0006",
     "QUERYKEYquerykey0007",
 )
-# The services seeded with a credential (tests/proxy_fixtures.py), so that some
+# The services seeded with a credential (tests/support/upstream.py), so that some
 # generated proxy calls get past the credential lookup and reach the upstream.
 SEEDED_SERVICES = ("openai", "anthropic", "github", "hdr", "basicsvc", "querysvc")
 TOKEN_LIKE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{20,}")

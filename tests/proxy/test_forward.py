@@ -309,7 +309,7 @@ async def test_sse_events_arrive_as_sent(proxy: Proxy) -> None:
 async def test_gzip_answer_despite_identity_is_refused(proxy: Proxy) -> None:
     """vaultd asks for identity so that it can redact; a body compressed anyway is not passed.
 
-    (The fake upstream compresses whatever it is asked; tests/test_proxy_security.py
+    (The fake upstream compresses whatever it is asked; tests/proxy/test_hostile_peers.py
     has one that honours Accept-Encoding.)
     """
     resp = await proxy.client.get(

@@ -243,7 +243,7 @@ async def test_slow_headers_and_400_concurrent_requests(daemon: Daemon) -> None:
     # Measured on two cores: 7 MiB for the 50 heads held (about 140 KiB each:
     # 63 KiB of headers as the parser keeps them, a socket, a protocol) and
     # 16 MiB at the peak; the bound is 2.5 times that. MAX_HEAD is what keeps
-    # the first part small (tests/test_raw_http.py checks that a longer head
+    # the first part small (tests/daemon/test_connections.py checks that a longer head
     # is refused): without it each slow client could make the daemon hold
     # about 2 MiB (128 headers of 8 KiB), 100 MiB for these 50.
     assert peak - baseline < 40 * 1024, (baseline, held, peak)
@@ -290,7 +290,7 @@ async def test_client_that_stops_reading_does_not_grow_the_daemon(daemon: Daemon
 
 
 async def test_upstream_that_stops_sending_is_cut_by_read_timeout(daemon: Daemon) -> None:
-    # [proxy] read_timeout is 1s in this config (tests/proxy_fixtures.py).
+    # [proxy] read_timeout is 1s in this config (tests/support/upstream.py).
     async with aiohttp.ClientSession() as client:
         started = time.monotonic()
         async with client.get(f"{daemon.base}/proxy/openai/stall", headers=daemon.auth()) as r:

@@ -3,7 +3,7 @@
 The fast client drives aiohttp's client parts directly rather than
 ``ClientSession.request``; these tests hold both clients to what a proxy must
 (and must not) send. They run on the fast path here and on the public one in
-tests/test_fastpaths.py.
+tests/daemon/test_fastpaths.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each test here pins a finding of the proxy's security review: a way the key,
 a session token or an upstream's cookies could cross vaultd, or a client input
 that could crash it or grow its memory. The fake upstreams are aiohttp servers
 on 127.0.0.1; ``hostile`` serves the misbehaviours the shared fake upstream in
-``tests/proxy_fixtures.py`` does not have.
+``tests/support/upstream.py`` does not have.
 """
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ async def quick_idle(
     start_upstream: StartUpstream,
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
 ) -> tuple[TestClient[web.Request, web.Application], str]:
-    """The proxy of tests/proxy_fixtures.py with ``[server] idle_timeout = "1s"``."""
+    """The proxy of tests/support/upstream.py with ``[server] idle_timeout = "1s"``."""
     upstream = await start_upstream()
     config = write_proxy_config(
         tmp_path / "config.toml", upstream.url, '[server]\nidle_timeout = "1s"\n'
