@@ -1,9 +1,9 @@
 """A real daemon, a fake upstream, CLI writers and proxy traffic, for fault tests.
 
-Shared by tests/store/test_crash.py, tests/store/test_concurrency.py and bench/soak.py, so
+Shared by tests/store/test_crash.py, tests/store/test_concurrency.py and test_soak.py, so
 that the soak measures exactly what the tests check. Nothing here asserts:
 every check returns its problems as text, and callers decide (a test fails, the
-soak counts them and exits 1).
+soak counts them and fails).
 
 The model of the vault is a set of named slots in one service (``writes``).
 Each slot holds the secrets it *may* hold now: one value after an

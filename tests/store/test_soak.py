@@ -1,7 +1,8 @@
 """Soak: minutes of mixed load on a real ``vaultd serve``, killed with SIGKILL every so often.
 
-Not run in CI. One vault for the whole run; the daemon is restarted after
-each kill. All the time: plain proxied calls and SSE streams through the
+Marked ``soak``: the suite leaves it out (pyproject.toml's addopts), CI too.
+One vault for the whole run; the daemon is restarted after each kill. All the
+time: plain proxied calls and SSE streams through the
 daemon to a local fake upstream, and CLI processes adding, rotating and
 removing credentials (some killed mid-write). After each daemon life, with
 everything stopped, the vault is read back: integrity_check, every
@@ -9,29 +10,27 @@ acknowledged write present and opening to its secret, usage counters within
 one flush interval. The last life ends with SIGTERM, which must lose nothing.
 
 Prints requests served, errors by kind, the daemon's peak RSS, writes
-acknowledged and writes lost. Exit 1 if a write was lost or any check failed.
+acknowledged and writes lost; fails if a write was lost or any check failed.
 
-The checks are those of tests/test_crash.py (tests/fault_rig.py), here with
+The checks are those of tests/store/test_crash.py (tests/support/faults.py), here with
 the daemon exactly as installed (``vaultd serve``, default 1 s flush).
 
-Usage: .venv/bin/python bench/soak.py [--minutes 3] [--kill-every 15] [--seed N]
+Usage: VAULTD_SOAK_MINUTES=3 VAULTD_SOAK_KILL_EVERY=15 [VAULTD_SOAK_SEED=N] \
+       .venv/bin/python -m pytest -m soak -s tests/store/test_soak.py
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
+import os
 import random
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-# Run as a script from anywhere: the rig lives in the tests package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+import pytest
 from aiohttp import web
 
 from tests.support.faults import (
@@ -183,6 +182,7 @@ class Soak:
 
 
 async def soak(minutes: float, kill_every: float, seed: int) -> int:
+    """Run the soak and print its report; 1 if a write was lost or a check failed."""
     rng = random.Random(seed)
     seen: list[Seen] = []
     upstream = web.AppRunner(upstream_app(seen), access_log=None)
@@ -220,23 +220,16 @@ async def soak(minutes: float, kill_every: float, seed: int) -> int:
         await upstream.cleanup()
 
 
-def main() -> int:
+pytestmark = pytest.mark.soak
+
+
+@pytest.mark.timeout(24 * 3600)  # bounded by VAULTD_SOAK_MINUTES instead
+async def test_soak_loses_nothing() -> None:
+    minutes = float(os.environ.get("VAULTD_SOAK_MINUTES", "3"))
+    kill_every = float(os.environ.get("VAULTD_SOAK_KILL_EVERY", "15"))
+    seed = environ_seed("VAULTD_SOAK_SEED")
     # The fake upstream's SSE handler fails to write when a kill cuts the
     # daemon's connection: expected, and not vaultd's log.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument(
-        "--kill-every", type=float, default=15.0, help="mean seconds between kill -9s"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="default: $VAULTD_SOAK_SEED or random"
-    )
-    args = parser.parse_args()
-    seed = args.seed if args.seed is not None else environ_seed("VAULTD_SOAK_SEED")
-    print(f"vaultd soak: seed {seed}, {args.minutes:g} min, kill -9 every ~{args.kill_every:g}s")
-    return asyncio.run(soak(args.minutes, args.kill_every, seed))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print(f"vaultd soak: seed {seed}, {minutes:g} min, kill -9 every ~{kill_every:g}s")
+    assert await soak(minutes, kill_every, seed) == 0, "see the report above"
