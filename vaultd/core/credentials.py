@@ -256,25 +256,8 @@ class CredentialStore:
         if is_default is not UNSET and not isinstance(is_default, bool):
             errors.add("/is_default", "must be true or false")
         errors.raise_if_any()
-
-        columns: dict[str, Any] = {}
-        if "name" in sets:
-            columns["name"] = sets["name"]
-        if "metadata" in sets:
-            columns["metadata"] = json.dumps(sets["metadata"], sort_keys=True)
-        if "expires_at" in sets:
-            columns["expires_at"] = sets["expires_at"]
-        sealed_with: bytes | None = None
-        if "secret" in sets:
-            if dek is None:
-                raise CryptoError("rotating a secret needs the vault key")
-            sealed_with = dek
-            plaintext: str = sets["secret"]
-            columns["sealed"] = crypto.seal(
-                dek, current.id, current.service, plaintext.encode("utf-8")
-            )
-            columns["hint"] = hint_for(plaintext)
-        columns["updated_at"] = now()
+        columns = _changed_columns(current, sets, dek)
+        sealed_with = dek if "sealed" in columns else None
         try:
             with write_transaction(self.db) as conn:
                 if sealed_with is not None:
@@ -307,3 +290,24 @@ class CredentialStore:
             self.db.execute("DELETE FROM credentials WHERE id = ?", [credential_id])
         forget_replaced_pages(self.db)
         return gone
+
+
+def _changed_columns(
+    current: Credential, sets: dict[str, Any], dek: bytes | None
+) -> dict[str, Any]:
+    """The column values of checked changes ``sets``; a new secret sealed with ``dek``."""
+    columns: dict[str, Any] = {}
+    if "name" in sets:
+        columns["name"] = sets["name"]
+    if "metadata" in sets:
+        columns["metadata"] = json.dumps(sets["metadata"], sort_keys=True)
+    if "expires_at" in sets:
+        columns["expires_at"] = sets["expires_at"]
+    if "secret" in sets:
+        if dek is None:
+            raise CryptoError("rotating a secret needs the vault key")
+        plaintext: str = sets["secret"]
+        columns["sealed"] = crypto.seal(dek, current.id, current.service, plaintext.encode("utf-8"))
+        columns["hint"] = hint_for(plaintext)
+    columns["updated_at"] = now()
+    return columns
