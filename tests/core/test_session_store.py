@@ -1,0 +1,80 @@
+"""The session store itself: tokens minted, checked by hash only, revoked, expired."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from vaultd.core.vault import Vault
+from vaultd.errors import AmbiguousReference, NotFound, Unauthorized, ValidationError
+from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_RE, token_hash
+
+
+def create(vault: Vault, **kw: object) -> tuple[str, str]:
+    args: dict[str, object] = {"name": "t", "scopes": ["proxy"], "services": ["*"], "ttl": 3600}
+    args.update(kw)
+    session, token = vault.sessions.create(known_services=vault.config.services, **args)  # type: ignore[arg-type]
+    return session.id, token
+
+
+def test_a_token_is_shown_once_and_stored_only_as_its_hash(opened_vault: Vault) -> None:
+    session_id, token = create(opened_vault)
+    assert TOKEN_RE.fullmatch(token)
+    session = opened_vault.sessions.get(session_id)
+    assert session.key_prefix == token[:KEY_PREFIX_LEN]
+    raw = opened_vault.config.db_path.read_bytes()
+    assert token.encode() not in raw
+    row = sqlite3.connect(opened_vault.config.db_path).execute(
+        "SELECT token_hash FROM sessions WHERE id = ?", [session_id]
+    )
+    assert row.fetchone()[0] == token_hash(token)
+    assert opened_vault.sessions.authenticate(token).id == session_id
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("", "missing or malformed"),
+        ("fn_sess_short", "missing or malformed"),
+        ("fn_sess_" + "A" * 43, "not valid"),
+    ],
+)
+def test_tokens_that_are_not_a_sessions_are_refused(
+    opened_vault: Vault, token: str, reason: str
+) -> None:
+    with pytest.raises(Unauthorized, match=reason):
+        opened_vault.sessions.authenticate(token)
+
+
+def test_revoked_and_expired_tokens_are_refused(opened_vault: Vault) -> None:
+    revoked_id, revoked = create(opened_vault)
+    first = opened_vault.sessions.revoke(revoked_id).revoked_at
+    assert opened_vault.sessions.revoke(revoked_id).revoked_at == first  # revoking again keeps it
+    with pytest.raises(Unauthorized, match="the token is revoked"):
+        opened_vault.sessions.authenticate(revoked)
+    expired_id, expired = create(opened_vault, ttl=60)
+    with sqlite3.connect(opened_vault.config.db_path) as conn:
+        conn.execute("UPDATE sessions SET expires_at = 1 WHERE id = ?", [expired_id])
+    with pytest.raises(Unauthorized, match="the token is expired"):
+        opened_vault.sessions.authenticate(expired)
+    never_id, never = create(opened_vault, ttl=None)
+    assert opened_vault.sessions.get(never_id).expires_at is None
+    assert opened_vault.sessions.authenticate(never).status() == "active"
+
+
+def test_bad_scopes_and_unknown_services_are_named_together(opened_vault: Vault) -> None:
+    with pytest.raises(ValidationError) as bad:
+        create(opened_vault, scopes=["root"], services=["nosuch"], name="")
+    assert [e.pointer for e in bad.value.errors] == ["/name", "/scopes/0", "/services/0"]
+    assert opened_vault.sessions.list() == []
+
+
+def test_sessions_by_id_prefix(opened_vault: Vault) -> None:
+    ids = [create(opened_vault)[0] for _ in range(3)]
+    assert opened_vault.sessions.resolve(ids[1]).id == ids[1]
+    with pytest.raises(AmbiguousReference) as ambiguous:
+        opened_vault.sessions.resolve(ids[0][:4])
+    assert ambiguous.value.status == 409  # as for credentials
+    with pytest.raises(NotFound):
+        opened_vault.sessions.resolve("ffff")
