@@ -270,6 +270,12 @@ def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument(
+        "--fast-paths",
+        choices=["auto", "off"],
+        default="auto",
+        help="off: vaultd on aiohttp's public API alone (VAULTD_FAST_PATHS=off)",
+    )
     parser.add_argument("--role", choices=["upstream", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
@@ -291,6 +297,8 @@ def main() -> None:
         f"[server]\nport = {vaultd_port}\n"
     )
     env["VAULTD_CONFIG"] = str(config)
+    env["VAULTD_FAST_PATHS"] = args.fast_paths
+    env["XP_OFF"] = os.environ.get("XP_OFF", "")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run([vaultd, "init"], env=env, check=True, capture_output=True)

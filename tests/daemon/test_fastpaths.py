@@ -104,17 +104,17 @@ async def test_the_proxy_takes_the_fast_client_unless_told_not_to(proxy: Proxy) 
     assert type(upstream) is expected
 
 
-async def test_an_app_with_another_middleware_named_guard_is_not_fronted(
+async def test_an_app_with_a_lookalike_middleware_is_not_fronted(
     proxy: Proxy,
 ) -> None:
     """front_door knows the app by the chain objects create_app installed, not their names."""
     app = create_app(proxy.config)
 
     @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await handler(request)
+    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request)  # the same name as create_app's, none of its checks
 
-    app.middlewares[1] = guard
+    app.middlewares[0] = guarded
 
     async def routed(request: object) -> web.StreamResponse:
         raise AssertionError("not called")

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API, written out by hand.
 
 Hand-written rather than generated from the routes so that it says what the
-routes cannot (scopes, shapes, errors); ``tests/test_api_info.py`` keeps its
+routes cannot (scopes, shapes, errors); ``tests/api/test_info.py`` keeps its
 paths and methods equal to the routes the app really has, and checks each
 operation's ``x-vaultd-scope`` against what the daemon enforces.
 """

@@ -2,7 +2,7 @@
 
 Every verb except ``serve`` and ``run`` works on the database directly and
 never imports aiohttp, so it starts fast and works whether or not the daemon
-runs (tests/test_cli.py checks that for each). Anything a user can get wrong
+runs (tests/cli/test_verbs.py checks that for each). Anything a user can get wrong
 ends as one line on stderr and exit 1.
 """
 

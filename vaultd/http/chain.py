@@ -11,16 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from vaultd.config import Config
-from vaultd.http.guard import Guard, make_guard
-from vaultd.http.middleware import problem_middleware, standard_headers
+from vaultd.http.guard import Guard
+from vaultd.http.middleware import checked, standard_headers
 
 
 @dataclass(frozen=True)
 class StandardChain:
-    """The middlewares in their order (problems outermost), and the guard they run."""
+    """The app's middlewares (one: ``middleware.checked``) and the guard they run."""
 
     guard: Guard
     middlewares: tuple[Middleware, ...]
@@ -34,7 +34,12 @@ class StandardChain:
 
 def standard_chain(config: Config) -> StandardChain:
     guard = Guard(config)
-    return StandardChain(guard, (problem_middleware, make_guard(guard)))
+
+    @web.middleware
+    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await checked(request, guard, handler)
+
+    return StandardChain(guard, (guarded,))
 
 
 STANDARD_CHAIN = web.AppKey("standard_chain", StandardChain)

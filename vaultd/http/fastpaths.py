@@ -54,7 +54,7 @@ def choose(name: str, missing: Callable[[], str | None]) -> bool:
     ``missing`` names what of aiohttp's internals is not as expected, or is
     None; it is not even asked when the environment turned fast paths off.
     """
-    if not allowed():
+    if os.environ.get("XP_OFF") == name or not allowed():
         use, why = False, f"{ENV_VAR}=off"
     else:
         try:

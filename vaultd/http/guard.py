@@ -14,7 +14,6 @@ from itertools import chain
 from typing import cast
 
 from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
-from aiohttp.typedefs import Handler, Middleware
 from multidict import istr
 
 from vaultd.config import Config
@@ -210,16 +209,3 @@ class Guard:
         check_origin(request, self.origins)
         check_json_body(request)
         return None
-
-
-def make_guard(checks: Guard) -> Middleware:
-    """``Guard``'s checks as a middleware, before any routed handler."""
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        refused = checks.refusal(request)
-        if refused is not None:
-            return refused
-        return await handler(request)
-
-    return guard

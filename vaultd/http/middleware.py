@@ -1,8 +1,8 @@
 """What every request passes through: a request id, errors rendered as problems, standard headers.
 
-Order matters and is fixed by ``create_app``: ``problem_middleware`` is the
-outermost, so a refusal by ``guard.make_guard`` (or anything after it) is rendered as a
-problem carrying the request id like every other error.
+``checked`` is the whole sequence: the request id first, so that a refusal by
+the guard (or anything after it) is a problem carrying the request id like
+every other error.
 """
 
 from __future__ import annotations
@@ -16,16 +16,19 @@ import traceback
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from vaultd.errors import VaultdError
 from vaultd.http.appkeys import REQUEST_ID
 from vaultd.http.errors import InternalError, VaultUnavailable
+from vaultd.http.guard import Guard
 from vaultd.http.problems import SERVER_SIDE, from_http_exception, problem_response
 from vaultd.models import format_uuid
 from vaultd.tokens import redact, redact_path
 
 log = logging.getLogger("vaultd.http")
+
+_REQUEST_ID_HEADER = istr("X-Request-Id")
 
 # Request ids: see ``new_request_id``. They are no secret and grant nothing,
 # so a seeded Mersenne Twister is random enough, at a fraction of the cost.
@@ -105,12 +108,19 @@ def problem_for(request: web.Request, exc: Exception, request_id: str) -> web.Re
     return render_error(request, exc, request_id)
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Assign the request id and render every error, expected or not, as a problem."""
+async def checked(request: web.Request, guard: Guard, handler: Handler) -> web.StreamResponse:
+    """What every request passes: a request id, ``guard``, then ``handler``; errors as problems.
+
+    The app's one middleware (``chain.standard_chain``) and the proxy's
+    direct path (``proxy.direct``) both serve through this, so the two ways a
+    request is served cannot drift apart.
+    """
     request_id = new_request_id()
     request[REQUEST_ID] = request_id
     try:
+        refused = guard.refusal(request)
+        if refused is not None:
+            return refused
         return await handler(request)
     except asyncio.CancelledError:
         raise
@@ -120,12 +130,24 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 async def standard_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: headers every response carries, streamed ones too."""
-    set_standard_headers(response, request.get(REQUEST_ID) or new_request_id())
+    ensure_standard_headers(response, request.get(REQUEST_ID) or new_request_id())
+
+
+def ensure_standard_headers(response: web.StreamResponse, request_id: str) -> None:
+    """``set_standard_headers``, unless the proxy's relay has set them already.
+
+    Only ``add_standard_headers`` writes this request's id, and the relay
+    calls it on headers whose CORS fields it dropped (``decisions.
+    response_headers``): such an answer is done, and a proxied call is spared
+    doing it all again.
+    """
+    if response.headers.get(_REQUEST_ID_HEADER) != request_id:
+        set_standard_headers(response, request_id)
 
 
 def add_standard_headers(headers: CIMultiDict[str], request_id: str) -> None:
     """The headers every response carries, replacing any of the same name."""
-    headers["X-Request-Id"] = request_id
+    headers[_REQUEST_ID_HEADER] = request_id
     headers["Cache-Control"] = "no-store"
     headers["X-Content-Type-Options"] = "nosniff"
     # aiohttp's default names itself and its version; say no more than needed.

@@ -43,19 +43,31 @@ READ_BUFSIZE = 2**16
 _AUTO_HEADERS = (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 
 
-def upstream_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
-    """The one client session of the proxy: its pool, and no cookie jar, environment or decoding."""
+def upstream_session(
+    connector: aiohttp.BaseConnector, timeout: aiohttp.ClientTimeout
+) -> aiohttp.ClientSession:
+    """The proxy's one client session: its pool and limits; no cookies, environment or decoding.
+
+    Every option is set here, once, rather than per request: ``request``
+    merges per-request options with the session's on every call.
+    """
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
         auto_decompress=False,
         skip_auto_headers=_AUTO_HEADERS,
+        read_bufsize=READ_BUFSIZE,
+        timeout=timeout,
     )
 
 
 class UpstreamClient:
-    """Sends requests with ``session``, within ``timeout``'s connect and read limits."""
+    """Sends requests with ``session`` (made by ``upstream_session``), within ``timeout``'s limits.
+
+    ``timeout`` is the session's too; the fast client, which uses only the
+    session's pool, needs it by itself.
+    """
 
     def __init__(self, session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout) -> None:
         self._session = session
@@ -74,14 +86,7 @@ class UpstreamClient:
         ``TimeoutError`` when connecting or a read takes too long, and (in
         principle) a bare ``OSError`` from the socket.
         """
+        # Redirects are the one option a session cannot set for all requests.
         return await self._session.request(
-            method,
-            url,
-            headers=headers,
-            data=body,
-            skip_auto_headers=_AUTO_HEADERS,
-            allow_redirects=False,
-            auto_decompress=False,
-            read_bufsize=READ_BUFSIZE,
-            timeout=self._timeout,
+            method, url, headers=headers, data=body, allow_redirects=False
         )

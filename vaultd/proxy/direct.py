@@ -10,7 +10,6 @@ every request goes through the app, with the same result.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import hdrs, web
@@ -18,7 +17,7 @@ from aiohttp.web_request import BaseRequest
 
 from vaultd.http.appkeys import REQUEST_ID
 from vaultd.http.chain import STANDARD_CHAIN
-from vaultd.http.middleware import new_request_id, problem_for, set_standard_headers
+from vaultd.http.middleware import checked, ensure_standard_headers
 from vaultd.proxy.routes import FORWARDER
 from vaultd.services import Service
 
@@ -47,11 +46,10 @@ def front_door(app: web.Application, routed: RequestHandlerFn) -> RequestHandler
     aiohttp's router, middleware chain and ``on_response_prepare`` signal are
     generic machinery that cost a proxied call about a tenth of its CPU time
     while doing nothing for it but the checks. Here the same checks run, in
-    the same order and from the same code: a request id, ``Guard`` (framing,
-    head size, Host, Origin), then the proxy, with errors rendered by
-    ``problem_for`` and the standard headers set, as the middlewares and the
-    ``on_response_prepare`` signal do. What ``_direct`` does not take goes
-    through the app (``routed``) as before.
+    the same order and from the same code (``middleware.checked``: a request
+    id, ``Guard``, then the proxy, errors as problems), and the standard
+    headers are set as the ``on_response_prepare`` signal sets them. What
+    ``_direct`` does not take goes through the app (``routed``) as before.
     """
     forwarder = app.get(FORWARDER)
     if forwarder is None:
@@ -67,19 +65,9 @@ def front_door(app: web.Application, routed: RequestHandlerFn) -> RequestHandler
     async def serve(request: BaseRequest) -> web.StreamResponse:
         if not isinstance(request, web.Request) or not _direct(request, services):
             return await routed(request)
-        request_id = new_request_id()
-        request[REQUEST_ID] = request_id
-        try:
-            refused = guard.refusal(request)
-            if refused is None:
-                # Its answer carries the standard headers already (``answer``).
-                return await forwarder.serve(request, request_id)
-            response: web.StreamResponse = refused
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            response = problem_for(request, exc, request_id)
-        set_standard_headers(response, request_id)
+        response = await checked(request, guard, forwarder.serve)
+        # What the on_response_prepare signal does for the app's responses.
+        ensure_standard_headers(response, request[REQUEST_ID])
         return response
 
     return serve

@@ -64,7 +64,8 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     """
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
-    async with upstream_session(connector) as client:
+    timeout = client_timeout(config)
+    async with upstream_session(connector, timeout) as client:
         cache = app[CACHE] = ProxyCache(app[VAULT])
         recorder = UsageRecorder(
             config.db_path,
@@ -77,9 +78,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         await recorder.start()
         app[USAGE] = recorder
-        app[FORWARDER] = Forwarder(
-            config, cache, recorder, make_upstream_client(client, client_timeout(config))
-        )
+        app[FORWARDER] = Forwarder(config, cache, recorder, make_upstream_client(client, timeout))
         try:
             yield
         finally:
