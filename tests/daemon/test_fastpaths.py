@@ -60,12 +60,27 @@ def test_a_changed_server_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_fast_paths_env_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    for value, expected in (("", True), ("auto", True), ("OFF", False), ("0", False)):
+    for value, expected in (
+        ("", {"client", "server"}),
+        ("auto", {"client", "server"}),
+        ("OFF", set()),
+        ("client", {"client"}),
+        ("server, client", {"client", "server"}),
+    ):
         monkeypatch.setenv(fastpaths.ENV_VAR, value)
-        assert fastpaths.allowed() is expected, value
-    monkeypatch.setenv(fastpaths.ENV_VAR, "fast please")
-    with pytest.raises(ConfigError, match="VAULTD_FAST_PATHS must be auto or off"):
-        fastpaths.allowed()
+        assert fastpaths.allowed() == expected, value
+    for wrong in ("fast please", "client,turbo", "0"):
+        monkeypatch.setenv(fastpaths.ENV_VAR, wrong)
+        with pytest.raises(ConfigError, match="VAULTD_FAST_PATHS must be auto, off, or some"):
+            fastpaths.allowed()
+
+
+def test_one_path_can_be_kept_without_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastpaths, "_chosen", {})
+    monkeypatch.setenv(fastpaths.ENV_VAR, "client")
+    assert fastpaths.choose("client", lambda: None) is True
+    assert fastpaths.choose("server", lambda: None) is False
+    assert fastpaths.summary() == "client on, server off"
 
 
 def test_a_missing_internal_means_the_public_path_and_one_warning(

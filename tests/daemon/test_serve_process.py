@@ -119,6 +119,30 @@ def test_taken_port_is_one_line(env: DaemonEnv) -> None:
     ]
 
 
+def test_a_wrong_fast_paths_setting_is_one_line(env: DaemonEnv) -> None:
+    assert env.vaultd("init").returncode == 0
+    proc, log = env.start(VAULTD_FAST_PATHS="turbo")
+    assert proc.wait(timeout=60) == 1
+    assert log.read_text().splitlines() == [
+        "Error: VAULTD_FAST_PATHS must be auto, off, or some of client, server; not 'turbo'"
+    ]
+
+
+def test_the_public_paths_are_said_once_and_serve(env: DaemonEnv) -> None:
+    assert env.vaultd("init").returncode == 0
+    proc, log = env.start(VAULTD_FAST_PATHS="off")
+    try:
+        env.wait_healthy(proc, log)
+        assert env.request("GET", "/api/credentials")[0] == 401
+    finally:
+        assert stop(proc) == 0
+    text = log.read_text()
+    for name in ("client", "server"):
+        line = f"fast path {name}: off (not in VAULTD_FAST_PATHS); using aiohttp's public API"
+        assert text.count(line) == 1, text
+    assert "(aiohttp fast paths: client off, server off)" in text
+
+
 def test_wrong_key_is_one_line(env: DaemonEnv) -> None:
     assert env.vaultd("init").returncode == 0
     key = Path(env.vars["XDG_CONFIG_HOME"]) / "vaultd" / "master.key"

@@ -18,7 +18,7 @@ Each checks at start that the internals it calls are there as it calls them
 same answers. A path that is off is logged once as a warning, and the
 daemon's "listening on" line says which paths it took (``summary``).
 ``VAULTD_FAST_PATHS=off`` forces the public paths (the test suite runs the
-proxy and SDK tests that way too).
+proxy and SDK tests that way too); ``=client`` or ``=server`` keeps only that one.
 """
 
 from __future__ import annotations
@@ -32,30 +32,41 @@ from vaultd.errors import ConfigError
 log = logging.getLogger("vaultd")
 
 ENV_VAR = "VAULTD_FAST_PATHS"
-_ON = frozenset({"", "auto", "on", "1"})
-_OFF = frozenset({"off", "0"})
+NAMES = frozenset({"client", "server"})
+_ALL = frozenset({"", "auto"})
+_NONE = frozenset({"off", "none"})
 # What ``choose`` decided, by name, in this process.
 _chosen: dict[str, bool] = {}
 
 
-def allowed(env: Mapping[str, str] | None = None) -> bool:
-    """Whether the environment lets fast paths be used (an unknown value is an error)."""
+def allowed(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The fast paths the environment allows: ``auto`` (or unset) all, ``off`` none,
+    or a comma-separated list of names (for measuring one against the other).
+
+    An unknown value is an error, not a silent default.
+    """
     value = (os.environ if env is None else env).get(ENV_VAR, "").strip().lower()
-    if value in _ON:
-        return True
-    if value in _OFF:
-        return False
-    raise ConfigError(f"{ENV_VAR} must be auto or off, not {value[:20]!r}")
+    if value in _ALL:
+        return NAMES
+    if value in _NONE:
+        return frozenset()
+    names = frozenset(part.strip() for part in value.split(","))
+    if not names <= NAMES:
+        raise ConfigError(
+            f"{ENV_VAR} must be auto, off, or some of {', '.join(sorted(NAMES))};"
+            f" not {value[:40]!r}"
+        )
+    return names
 
 
 def choose(name: str, missing: Callable[[], str | None]) -> bool:
     """Whether the fast path ``name`` serves; a path that is off is logged once per process.
 
     ``missing`` names what of aiohttp's internals is not as expected, or is
-    None; it is not even asked when the environment turned fast paths off.
+    None; it is not even asked when the environment turned the path off.
     """
-    if os.environ.get("XP_OFF") == name or not allowed():
-        use, why = False, f"{ENV_VAR}=off"
+    if name not in allowed():
+        use, why = False, f"not in {ENV_VAR}"
     else:
         try:
             what = missing()
