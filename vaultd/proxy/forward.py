@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -128,9 +129,8 @@ class Attempt:
         self.received = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """What ``admit`` decided to send upstream."""
+class Outgoing(NamedTuple):
+    """What ``admit`` decided to send upstream (a tuple: made for every request)."""
 
     url: URL
     headers: CIMultiDict[str]
@@ -151,15 +151,12 @@ class Forwarder:
     usage: UsageRecorder
     upstream: UpstreamClient
 
-    async def serve(
-        self, request: web.Request, request_id: str | None = None
-    ) -> web.StreamResponse:
-        """One proxied request, from the checks to the audit row."""
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        """One proxied request, from the checks to the audit row (after ``middleware.checked``)."""
         started = time.perf_counter()
         # A connection of `vaultd serve` numbers its request heads (arrivals.py).
         self.cache.refresh_for(getattr(request.protocol, "head_arrival", None))
-        if request_id is None:
-            request_id = request.get(REQUEST_ID, "")
+        request_id = request[REQUEST_ID]
         attempt = Attempt()
         try:
             outgoing = self.admit(request, attempt)
