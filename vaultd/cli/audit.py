@@ -11,7 +11,7 @@ from vaultd.cli.common import (
     opened,
     pass_state,
 )
-from vaultd.cli.output import emit_json, print_table
+from vaultd.cli.output import listing
 from vaultd.models import now
 from vaultd.units import format_ago, parse_duration
 
@@ -43,28 +43,19 @@ def audit_(state: State, service: str | None, since: str | None, limit: int, as_
         entries = list_entries(vault.db, service=service, since=start, limit=limit)
         names = {c.id: f"{c.service}/{c.name}" for c in vault.credentials.list()}
         sessions = {s.id: s.name for s in vault.sessions.list()}
-    if as_json:
-        emit_json([e.to_json() for e in entries])
-        return
-    if not entries:
-        click.echo(
-            "no proxied requests recorded" + (" that match" if service or since else ""), err=True
-        )
-        return
-    at = now()
-    print_table(
-        ["WHEN", "SERVICE", "METHOD", "PATH", "STATUS", "MS", "CREDENTIAL", "SESSION"],
-        [
-            [
-                format_ago(e.at, at),
-                e.service,
-                e.method,
-                e.path if len(e.path) <= 60 else e.path[:57] + "...",
-                str(e.status),
-                f"{e.duration_ms:.0f}",
-                names.get(e.credential_id or "", e.credential_id or "-"),
-                sessions.get(e.session_id or "", "-"),
-            ]
-            for e in entries
+    listing(
+        entries,
+        as_json=as_json,
+        empty="no proxied requests recorded" + (" that match" if service or since else ""),
+        headers=["WHEN", "SERVICE", "METHOD", "PATH", "STATUS", "MS", "CREDENTIAL", "SESSION"],
+        row=lambda e, at: [
+            format_ago(e.at, at),
+            e.service,
+            e.method,
+            e.path if len(e.path) <= 60 else e.path[:57] + "...",
+            str(e.status),
+            f"{e.duration_ms:.0f}",
+            names.get(e.credential_id or "", e.credential_id or "-"),
+            sessions.get(e.session_id or "", "-"),
         ],
     )

@@ -16,9 +16,14 @@ from vaultd.cli.common import (
     pass_state,
     read_secret,
 )
-from vaultd.cli.output import describe, emit_json, expiry_text, print_table
+from vaultd.cli.output import (
+    emit_json,
+    expiry_text,
+    listing,
+    print_table,
+    show_credential,
+)
 from vaultd.core.vault import init_vault
-from vaultd.models import now
 from vaultd.units import format_ago
 
 
@@ -99,10 +104,7 @@ def add(
             metadata=metadata,
             expires_at=expires_at,
         )
-    if as_json:
-        emit_json(credential.to_json())
-    else:
-        describe(credential)
+    show_credential(credential, as_json=as_json)
 
 
 @click.command(name="list")
@@ -114,27 +116,20 @@ def list_(state: State, service: str | None, as_json: bool) -> None:
     """List stored credentials, oldest first (metadata only: secrets never leave)."""
     with opened(state) as vault:
         credentials = vault.credentials.list(service=service)
-    if as_json:
-        emit_json([c.to_json() for c in credentials])
-        return
-    if not credentials:
-        click.echo("no credentials stored; add one with: vaultd add SERVICE NAME", err=True)
-        return
-    at = now()
-    print_table(
-        ["ID", "SERVICE", "NAME", "HINT", "DEFAULT", "LAST USED", "USES", "EXPIRES"],
-        [
-            [
-                c.id,
-                c.service,
-                c.name,
-                c.hint or "-",
-                "*" if c.is_default else "",
-                format_ago(c.last_used_at, at),
-                str(c.use_count),
-                expiry_text(c, at),
-            ]
-            for c in credentials
+    listing(
+        credentials,
+        as_json=as_json,
+        empty="no credentials stored; add one with: vaultd add SERVICE NAME",
+        headers=["ID", "SERVICE", "NAME", "HINT", "DEFAULT", "LAST USED", "USES", "EXPIRES"],
+        row=lambda c, at: [
+            c.id,
+            c.service,
+            c.name,
+            c.hint or "-",
+            "*" if c.is_default else "",
+            format_ago(c.last_used_at, at),
+            str(c.use_count),
+            expiry_text(c, at),
         ],
     )
 
@@ -148,10 +143,7 @@ def show(state: State, ref: str, as_json: bool) -> None:
     """Show one credential's metadata. REF is an id, a unique id prefix, or service/name."""
     with opened(state) as vault:
         credential = vault.credentials.resolve(ref)
-    if as_json:
-        emit_json(credential.to_json())
-    else:
-        describe(credential)
+    show_credential(credential, as_json=as_json)
 
 
 @click.command()
@@ -166,10 +158,7 @@ def rotate(state: State, ref: str, as_json: bool) -> None:
         dek = vault.unlock()
         secret = read_secret(f"New secret for {credential.service}/{credential.name}")
         credential = vault.credentials.update(credential.id, dek=dek, secret=secret)
-    if as_json:
-        emit_json(credential.to_json())
-    else:
-        describe(credential)
+    show_credential(credential, as_json=as_json)
 
 
 @click.command()

@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import click
 
 from vaultd.models import Credential, now
 from vaultd.units import format_ago
 
+T = TypeVar("T", bound="JsonShaped")
+
 
 def emit_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+class JsonShaped(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def listing(
+    items: Sequence[T],
+    *,
+    as_json: bool,
+    empty: str,
+    headers: Sequence[str],
+    row: Callable[[T, int], Sequence[str]],
+) -> None:
+    """A list verb's output: the API's JSON shape, a table, or ``empty`` on stderr.
+
+    ``row(item, now)`` gives an item's cells (``now`` for "3 min ago").
+    """
+    if as_json:
+        emit_json([item.to_json() for item in items])
+    elif not items:
+        click.echo(empty, err=True)
+    else:
+        at = now()
+        print_table(headers, [row(item, at) for item in items])
+
+
+def show_credential(credential: Credential, *, as_json: bool) -> None:
+    """One credential: the API's JSON shape, or a line per field."""
+    if as_json:
+        emit_json(credential.to_json())
+    else:
+        describe(credential)
 
 
 def describe(credential: Credential) -> None:

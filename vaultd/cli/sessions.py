@@ -12,7 +12,7 @@ from vaultd.cli.common import (
     pass_state,
     ttl_option,
 )
-from vaultd.cli.output import emit_json, print_table
+from vaultd.cli.output import listing
 from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, SCOPES
 from vaultd.models import now
 from vaultd.units import format_ago
@@ -71,27 +71,20 @@ def session_list(state: State, as_json: bool) -> None:
     """List sessions (never their tokens)."""
     with opened(state) as vault:
         sessions = vault.sessions.list()
-    if as_json:
-        emit_json([s.to_json() for s in sessions])
-        return
-    if not sessions:
-        click.echo("no sessions; create one with: vaultd session create", err=True)
-        return
-    at = now()
-    print_table(
-        ["ID", "NAME", "PREFIX", "SCOPES", "SERVICES", "STATUS", "LAST USED", "EXPIRES"],
-        [
-            [
-                s.id,
-                s.name,
-                s.key_prefix,
-                ",".join(s.scopes),
-                ",".join(s.services),
-                s.status(at),
-                format_ago(s.last_used_at, at),
-                "never" if s.expires_at is None else format_ago(s.expires_at, at),
-            ]
-            for s in sessions
+    listing(
+        sessions,
+        as_json=as_json,
+        empty="no sessions; create one with: vaultd session create",
+        headers=["ID", "NAME", "PREFIX", "SCOPES", "SERVICES", "STATUS", "LAST USED", "EXPIRES"],
+        row=lambda s, at: [
+            s.id,
+            s.name,
+            s.key_prefix,
+            ",".join(s.scopes),
+            ",".join(s.services),
+            s.status(at),
+            format_ago(s.last_used_at, at),
+            "never" if s.expires_at is None else format_ago(s.expires_at, at),
         ],
     )
 
