@@ -36,27 +36,31 @@ def test_every_layer_contract_is_kept() -> None:
     assert "Contracts: 4 kept, 0 broken." in done.stdout, done.stdout
 
 
-def test_a_core_module_that_imports_aiohttp_breaks_the_rules(tmp_path: Path) -> None:
-    shutil.copytree(
-        ROOT / "vaultd", tmp_path / "vaultd", ignore=shutil.ignore_patterns("__pycache__")
-    )
+def lint_with_import(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` on a copy of the package in which ``module`` (a path) gains ``line``."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "vaultd", tmp_path / "vaultd", ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    sessions = tmp_path / "vaultd" / "core" / "sessions.py"
-    sessions.write_text(sessions.read_text() + "\nimport aiohttp  # noqa\n")
+    changed = tmp_path / "vaultd" / module
+    changed.write_text(changed.read_text() + f"\n{line}  # noqa\n")
     done = lint_imports(tmp_path, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "No HTTP below the HTTP layer" in done.stdout
     assert "BROKEN" in done.stdout
+    return done
+
+
+def test_a_core_module_that_imports_aiohttp_breaks_the_rules(tmp_path: Path) -> None:
+    done = lint_with_import(tmp_path, "core/sessions.py", "import aiohttp")
+    assert "No HTTP below the HTTP layer" in done.stdout
     assert "vaultd.core.sessions -> aiohttp" in done.stdout, done.stdout
 
 
 def test_a_store_module_that_imports_the_core_breaks_the_layers(tmp_path: Path) -> None:
-    shutil.copytree(
-        ROOT / "vaultd", tmp_path / "vaultd", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    audit = tmp_path / "vaultd" / "store" / "audit.py"
-    audit.write_text(audit.read_text() + "\nimport vaultd.core.vault  # noqa\n")
-    done = lint_imports(tmp_path, tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr
+    done = lint_with_import(tmp_path, "store/audit.py", "import vaultd.core.vault")
     assert "vaultd.store is not allowed to import vaultd.core" in done.stdout, done.stdout
+
+
+def test_click_outside_the_cli_breaks_the_rules(tmp_path: Path) -> None:
+    done = lint_with_import(tmp_path, "proxy/forward.py", "import click")
+    assert "click only in the CLI" in done.stdout
+    assert "vaultd.proxy.forward -> click" in done.stdout, done.stdout
