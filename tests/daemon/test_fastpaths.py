@@ -19,7 +19,8 @@ from aiohttp.typedefs import Handler
 from tests.support.upstream import Proxy
 from vaultd.daemon import connection_fast
 from vaultd.daemon.app import create_app
-from vaultd.daemon.connection import DaemonRunner, daemon_runner
+from vaultd.daemon.connection import DaemonRunner
+from vaultd.daemon.runners import daemon_runner
 from vaultd.errors import ConfigError
 from vaultd.http import fastpaths
 from vaultd.proxy import client_fast

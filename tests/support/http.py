@@ -15,7 +15,7 @@ from vaultd.config import Config
 from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES
 from vaultd.core.vault import Vault
 from vaultd.daemon.app import create_app
-from vaultd.daemon.connection import daemon_runner
+from vaultd.daemon.runners import daemon_runner
 from vaultd.http.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
 
 Mint = Callable[..., str]

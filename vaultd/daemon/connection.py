@@ -1,10 +1,9 @@
 """How ``vaultd serve`` runs the app on its connections: the access log and idle connections.
 
-``daemon_runner`` picks the runner: ``connection_fast.FastDaemonRunner``
-where aiohttp's internals are as it expects (problems for unparseable
-requests, heads bounded while they arrive, the proxy's direct path), else
-``DaemonRunner`` on aiohttp's public API alone, which answers every request
-the app routes the same way.
+``DaemonRunner`` serves on aiohttp's public API alone;
+``connection_fast.FastDaemonRunner`` adds, on aiohttp's internals, problems for
+unparseable requests, heads bounded while they arrive and the proxy's direct
+path. ``runners.daemon_runner`` picks one.
 
 A connection with no complete request is closed after ``[server]
 idle_timeout`` either way, so a client that never finishes its headers holds
@@ -20,7 +19,6 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
-from vaultd.http import fastpaths
 from vaultd.http.appkeys import CONFIG
 from vaultd.tokens import redact_path
 
@@ -70,19 +68,3 @@ class DaemonRunner(web.AppRunner):
             # its default (about an hour) would let pile up.
             kwargs.setdefault("keepalive_timeout", config.idle_timeout)
         super().__init__(app, **kwargs)
-
-
-def _fast_missing() -> str | None:
-    # Imported here: the module's imports are aiohttp's internals themselves.
-    from vaultd.daemon import connection_fast
-
-    return connection_fast.internals_missing()
-
-
-def daemon_runner(app: web.Application, **kwargs: Any) -> DaemonRunner:
-    """The runner for ``app``: the fast one where aiohttp's internals allow it."""
-    if fastpaths.choose("server", _fast_missing):
-        from vaultd.daemon.connection_fast import FastDaemonRunner
-
-        return FastDaemonRunner(app, **kwargs)
-    return DaemonRunner(app, **kwargs)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from vaultd.config import Config, load_config
 from vaultd.daemon.app import create_app
-from vaultd.daemon.connection import daemon_runner
+from vaultd.daemon.runners import daemon_runner
 from vaultd.daemon.sdnotify import notify
 from vaultd.errors import VaultdError
 from vaultd.fsperms import ensure_private_dir
