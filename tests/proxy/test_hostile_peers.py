@@ -9,6 +9,7 @@ on 127.0.0.1; ``hostile`` serves the misbehaviours the shared fake upstream in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -100,6 +101,11 @@ def hostile_app(seen: list[Seen], other_url: str) -> web.Application:
         item = await record(request)
         return web.Response(status=401, reason=f"Invalid key {key_of(item)}", text="no")
 
+    async def echo_reason_alone(request: web.Request) -> web.Response:
+        """The key, and nothing else, as the reason phrase."""
+        item = await record(request)
+        return web.Response(status=401, reason=key_of(item), text="no")
+
     async def redirect_with_query(request: web.Request) -> web.Response:
         await record(request)
         raise web.HTTPFound(f"{other_url}/next?{request.rel_url.raw_query_string}#frag")
@@ -143,6 +149,7 @@ def hostile_app(seen: list[Seen], other_url: str) -> web.Application:
     app.router.add_get("/hdr/echo-headers", echo_headers)  # the hdr service's base path
     app.router.add_get("/redirect-with-query", redirect_with_query)
     app.router.add_get("/echo-reason", echo_reason)
+    app.router.add_get("/echo-reason-alone", echo_reason_alone)
     app.router.add_get("/cookies", cookies)
     app.router.add_get("/named-hop", named_hop)
     app.router.add_get("/php-echo", php_echo)
@@ -267,6 +274,30 @@ async def test_reason_phrase_never_carries_the_key(hostile: Proxy) -> None:
     resp = await hostile.client.get("/proxy/openai/echo-reason", headers=hostile.auth())
     assert resp.status == 401
     assert resp.reason == "Unauthorized"
+
+
+# A key longer in bytes than in characters: the check once compared the
+# reason's characters with the shortest form's bytes and skipped it.
+NON_ASCII_KEY = "sk-proj-ÄÖÜäöüß-REALKEY-1234"
+
+
+async def test_a_non_ascii_key_alone_as_the_reason_is_dropped(hostile: Proxy) -> None:
+    assert len(NON_ASCII_KEY) < len(NON_ASCII_KEY.encode()) == 35
+    add_credential(hostile, "openai", "unicode", NON_ASCII_KEY)
+    headers = {**hostile.auth(), "X-Vaultd-Credential": "unicode"}
+    reader, writer = await asyncio.open_connection("127.0.0.1", hostile.client.port)
+    try:
+        lines = ["GET /proxy/openai/echo-reason-alone HTTP/1.1", "Host: 127.0.0.1"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\nConnection: close\r\n\r\n").encode())
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    assert hostile.upstream.seen[-1].headers["Authorization"] == f"Bearer {NON_ASCII_KEY}"
+    status_line = raw.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 401 Unauthorized", status_line
+    assert NON_ASCII_KEY.encode() not in raw
 
 
 async def test_location_loses_the_key_parameter(hostile: Proxy) -> None:

@@ -42,13 +42,14 @@ async def relay_answer(
     if not bodiless:
         _refuse_unscannable(upstream)
     reason = upstream.reason
-    if (
-        reason
-        and len(reason) >= patterns.shortest
-        and patterns.found_in(reason.encode("utf-8", "replace"))
-    ):
-        # "401 Invalid key sk-...": the status line is echo space too.
-        reason = None  # aiohttp then sends the standard phrase
+    if reason:
+        # aiohttp decoded the phrase as UTF-8 with surrogateescape: encoded
+        # the same way it is the bytes the upstream sent, which is what the
+        # forms are (a length in characters is not one in bytes).
+        raw = reason.encode("utf-8", "surrogateescape")
+        if len(raw) >= patterns.shortest and patterns.found_in(raw):
+            # "401 Invalid key sk-...": the status line is echo space too.
+            reason = None  # aiohttp then sends the standard phrase
     headers = response_headers(
         upstream.raw_headers, body_may_change=not bodiless, patterns=patterns
     )
