@@ -39,6 +39,20 @@ async def test_400_malformed_json(api_client: TestClient[Any, Any], mint: Mint) 
     assert body["detail"] == "the body is not valid JSON"
 
 
+async def test_400_a_field_named_twice(api_client: TestClient[Any, Any], mint: Mint) -> None:
+    """Last-wins here, first-wins elsewhere: a body two readers read two ways is refused."""
+    for body in (
+        b'{"name": "a", "name": "b"}',
+        b'{"name": "a", "scopes": ["read"], "ttl": "1h", "ttl": "never"}',
+        b'{"name": "a", "meta": {"k": 1, "k": 2}}',  # nested objects too
+    ):
+        response = await api_client.post("/api/sessions", data=body, headers=await _admin(mint))
+        problem_body = await problem(response, 400, "malformed-request")
+        assert problem_body["detail"] == "the body names a field twice in one object"
+    listed = await api_client.get("/api/sessions", headers=await _admin(mint))
+    assert {s["name"] for s in await listed.json()} == {"test"}  # only the minted ones
+
+
 async def test_400_unparseable_http(api_client: TestClient[Any, Any]) -> None:
     port = api_client.port
     assert port is not None
