@@ -23,7 +23,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
-from tests.support.http import problem, raw_http
+from tests.support.config import write_proxy_config
+from tests.support.http import DaemonTestServer, bearer, mint_token, problem, raw_http
 from tests.support.upstream import (
     OPENAI_KEY,
     Proxy,
@@ -31,7 +32,9 @@ from tests.support.upstream import (
     StartUpstream,
     Upstream,
     proxy_in_front_of,
+    seed_vault,
 )
+from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.routes import CACHE, USAGE
 
@@ -530,3 +533,35 @@ async def test_headers_named_after_the_key_are_dropped(hostile: Proxy) -> None:
     names = " ".join(resp.headers).lower()
     assert OPENAI_KEY.lower() not in names
     assert "-echo" not in names
+
+
+# -- an answer HTTP does not allow ----------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [b"000", b"099", b"600", b"999"])
+async def test_a_status_outside_100_to_599_is_a_502(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    status: bytes,
+) -> None:
+    """A raw upstream answers with a status no HTTP client expects: vaultd does not pass it."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        config = write_proxy_config(tmp_path / "config.toml", f"http://127.0.0.1:{port}")
+        seed_vault(config)
+        client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+        token = mint_token(client.app[VAULT], config, scopes=["proxy"])
+        resp = await client.get("/proxy/openai/v1/models", headers=bearer(token))
+        body = await problem(resp, 502, "upstream-invalid-answer")
+        assert f"status {int(status)}," in body["detail"]
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from vaultd.http.middleware import add_standard_headers
 from vaultd.proxy.decisions import response_headers, unscannable_coding
-from vaultd.proxy.errors import UpstreamEncoding, UpstreamUnreachable
+from vaultd.proxy.errors import UpstreamEncoding, UpstreamInvalid, UpstreamUnreachable
 from vaultd.proxy.redact import Patterns
 
 log = logging.getLogger("vaultd.proxy")
@@ -38,6 +38,12 @@ async def relay_answer(
     """Pass the upstream's answer on, redacted: (response, bytes received, audit status)."""
     # A HEAD answer, or a 204/304, has no body to redact: its Content-Length
     # (and its Content-Encoding) stay true.
+    if not 100 <= upstream.status <= 599:
+        # RFC 9110 15: three digits, 1xx to 5xx. aiohttp's parser takes any
+        # three digits, and a client handed status 0 or 99 may misread it.
+        raise UpstreamInvalid(
+            f"the upstream answered with status {upstream.status}, which is not an HTTP status"
+        )
     bodiless = request.method == "HEAD" or upstream.status in _BODILESS
     if not bodiless:
         _refuse_unscannable(upstream)

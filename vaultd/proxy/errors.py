@@ -40,3 +40,11 @@ class UpstreamEncoding(VaultdError):
     status = 502
     slug = "upstream-encoding"
     title = "Upstream answer cannot be checked"
+
+
+class UpstreamInvalid(VaultdError):
+    """The upstream's answer is not one HTTP allows (a status outside 100-599)."""
+
+    status = 502
+    slug = "upstream-invalid-answer"
+    title = "Upstream answer is not valid HTTP"
