@@ -376,3 +376,51 @@ async def test_a_long_answer_is_not_cut_by_idle_timeout(
     body = await response.read()
     assert time.monotonic() - started > 1.5  # well past the 1 s idle_timeout
     assert body.count(b"data: ") == 7
+
+
+# -- Expect: the guard speaks before any 100 Continue ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "bad"),
+    [
+        (TARGET, "Host: evil.example"),
+        (TARGET, "Host: 127.0.0.1\r\nOrigin: https://evil.example"),
+        ("/api/sessions", "Host: 127.0.0.1\r\nSec-Fetch-Site: cross-site"),
+    ],
+)
+async def test_a_refused_request_gets_no_100_continue(proxy: Proxy, target: str, bad: str) -> None:
+    """aiohttp answers Expect before any middleware: vaultd's answer must be the refusal."""
+    head = (
+        f"POST {target} HTTP/1.1\r\n{bad}\r\nAuthorization: Bearer {proxy.token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon_port(proxy))
+    try:
+        writer.write(head.encode())
+        await writer.drain()
+        reply = await read_reply(reader, eof_wait=0)  # no body sent: none was asked for
+    finally:
+        writer.close()
+    assert_problem(reply, 403, proxy.token)
+    assert proxy.upstream.seen == []
+
+
+async def test_an_allowed_request_gets_100_continue_then_its_answer(proxy: Proxy) -> None:
+    head = (
+        f"POST {TARGET} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {proxy.token}\r\n"
+        "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon_port(proxy))
+    try:
+        writer.write(head.encode())
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"{}")
+        await writer.drain()
+        reply = await read_reply(reader, eof_wait=0)
+    finally:
+        writer.close()
+    assert reply.status == 200
+    assert proxy.upstream.seen[-1].body == b"{}"

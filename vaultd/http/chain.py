@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from vaultd.config import Config
@@ -24,6 +24,25 @@ class StandardChain:
 
     guard: Guard
     middlewares: tuple[Middleware, ...]
+
+    async def expect_handler(self, request: web.Request) -> None:
+        """``Expect: 100-continue`` answered only for a request the guard lets through.
+
+        aiohttp answers ``Expect`` before any middleware runs. A request the
+        guard refuses gets no ``100 Continue``: the middleware then answers
+        it with its problem, so a web page or a foreign Host learns nothing
+        first, and no body is asked for. (An Expect other than
+        100-continue is 417, as aiohttp's own handler answers.)
+        """
+        if not self.guard.passes(request):
+            return
+        if request.version != HttpVersion11:
+            return
+        if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # The interim answer is not part of the response's bytes.
+        request.writer.output_size = 0
 
     def is_all_of(self, app: web.Application) -> bool:
         """Whether ``app`` runs exactly this chain and the standard headers, nothing more."""

@@ -17,7 +17,7 @@ from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from multidict import istr
 
 from vaultd.config import Config
-from vaultd.errors import ConfigError
+from vaultd.errors import ConfigError, VaultdError
 from vaultd.http.appkeys import REQUEST_ID
 from vaultd.http.errors import ForbiddenHost, ForbiddenOrigin, UnsupportedMediaType
 from vaultd.http.problems import problem_response, status_problem
@@ -181,9 +181,10 @@ def check_json_body(request: web.Request) -> None:
 class Guard:
     """The request-line, head-size, Host, Origin and content-type checks, before any handler.
 
-    One object for both ways a request is served: the ``guard`` middleware
-    runs it for every routed request, and the proxy's direct path (see
-    ``proxy.front_door``) runs the very same checks without the middleware chain.
+    One object for both ways a request is served: the app's middleware
+    (``middleware.checked``) runs it for every routed request, and the
+    proxy's direct path (``proxy.direct``) runs the very same checks without
+    the middleware chain.
     """
 
     __slots__ = ("origins", "policy")
@@ -203,9 +204,21 @@ class Guard:
             return response
         if head_size(request) > MAX_HEAD:
             # A head that came whole in one read; one sent piecemeal is
-            # refused by the protocol handler before it ends (protocol.py).
+            # refused by the connection before it ends (daemon.connection_fast).
             raise status_problem(431, HEAD_TOO_LARGE)
         check_host(request, self.policy)
         check_origin(request, self.origins)
         check_json_body(request)
         return None
+
+    def passes(self, request: web.Request) -> bool:
+        """Whether ``refusal`` would let ``request`` through, with nothing sent or raised."""
+        if framing_fault(request) is not None or head_size(request) > MAX_HEAD:
+            return False
+        try:
+            check_host(request, self.policy)
+            check_origin(request, self.origins)
+            check_json_body(request)
+        except VaultdError:
+            return False
+        return True

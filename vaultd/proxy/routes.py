@@ -7,7 +7,7 @@ and closes them after the last request in flight.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -20,6 +20,8 @@ from vaultd.proxy.client import UpstreamClient, upstream_session
 from vaultd.proxy.forward import Forwarder
 from vaultd.proxy.usage import UsageRecorder
 
+# What aiohttp calls for a request with an ``Expect`` header, before any middleware.
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 USAGE = web.AppKey("usage", UsageRecorder)
 CACHE = web.AppKey("proxy_cache", ProxyCache)
 FORWARDER = web.AppKey("proxy_forwarder", Forwarder)
@@ -87,8 +89,10 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
             await recorder.close()
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, *, expect_handler: ExpectHandler) -> None:
     """Add the proxy route and the resources it needs to ``app``."""
     app.cleanup_ctx.append(_proxy_ctx)
     # The whole tail is parsed from the raw target by ``split_proxy_target``.
-    app.router.add_route("*", "/proxy/{service}/{path:.*}", handle_proxy)
+    app.router.add_route(
+        "*", "/proxy/{service}/{path:.*}", handle_proxy, expect_handler=expect_handler
+    )
