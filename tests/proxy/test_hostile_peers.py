@@ -565,3 +565,51 @@ async def test_a_status_outside_100_to_599_is_a_502(
     finally:
         server.close()
         await server.wait_closed()
+
+
+# -- header bytes pass as sent, or not at all ------------------------------------------
+
+
+async def test_header_bytes_reach_the_upstream_unchanged_or_are_refused(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> None:
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        config = write_proxy_config(tmp_path / "config.toml", f"http://127.0.0.1:{port}")
+        seed_vault(config)
+        client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+        assert client.server.port is not None
+        token = mint_token(client.app[VAULT], config, scopes=["proxy"]).encode()
+
+        def request(value: bytes) -> bytes:
+            return (
+                b"GET /proxy/openai/v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                + token
+                + b"\r\nX-Note: "
+                + value
+                + b"\r\nConnection: close\r\n\r\n"
+            )
+
+        vaultd_port = client.server.port
+        status, _, _ = await raw_http(
+            "127.0.0.1", vaultd_port, request(b"caf\xc3\xa9 \xe2\x82\xac")
+        )
+        assert status == 200
+        assert b"\r\nX-Note: caf\xc3\xa9 \xe2\x82\xac\r\n" in heads[-1]  # UTF-8 as sent
+        status, _, body = await raw_http("127.0.0.1", vaultd_port, request(b"caf\xe9 \xff"))
+        assert status == 400, body
+        assert b"X-Note" in body and b"not UTF-8" in body
+        assert len(heads) == 1  # nothing went upstream
+    finally:
+        server.close()
+        await server.wait_closed()

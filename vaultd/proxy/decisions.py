@@ -217,6 +217,8 @@ def outgoing_headers(
         lowered = name.lower()
         if lowered in dropped or lowered.startswith(("x-vaultd-", "proxy-")):
             continue
+        if not value.isascii():
+            _check_utf8(name, value)
         out.add(name, value)
     for name, value in service.headers.items():
         if name not in out:
@@ -234,6 +236,22 @@ def outgoing_headers(
         # The stored secret is "user:password", as curl -u takes it.
         out["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode("ascii")
     return out
+
+
+def _check_utf8(name: str, value: str) -> None:
+    """Refuse a header value whose bytes were not UTF-8.
+
+    aiohttp reads such bytes as lone surrogates and its client writes them
+    out as nothing: the upstream would get other bytes than the client sent.
+    What cannot pass unchanged does not pass. (Valid UTF-8 passes as sent.)
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(
+            f"the header {name[:64]!r} holds bytes that are not UTF-8; "
+            "vaultd forwards headers only byte for byte"
+        ) from None
 
 
 def query_value(secret: str) -> str:
