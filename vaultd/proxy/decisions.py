@@ -18,7 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from vaultd.errors import FieldError
-from vaultd.proxy.errors import BadProxyPath
+from vaultd.proxy.errors import BadProxyHeader, BadProxyPath
 from vaultd.proxy.redact import Patterns
 from vaultd.services import Service
 from vaultd.tokens import TOKEN_PREFIX
@@ -248,9 +248,12 @@ def _check_utf8(name: str, value: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise _bad(
-            f"the header {name[:64]!r} holds bytes that are not UTF-8; "
-            "vaultd forwards headers only byte for byte"
+        raise BadProxyHeader(
+            FieldError(
+                "",
+                f"the header {name[:64]!r} holds bytes that are not UTF-8; "
+                "vaultd forwards headers only byte for byte",
+            )
         ) from None
 
 

@@ -15,6 +15,12 @@ class BadProxyPath(ValidationError):
     title = "Bad proxy path"
 
 
+class BadProxyHeader(ValidationError):
+    status = 400
+    slug = "bad-proxy-header"
+    title = "Bad header for the upstream"
+
+
 class NoCredential(NotFound):
     """The proxy has no active credential to inject for this service (DESIGN 6.2)."""
 
