@@ -274,6 +274,7 @@ def test_schema_key_names_are_unique_across_sections() -> None:
         ("[sessions]\ndefault_ttl = 9223372036854775000\n", ["default_ttl"]),
         ('[audit]\nmax_age = "999999999999w999999999999w"\n', ["max_age"]),
         ("services = 1\n", ["services"]),
+        ('[services.openai]\nallow_range = "yes"\n', ["allow_range", "true or false"]),
     ],
 )
 def test_bad_settings_are_one_config_error_naming_the_key(

@@ -36,6 +36,9 @@ class Service:
     env_key: str | None = None
     env_base_url: str | None = None
     env_base_suffix: str = ""
+    # Range and If-Range are dropped unless a service opts in: a client could
+    # fetch an echoed key in slices that redaction never sees whole.
+    allow_range: bool = False
     builtin: bool = False
 
     def to_json(self, credential_count: int, *, with_builtin: bool = False) -> dict[str, Any]:
@@ -211,6 +214,10 @@ def build_service(name: str, table: object, base: Service | None) -> Service:
             changes[key] = config_string(
                 where, value, pattern=_ENV_NAME, what="an environment variable name"
             )
+        elif key == "allow_range":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false")
+            changes[key] = value
         elif key == "env_base_suffix":
             text = config_string(where, value)
             if text and not text.startswith("/"):

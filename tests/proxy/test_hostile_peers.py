@@ -109,6 +109,17 @@ def hostile_app(seen: list[Seen], other_url: str) -> web.Application:
         item = await record(request)
         return web.Response(status=401, reason=key_of(item), text="no")
 
+    async def echo_range(request: web.Request) -> web.Response:
+        """Echoes the key in its body and serves any byte range of that body asked for."""
+        item = await record(request)
+        body = f'{{"error": "invalid key {key_of(item)}"}}'.encode()
+        wanted = request.headers.get("Range", "")
+        if wanted.startswith("bytes="):
+            first, _, last = wanted[len("bytes=") :].partition("-")
+            part = body[int(first) : int(last) + 1]
+            return web.Response(status=206, body=part, content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
+
     async def redirect_with_query(request: web.Request) -> web.Response:
         await record(request)
         raise web.HTTPFound(f"{other_url}/next?{request.rel_url.raw_query_string}#frag")
@@ -153,6 +164,7 @@ def hostile_app(seen: list[Seen], other_url: str) -> web.Application:
     app.router.add_get("/redirect-with-query", redirect_with_query)
     app.router.add_get("/echo-reason", echo_reason)
     app.router.add_get("/echo-reason-alone", echo_reason_alone)
+    app.router.add_get("/echo-range", echo_range)
     app.router.add_get("/cookies", cookies)
     app.router.add_get("/named-hop", named_hop)
     app.router.add_get("/php-echo", php_echo)
@@ -613,3 +625,41 @@ async def test_header_bytes_reach_the_upstream_unchanged_or_are_refused(
     finally:
         server.close()
         await server.wait_closed()
+
+
+# -- Range: slices of an echo that redaction never sees whole ----------------------------
+
+
+async def test_a_range_never_slices_an_echoed_key(hostile: Proxy) -> None:
+    """The attack: ask for bytes 22-31, then 32-41: each a slice no pattern matches."""
+    key = OPENAI_KEY
+    seen_slices = []
+    for first in range(0, 80, 10):
+        headers = {**hostile.auth(), "Range": f"bytes={first}-{first + 9}", "If-Range": "x"}
+        resp = await hostile.client.get("/proxy/openai/echo-range", headers=headers)
+        assert resp.status == 200  # the whole answer: the upstream never saw the Range
+        seen_slices.append(await resp.read())
+        sent = hostile.upstream.seen[-1].headers
+        assert "Range" not in sent and "If-Range" not in sent
+    for body in seen_slices:
+        assert key.encode() not in body and b"[REDACTED]" in body
+
+
+async def test_a_service_that_opts_in_gets_the_range(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> None:
+    upstream = await start_upstream()
+    ranged = f'[services.files]\nbase_url = "{upstream.url}"\nallow_range = true\n'
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url, ranged)
+    seed_vault(config)
+    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    vault = client.app[VAULT]
+    vault.credentials.add(vault.unlock(), service="files", name="f", secret="FILESkeyFILESkey0009")
+    token = mint_token(vault, config, scopes=["proxy"])
+    for service, forwarded in (("files", True), ("openai", False)):
+        headers = {**bearer(token), "Range": "bytes=0-9"}
+        resp = await client.get(f"/proxy/{service}/download", headers=headers)
+        assert resp.status == 200
+        assert ("Range" in upstream.seen[-1].headers) is forwarded, service

@@ -63,6 +63,10 @@ _NEVER_FORWARDED = frozenset({"cookie", "cookie2", "accept-encoding"})
 _NOT_END_TO_END = frozenset({"expect"})
 _NEVER_RETURNED = frozenset({"set-cookie", "set-cookie2"})
 _DROPPED_OUTGOING = HOP_BY_HOP | _NEVER_FORWARDED | _NOT_END_TO_END | frozenset(TOKEN_HEADERS)
+# A part of an answer that echoes the key holds a slice of it that the
+# redaction cannot tell from any other text: ranges only where a service
+# opts in ([services.NAME] allow_range).
+_DROPPED_OUTGOING_NO_RANGE = _DROPPED_OUTGOING | frozenset({"range", "if-range"})
 # ``response_headers``: names (lower-cased bytes) never passed back. CORS
 # headers are the daemon's to set (never, threat T3), not an upstream's; a
 # Content-Length goes when redaction may change the body's length (the answer
@@ -211,7 +215,9 @@ def outgoing_headers(
         for value in incoming.getall(_CONNECTION, [])
         for token in value.split(",")
     }
-    dropped = _DROPPED_OUTGOING | named_by_connection if named_by_connection else _DROPPED_OUTGOING
+    dropped = _DROPPED_OUTGOING if service.allow_range else _DROPPED_OUTGOING_NO_RANGE
+    if named_by_connection:
+        dropped = dropped | named_by_connection
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lowered = name.lower()
