@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.support.cli import CLI
 from vaultd.config import load_config
@@ -88,3 +92,61 @@ def test_backup_while_another_connection_writes(initialised: CLI, tmp_path: Path
     with open_vault(load_config(data_dir=str(new_dir))) as vault:
         [credential] = vault.credentials.list()
         assert vault.credentials.reveal(vault.unlock(), credential) == SECRET
+
+
+# -- a directory where someone else could swap the file: refused ---------------------
+
+
+def test_a_directory_others_can_write_without_sticky_bit_is_refused(
+    initialised: CLI, tmp_path: Path
+) -> None:
+    """The attack: another user renames their own file over the new backup before
+    SQLite reopens it by name, in a 0777 directory without the sticky bit."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    line = initialised.fails("backup", str(shared / "vault.backup"))
+    assert "others can write to" in line and "no sticky bit" in line
+    assert list(shared.iterdir()) == []
+
+
+def test_a_directory_owned_by_another_user_is_refused(initialised: CLI, tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    try:
+        os.chown(theirs, 65534, 65534)
+    except PermissionError:
+        pytest.skip("chown to another user needs root")
+    line = initialised.fails("backup", str(theirs / "vault.backup"))
+    assert "belongs to uid 65534" in line
+    assert list(theirs.iterdir()) == []
+
+
+def test_a_sticky_shared_directory_is_fine(initialised: CLI, tmp_path: Path) -> None:
+    """As /tmp: others can write there but cannot rename over a file of ours."""
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    initialised.ok("backup", str(sticky / "vault.backup"))
+    assert stat.S_IMODE((sticky / "vault.backup").stat().st_mode) == 0o600
+
+
+def test_a_file_swapped_in_while_sqlite_opens_it_is_detected(
+    initialised: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race itself, made certain: the swap happens right before SQLite opens the name."""
+    target = tmp_path / "vault.backup"
+    planted = tmp_path / "planted"
+    planted.write_bytes(b"")
+    real_connect = sqlite3.connect
+
+    def swap_then_connect(database: str, **kwargs: Any) -> sqlite3.Connection:
+        if database == str(target):
+            os.rename(planted, target)  # what the other user's rename(2) does
+        connection: sqlite3.Connection = real_connect(database, **kwargs)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", swap_then_connect)
+    line = initialised.fails("backup", str(target))
+    assert "was replaced while the backup was written" in line
+    assert target.exists()  # not ours: left as it is, not deleted, not reported as a backup
