@@ -14,13 +14,20 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from tests.support.http import bearer, problem
-from tests.support.upstream import Proxy
+from tests.support.config import write_proxy_config
+from tests.support.http import DaemonTestServer, bearer, mint_token, problem
+from tests.support.upstream import Proxy, StartUpstream, seed_vault
+from vaultd.daemon.app import create_app
+from vaultd.http.appkeys import VAULT
+from vaultd.proxy import usage as usage_module
 from vaultd.proxy.decisions import secret_forms, without_tokens
 from vaultd.proxy.redact import Patterns
 from vaultd.proxy.routes import USAGE
@@ -173,3 +180,36 @@ async def test_expect_is_not_forwarded(proxy: Proxy) -> None:
     sent = {name.lower() for name in proxy.upstream.seen[-1].headers}
     assert "expect" not in sent
     assert proxy.upstream.seen[-1].body == b"hello"
+
+
+# -- one session cannot push another's rows out ------------------------------------------
+
+
+async def test_a_flood_of_refusals_cannot_push_out_another_sessions_record(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attack: a proxy token makes many cheap refused requests (each audited) until
+    the newest [audit] max_rows are all its own. Here max_rows is 40, the flood 300."""
+    monkeypatch.setattr(usage_module, "PRUNE_EVERY", 0)  # prune at every flush
+    upstream = await start_upstream()
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url, "[audit]\nmax_rows = 40\n")
+    seed_vault(config)
+    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    vault = client.app[VAULT]
+    victim = mint_token(vault, config, scopes=["proxy"], name="victim")
+    flooder = mint_token(vault, config, scopes=["proxy"], name="flooder")
+    marker = await client.get("/proxy/openai/v1/marker", headers=bearer(victim))
+    assert marker.status == 200
+    for _ in range(300):
+        refused = await client.get("/proxy/nosuch/x", headers=bearer(flooder))
+        assert refused.status == 404
+    await client.app[USAGE].flush()
+    with sqlite3.connect(config.db_path) as conn:
+        rows = conn.execute(
+            "SELECT s.name, a.path FROM audit a JOIN sessions s ON s.id = a.session_id"
+        ).fetchall()
+    assert ("victim", "/v1/marker") in rows
+    assert sum(1 for name, _ in rows if name == "flooder") == 40 // 4

@@ -128,10 +128,24 @@ def list_entries(
     return [AuditEntry(**row) for row in rows]
 
 
+# The most rows one session may hold: a quarter of [audit] max_rows. A
+# token's holder can make as many refused (and so cheap) requests as it
+# likes, and every one is audited; without a share of its own, a flood from
+# one session would push every other session's rows out of the table.
+SESSION_SHARE = 4
+
+
 def prune(db: Database, *, keep_rows: int, keep_seconds: int, now: int) -> None:
-    """Drop rows beyond the newest ``keep_rows`` or older than ``keep_seconds``."""
+    """Drop rows older than ``keep_seconds``, then each session's beyond its share
+    of ``keep_rows`` (oldest first), then any beyond the newest ``keep_rows``."""
     db.conn.execute("DELETE FROM audit WHERE at < ?", [now - keep_seconds])
     db.conn.execute(
-        "DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?",
-        [keep_rows],
+        "DELETE FROM audit WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER"
+        " (PARTITION BY session_id ORDER BY id DESC) AS newer FROM audit) WHERE newer > ?)",
+        [max(1, keep_rows // SESSION_SHARE)],
+    )
+    # Counted in rows, not ids: the deletes above leave gaps in the ids.
+    db.conn.execute(
+        "DELETE FROM audit WHERE id < (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        [keep_rows - 1],
     )
