@@ -6,16 +6,19 @@ standard library, and the token is minted in the database directly.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
+from vaultd.cli.listener import NoListener, check_listener_is_ours
 from vaultd.errors import VaultdError
 from vaultd.services import Service
 
@@ -34,7 +37,15 @@ def daemon_url(env: Mapping[str, str]) -> str:
 
 
 def check_daemon(url: str, timeout: float = 3.0) -> str:
-    """The daemon's version, or ``DaemonUnreachable`` with what to do about it."""
+    """The daemon's version, or ``DaemonUnreachable`` with what to do about it.
+
+    Only a daemon of this user's is one: the kernel must show that every
+    socket listening where ``url`` points belongs to this user
+    (``listener.check_listener_is_ours``; ``ListenerNotOurs`` otherwise), both
+    before it is asked anything and after it answered.
+    """
+    host, port = _loopback_address(url)
+    _check_owner(url, host, port)
     # No proxy handler: a loopback request must not detour through HTTP_PROXY.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
@@ -47,7 +58,40 @@ def check_daemon(url: str, timeout: float = 3.0) -> str:
         ) from None
     if not isinstance(body, dict) or body.get("status") != "ok":
         raise DaemonUnreachable(f"{url} did not answer like a vaultd daemon")
+    # Whoever answered was listening then: still only this user's sockets.
+    _check_owner(url, host, port)
     return str(body.get("version", "?"))
+
+
+def _loopback_address(url: str) -> tuple[str, int]:
+    """Host and port of ``url``, which must name this machine's loopback."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise DaemonUnreachable(f"VAULTD_URL has no valid port: {url!r}") from None
+    loopback = host == "localhost"
+    if not loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+    if not loopback:
+        raise DaemonUnreachable(
+            f"VAULTD_URL must name this machine (127.0.0.1, localhost or [::1]), not {host!r}:"
+            " a token is handed only to a daemon the kernel shows is yours"
+        )
+    return host, port
+
+
+def _check_owner(url: str, host: str, port: int) -> None:
+    try:
+        check_listener_is_ours(host, port)
+    except NoListener as exc:
+        raise DaemonUnreachable(
+            f"the vaultd daemon is not reachable at {url} ({exc}); start it with: vaultd serve"
+        ) from None
 
 
 def child_env(

@@ -124,10 +124,14 @@ def _vault_checks(config: Config, passphrase_file: Path | None) -> Iterator[Chec
 
 def _daemon(env: Mapping[str, str]) -> Check:
     from vaultd.cli.child import check_daemon, daemon_url
+    from vaultd.cli.listener import ListenerNotOurs
 
     try:
         url = daemon_url(env)
         version = check_daemon(url, timeout=2.0)
+    except ListenerNotOurs as exc:
+        # Not a daemon that is down: someone else holds its port.
+        return Check("FAIL", "daemon", str(exc))
     except VaultdError as exc:
         return Check("warn", "daemon", str(exc))
     return Check("ok", "daemon", f"vaultd {version} at {url}")
