@@ -134,4 +134,63 @@ def test_secret_forms_cover_how_each_auth_style_sends_the_key() -> None:
     assert {b"k%20y%2B%C3%A9", b"k+y%2B%C3%A9", b"k y+\\u00e9", "k y+é".encode()} <= forms
     # Short parts are not redacted on their own: they would hit ordinary text.
     assert b"pw" not in set(secret_forms(basic, "alice:pw"))
-    assert set(secret_forms(bearer, "sk-plain-0001")) == {b"sk-plain-0001"}
+    # A plain key: itself, and itself with every character a JSON escape.
+    plain = "sk-plain-0001"
+    escaped_throughout = "".join(f"\\u{ord(c):04x}" for c in plain).encode()
+    assert set(secret_forms(bearer, plain)) == {plain.encode(), escaped_throughout}
+
+
+# -- escaped echoes: .NET's \uXXXX, every character escaped, any case, HTML ----------
+
+# A key with characters encoders escape (+ and &) and non-ASCII ones.
+ODD_KEY = "sk-Ab+Cd&Ef-\u00fcn\u00ef-0042XYZ"
+
+
+def _u(char: str, upper: bool) -> str:
+    code = f"{ord(char):04x}"
+    return "\\u" + (code.upper() if upper else code)
+
+
+def _mixed(char: str) -> str:
+    """An escape with its hex letters in alternating case: ``\\u00Fc``."""
+    code = f"{ord(char):04x}"
+    return "\\u" + "".join(c.upper() if i % 2 else c for i, c in enumerate(code))
+
+
+# Written here by hand, as each encoder writes them, not taken from secret_forms.
+ECHOES = {
+    ".NET System.Text.Json": "".join(
+        _u(c, True) if c in "+&" or not c.isascii() else c for c in ODD_KEY
+    ),
+    "every character, upper-case hex": "".join(_u(c, True) for c in ODD_KEY),
+    "every character, lower-case hex": "".join(_u(c, False) for c in ODD_KEY),
+    "every character, mixed case": "".join(_mixed(c) for c in ODD_KEY),
+    "Python json, \\u00fc": ODD_KEY.replace("\u00fc", "\\u00fc").replace("\u00ef", "\\u00ef"),
+    "HTML decimal": "".join({"+": "&#43;", "&": "&#38;"}.get(c, c) for c in ODD_KEY),
+    "HTML hex, upper": "".join({"+": "&#x2B;", "&": "&#X26;"}.get(c, c) for c in ODD_KEY),
+    "HTML named and decimal": "".join({"+": "&#43;", "&": "&amp;"}.get(c, c) for c in ODD_KEY),
+}
+
+
+def test_each_escaped_echo_is_redacted_at_every_split() -> None:
+    service = Service(name="o", base_url="https://o.example")
+    patterns = Patterns(secret_forms(service, ODD_KEY))
+    for name, echo in ECHOES.items():
+        body = b'{"error": "invalid key ' + echo.encode() + b'", "n": 1}'
+        assert patterns.found_in(body), name
+        assert patterns.sub(body) == b'{"error": "invalid key [REDACTED]", "n": 1}', name
+        for cut in range(1, len(body)):
+            redactor = patterns.redactor()
+            out = redactor.feed(body[:cut]) + redactor.feed(body[cut:]) + redactor.flush()
+            assert out == b'{"error": "invalid key [REDACTED]", "n": 1}', (name, cut)
+        redactor = patterns.redactor()
+        out = b"".join(redactor.feed(body[i : i + 1]) for i in range(len(body)))
+        assert out + redactor.flush() == patterns.sub(body), name
+
+
+def test_escapes_of_other_text_pass_untouched() -> None:
+    patterns = Patterns(secret_forms(Service(name="o", base_url="https://o.example"), ODD_KEY))
+    body = b'caf\\u00e9 &amp; cr\\u00C8me &#43; "sk-Ab+Cd" \\n'
+    assert not patterns.found_in(body)
+    redactor = patterns.redactor()
+    assert redactor.feed(body) + redactor.flush() == body

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -83,6 +84,21 @@ _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # A percent escape with a hex letter in it (``quote`` writes them upper-case).
 _ESCAPE_WITH_LETTER = re.compile(r"%[0-9A-F][A-F]|%[A-F][0-9]")
 _GO_HTML_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"})
+# What .NET's System.Text.Json escapes by default besides non-ASCII and control
+# characters (its JavaScriptEncoder.Default): HTML-sensitive characters and "+".
+_DOTNET_ESCAPED = frozenset("\"&'+<>`")
+# Characters HTML encoders write as references: decimal, hexadecimal, named.
+_HTML_REFERENCES = {
+    char: (f"&#{ord(char)};", f"&#x{ord(char):x};", name)
+    for char, name in (
+        ("&", "&amp;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ('"', "&quot;"),
+        ("'", "&apos;"),
+        ("+", "&#43;"),
+    )
+}
 # The shortest part of a basic-auth secret redacted on its own: shorter ones
 # would replace ordinary words in every answer.
 _MIN_PART = 8
@@ -307,12 +323,63 @@ def secret_forms(service: Service, secret: str) -> list[bytes]:
         escaped = json.dumps(text)[1:-1]
         unicode = json.dumps(text, ensure_ascii=False)[1:-1]
         # As json.dumps writes it, as an encoder that keeps non-ASCII does, as
-        # encoders that escape "/" (PHP's json_encode) do, and as Go's
-        # encoding/json does (non-ASCII kept, "&", "<" and ">" escaped).
+        # encoders that escape "/" (PHP's json_encode) do, as Go's
+        # encoding/json does (non-ASCII kept, "&", "<" and ">" escaped), as
+        # .NET's System.Text.Json does (non-ASCII and "&'+<>`" as \uXXXX),
+        # and with every character escaped. (Redaction matches \u escapes in
+        # any letter case: Patterns.)
         texts.update(
-            (escaped, unicode, escaped.replace("/", "\\/"), unicode.translate(_GO_HTML_ESCAPES))
+            (
+                escaped,
+                unicode,
+                escaped.replace("/", "\\/"),
+                unicode.translate(_GO_HTML_ESCAPES),
+                _json_escape(text, _DOTNET_ESCAPED),
+                _json_escape(text, None),
+            )
         )
+    # HTML character references, as templates and HTML encoders write the
+    # characters they escape: decimal, hexadecimal and named.
+    texts.update(_html_forms(secret))
     return [text.encode("utf-8") for text in texts if text]
+
+
+def _json_escape(text: str, only: frozenset[str] | None) -> str:
+    """``text`` as a JSON string's inside, with the characters in ``only`` (every one
+    if None), and every non-ASCII or control one, as ``\\uXXXX`` escapes (UTF-16)."""
+    out: list[str] = []
+    for char in text:
+        if only is None or char in only or not char.isascii() or not char.isprintable():
+            units = char.encode("utf-16-be")
+            out.extend(f"\\u{units[i : i + 2].hex()}" for i in range(0, len(units), 2))
+        elif char in '"\\':
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _html_forms(text: str) -> set[str]:
+    """``text`` with the characters HTML escapers escape written as character references.
+
+    Each such character as ``&#N;``, ``&#xH;`` or its name; every mix of those
+    while there are at most three such characters, and each style throughout
+    beyond that (a mix of more is not what an encoder writes).
+    """
+    special = [i for i, char in enumerate(text) if char in _HTML_REFERENCES]
+    if not special:
+        return set()
+    styles = range(3)
+
+    def write(choice: Sequence[int]) -> str:
+        chars = list(text)
+        for index, style in zip(special, choice, strict=True):
+            chars[index] = _HTML_REFERENCES[text[index]][style]
+        return "".join(chars)
+
+    if len(special) <= 3:
+        return {write(choice) for choice in itertools.product(styles, repeat=len(special))}
+    return {write([style] * len(special)) for style in styles}
 
 
 def unscannable_coding(

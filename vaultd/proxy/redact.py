@@ -29,6 +29,7 @@ class Patterns:
 
     __slots__ = (
         "_any",
+        "_escaped",
         "_first",
         "_first_byte",
         "_folded",
@@ -39,35 +40,57 @@ class Patterns:
     )
 
     def __init__(self, forms: Iterable[bytes]) -> None:
+        unique = {f for f in forms if f}
+        if not unique:
+            raise ValueError("nothing to redact")
+        # Forms written with escapes (``\u002B``, ``&#x2B;``, ``&amp;``) are
+        # matched in any letter case: encoders differ in the case of hex
+        # digits (Python writes ``\u002b``, .NET ``\u002B``) and mix them.
+        # Kept lower-cased; the rest must match byte for byte.
+        escaped = {f.lower() for f in unique if _is_escaped(f)}
+        exact = {f for f in unique if not _is_escaped(f)}
+        self.forms: tuple[bytes, ...] = tuple(sorted(exact, key=lambda f: (-len(f), f)))
+        self._escaped: tuple[bytes, ...] = tuple(sorted(escaped, key=lambda f: (-len(f), f)))
+        lengths = [len(f) for f in (*self.forms, *self._escaped)]
+        self.longest = max(lengths)
+        self.shortest = min(lengths)
+        # Most keys are URL- and JSON-safe: then there is one exact form, and
+        # one ``in`` is the whole check of a chunk without escapes.
+        self._only = self.forms[0] if len(self.forms) == 1 else None
         # Longest first: where two forms start at the same byte (a secret and
         # its base64, say) the regex takes the first alternative that matches,
         # so the longer one is replaced whole.
-        unique = sorted({f for f in forms if f}, key=lambda f: (-len(f), f))
-        if not unique:
-            raise ValueError("nothing to redact")
-        self.forms: tuple[bytes, ...] = tuple(unique)
-        self.longest = len(unique[0])
-        self.shortest = len(unique[-1])
-        # Most keys are URL- and JSON-safe: then there is one form, and one
-        # ``in`` is the whole check.
-        self._only = unique[0] if len(unique) == 1 else None
-        self._any = re.compile(b"|".join(re.escape(f) for f in unique))
+        alternatives = sorted(
+            [(len(f), re.escape(f)) for f in self.forms]
+            + [(len(f), b"(?i:" + re.escape(f) + b")") for f in self._escaped],
+            key=lambda item: (-item[0], item[1]),
+        )
+        self._any = re.compile(b"|".join(a for _, a in alternatives))
         # Only a byte that starts some form can start a partial match: the
         # hold-back scan jumps between those in C instead of trying every byte.
-        firsts = sorted({f[0] for f in unique})
-        self._first = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in firsts) + b"]")
+        firsts = {f[0] for f in self.forms}
+        firsts |= {c for f in self._escaped for c in {f[0], bytes([f[0]]).upper()[0]}}
+        ordered = sorted(firsts)
+        self._first = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in ordered) + b"]")
         # One first byte (the usual case): ``bytes.find`` is cheaper still.
-        self._first_byte = firsts[0] if len(firsts) == 1 else None
+        self._first_byte = ordered[0] if len(ordered) == 1 else None
         # For what an upstream may re-case (header names: Go canonicalises them).
-        self._folded = tuple({f.lower() for f in unique})
+        self._folded = tuple({f.lower() for f in (*self.forms, *self._escaped)})
 
     def found_in(self, data: bytes) -> bool:
         # One ``in`` per form, not the regex: bytes search runs at memory
         # speed, an alternation of a few forms at a tenth of it, and nearly
         # every chunk holds none.
         if self._only is not None:
-            return self._only in data
-        return any(map(data.__contains__, self.forms))
+            if self._only in data:
+                return True
+        elif any(map(data.__contains__, self.forms)):
+            return True
+        # An escaped form needs a backslash or an ampersand: most chunks have
+        # neither, and skip the lower-cased copy.
+        if self._escaped and (b"\\" in data or b"&" in data):
+            return any(map(data.lower().__contains__, self._escaped))
+        return False
 
     def found_in_folded(self, lowered: bytes) -> bool:
         """Whether ``lowered`` (lower-cased by the caller) holds a form in any letter case."""
@@ -97,6 +120,11 @@ class Patterns:
             for form in self.forms:
                 if len(form) > len(tail) and form.startswith(tail):
                     return at
+            if self._escaped:
+                lowered = tail.lower()
+                for form in self._escaped:
+                    if len(form) > len(lowered) and form.startswith(lowered):
+                        return at
             at = self._next_first(data, at + 1)
         return size
 
@@ -154,3 +182,8 @@ class Redactor:
         """
         rest, self._held = self._held, b""
         return self._patterns.sub(rest) if rest and self._patterns.found_in(rest) else rest
+
+
+def _is_escaped(form: bytes) -> bool:
+    """Whether ``form`` is written with JSON ``\\u`` escapes or HTML character references."""
+    return b"\\u" in form or b"&" in form
