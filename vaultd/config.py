@@ -93,6 +93,9 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
         "read_timeout": (_duration, "300s"),
         "max_request_body": (_size, "32MiB"),
         "usage_flush_interval": (_duration, "1s"),
+        "body_timeout": (_duration, "30s"),
+        "pool_timeout": (_duration, "10s"),
+        "max_session_concurrency": (_positive_int, 32),
     },
     "audit": {"max_rows": (_positive_int, 100_000), "max_age": (_duration, "90d")},
 }
@@ -114,6 +117,9 @@ class Config:
     read_timeout: int
     max_request_body: int
     usage_flush_interval: int
+    body_timeout: int
+    pool_timeout: int
+    max_session_concurrency: int
     audit_max_rows: int
     audit_max_age: int
     services: Mapping[str, Service]
@@ -243,6 +249,9 @@ def load_config(
         read_timeout=settings["read_timeout"],
         max_request_body=settings["max_request_body"],
         usage_flush_interval=settings["usage_flush_interval"],
+        body_timeout=settings["body_timeout"],
+        pool_timeout=settings["pool_timeout"],
+        max_session_concurrency=settings["max_session_concurrency"],
         audit_max_rows=settings["max_rows"],
         audit_max_age=settings["max_age"],
         services=settings["services"],

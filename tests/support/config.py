@@ -20,7 +20,10 @@ def write_api_config(tmp_path: Path, extra: str = "") -> Config:
     return load_config(config_path=str(path), env={"HOME": str(home)})
 
 
-def write_proxy_config(path: Path, upstream_url: str, extra: str = "") -> Config:
+def write_proxy_config(
+    path: Path, upstream_url: str, extra: str = "", *, proxy: str = ""
+) -> Config:
+    """Every service at ``upstream_url``; ``proxy`` adds lines to ``[proxy]``, ``extra`` tables."""
     path.write_text(
         f"""
 [proxy]
@@ -28,6 +31,7 @@ usage_flush_interval = "1s"
 connect_timeout = "2s"
 read_timeout = "1s"
 max_request_body = "64KiB"
+{proxy}
 
 [services.openai]
 base_url = "{upstream_url}"

@@ -54,3 +54,11 @@ class UpstreamInvalid(VaultdError):
     status = 502
     slug = "upstream-invalid-answer"
     title = "Upstream answer is not valid HTTP"
+
+
+class RequestBodyTimeout(VaultdError):
+    """The client stopped sending the body it announced."""
+
+    status = 408
+    slug = "request-body-timeout"
+    title = "Request body timeout"

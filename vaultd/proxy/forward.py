@@ -44,7 +44,13 @@ from vaultd.proxy.decisions import (
     upstream_url,
     with_query_secret,
 )
-from vaultd.proxy.errors import NoCredential, UpstreamTimeout, UpstreamUnreachable
+from vaultd.proxy.errors import (
+    NoCredential,
+    RequestBodyTimeout,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from vaultd.proxy.inflight import InFlight
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.services import Service
 from vaultd.store.audit import AuditRow, audit_path
@@ -101,10 +107,20 @@ def authorise(session: Session, service: Service) -> None:
         raise Forbidden(f"this token may not use {service.name}")
 
 
-async def _limited(request: web.Request, limit: int, counter: list[int]) -> AsyncIterator[bytes]:
-    """The request body as it arrives, cut off at ``limit`` bytes."""
+async def _limited(request: web.Request, attempt: Attempt, config: Config) -> AsyncIterator[bytes]:
+    """The request body as it arrives: cut off at ``max_request_body`` bytes, and at
+    ``body_timeout`` seconds without a byte (a stalled body holds an upstream connection)."""
+    limit = config.max_request_body
+    counter = attempt.sent
     while True:
-        chunk = await request.content.readany()
+        try:
+            async with asyncio.timeout(config.body_timeout):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            attempt.stalled = True
+            raise RequestBodyTimeout(
+                f"no byte of the request body arrived for {config.body_timeout}s"
+            ) from None
         if not chunk:
             return
         counter[0] += len(chunk)
@@ -116,7 +132,16 @@ async def _limited(request: web.Request, limit: int, counter: list[int]) -> Asyn
 class Attempt:
     """What one request has come to so far: the audit row is made of it, however it ends."""
 
-    __slots__ = ("credential", "received", "rest", "sent", "service", "session", "status")
+    __slots__ = (
+        "credential",
+        "received",
+        "rest",
+        "sent",
+        "service",
+        "session",
+        "stalled",
+        "status",
+    )
 
     def __init__(self) -> None:
         self.session: Session | None = None
@@ -127,6 +152,8 @@ class Attempt:
         # A list, so that the body generator (``_limited``) can count into it.
         self.sent = [0]
         self.received = 0
+        # Set when the client's body stalled past body_timeout (a 408).
+        self.stalled = False
 
 
 class Outgoing(NamedTuple):
@@ -150,6 +177,7 @@ class Forwarder:
     cache: ProxyCache
     usage: UsageRecorder
     upstream: UpstreamClient
+    inflight: InFlight
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         """One proxied request, from the checks to the audit row (after ``middleware.checked``)."""
@@ -160,7 +188,14 @@ class Forwarder:
         attempt = Attempt()
         try:
             outgoing = self.admit(request, attempt)
-            return await self._send(request, request_id, outgoing, attempt)
+            session_id = attempt.session.id  # type: ignore[union-attr]  # set by admit
+            url = outgoing.url
+            host = (url.raw_host, url.port)  # aiohttp's pool is per host and port
+            await self.inflight.enter(session_id, host)
+            try:
+                return await self._send(request, request_id, outgoing, attempt)
+            finally:
+                self.inflight.leave(session_id, host)
         except VaultdError as exc:
             attempt.status = exc.status
             raise
@@ -202,7 +237,7 @@ class Forwarder:
         return Outgoing(
             with_query_secret(url, service, secret.value),
             outgoing_headers(request.headers, service, secret.value),
-            _limited(request, limit, attempt.sent) if request.body_exists else None,
+            _limited(request, attempt, config) if request.body_exists else None,
             secret,
         )
 
@@ -217,8 +252,13 @@ class Forwarder:
                 )
             return response
         except VaultdError:
-            # A body cut off at the limit surfaces from the client library as
-            # a broken upstream connection; the client should hear why.
+            # A body cut off at the limit, or stalled, surfaces from the
+            # client library as a broken upstream connection; the client
+            # should hear why.
+            if attempt.stalled:
+                raise RequestBodyTimeout(
+                    f"no byte of the request body arrived for {self.config.body_timeout}s"
+                ) from None
             limit = self.config.max_request_body
             if attempt.sent[0] > limit:
                 raise PayloadTooLarge(

@@ -18,6 +18,7 @@ from vaultd.http.appkeys import CONFIG, VAULT
 from vaultd.proxy.cache import ProxyCache
 from vaultd.proxy.client import UpstreamClient, upstream_session
 from vaultd.proxy.forward import Forwarder
+from vaultd.proxy.inflight import CONNECTIONS_PER_HOST, InFlight
 from vaultd.proxy.usage import UsageRecorder
 
 # What aiohttp calls for a request with an ``Expect`` header, before any middleware.
@@ -65,7 +66,9 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     jar and environment proxies are never consulted).
     """
     config = app[CONFIG]
-    connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(
+        limit=256, limit_per_host=CONNECTIONS_PER_HOST, ttl_dns_cache=300
+    )
     timeout = client_timeout(config)
     async with upstream_session(connector, timeout) as client:
         cache = app[CACHE] = ProxyCache(app[VAULT])
@@ -80,7 +83,11 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         await recorder.start()
         app[USAGE] = recorder
-        app[FORWARDER] = Forwarder(config, cache, recorder, make_upstream_client(client, timeout))
+        inflight = InFlight(
+            per_session=config.max_session_concurrency, pool_timeout=config.pool_timeout
+        )
+        upstream = make_upstream_client(client, timeout)
+        app[FORWARDER] = Forwarder(config, cache, recorder, upstream, inflight)
         try:
             yield
         finally:
