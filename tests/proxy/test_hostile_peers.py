@@ -109,6 +109,25 @@ def hostile_app(seen: list[Seen], other_url: str) -> web.Application:
         item = await record(request)
         return web.Response(status=401, reason=key_of(item), text="no")
 
+    async def echo_escaped(request: web.Request) -> web.StreamResponse:
+        """Echoes the key as .NET writes it, every character escaped, and as HTML, in
+        seven-byte chunks so that each form straddles chunk boundaries."""
+        item = await record(request)
+        key = key_of(item)
+        dotnet = "".join(f"\\u{ord(c):04X}" if c in "+&" else c for c in key)
+        every = "".join(f"\\u{ord(c):04X}" for c in key)
+        html = key.replace("&", "&amp;").replace("+", "&#x2B;")
+        payload = json.dumps({"a": 0}).encode()[:-1] + (
+            f', "dotnet": "{dotnet}", "every": "{every}", "html": "{html}"}}'.encode()
+        )
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for i in range(0, len(payload), 7):
+            await response.write(payload[i : i + 7])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
+
     async def echo_range(request: web.Request) -> web.Response:
         """Echoes the key in its body and serves any byte range of that body asked for."""
         item = await record(request)
@@ -165,6 +184,7 @@ def hostile_app(seen: list[Seen], other_url: str) -> web.Application:
     app.router.add_get("/echo-reason", echo_reason)
     app.router.add_get("/echo-reason-alone", echo_reason_alone)
     app.router.add_get("/echo-range", echo_range)
+    app.router.add_get("/echo-escaped", echo_escaped)
     app.router.add_get("/cookies", cookies)
     app.router.add_get("/named-hop", named_hop)
     app.router.add_get("/php-echo", php_echo)
@@ -663,3 +683,16 @@ async def test_a_service_that_opts_in_gets_the_range(
         resp = await client.get(f"/proxy/{service}/download", headers=headers)
         assert resp.status == 200
         assert ("Range" in upstream.seen[-1].headers) is forwarded, service
+
+
+async def test_escaped_echoes_of_a_key_with_plus_and_ampersand_are_redacted(
+    hostile: Proxy,
+) -> None:
+    """Through a real daemon: .NET's \\u002B, every character escaped, HTML references."""
+    key = "sk-proj-Plus+And&Key-0001abcdef"
+    add_credential(hostile, "openai", "odd", key)
+    headers = {**hostile.auth(), "X-Vaultd-Credential": "odd"}
+    resp = await hostile.client.get("/proxy/openai/echo-escaped", headers=headers)
+    assert resp.status == 200
+    body = json.loads(await resp.read())
+    assert body == {"a": 0, "dotnet": "[REDACTED]", "every": "[REDACTED]", "html": "[REDACTED]"}
