@@ -95,7 +95,7 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
         "usage_flush_interval": (_duration, "1s"),
         "body_timeout": (_duration, "30s"),
         "pool_timeout": (_duration, "10s"),
-        "max_session_concurrency": (_positive_int, 32),
+        "max_session_concurrency": (_positive_int, 64),
     },
     "audit": {"max_rows": (_positive_int, 100_000), "max_age": (_duration, "90d")},
 }

@@ -130,6 +130,9 @@ async def daemon(
         Path(env.vars["VAULTD_CONFIG"]),
         f"http://127.0.0.1:{server.port}",
         f"[server]\nport = {env.port}\n",
+        # One token makes all CONCURRENT requests at once here: memory, not
+        # fairness, is what these tests measure.
+        proxy=f"max_session_concurrency = {CONCURRENT}",
     )
     seed_vault(config)
     with open_vault(config) as vault:

@@ -58,7 +58,7 @@ async def test_one_session_cannot_hold_the_pool_and_stalled_bodies_end_in_408(
     client, config = await vaultd_with(
         tmp_path, start_upstream, aiohttp_client, 'body_timeout = "1s"'
     )
-    assert config.max_session_concurrency == 32  # the default
+    assert config.max_session_concurrency == 64  # the default
     vault = client.app[VAULT]
     attacker = mint_token(vault, config, scopes=["proxy"], name="attacker")
     other = mint_token(vault, config, scopes=["proxy"], name="other")
@@ -71,8 +71,8 @@ async def test_one_session_cannot_hold_the_pool_and_stalled_bodies_end_in_408(
         assert resp.status == 200
         assert time.monotonic() - started < 2
         statuses = await asyncio.gather(*(status_of(r, 10) for r, _ in conns))
-        assert statuses.count(429) == 130 - 32
-        assert statuses.count(408) == 32
+        assert statuses.count(429) == 130 - 64
+        assert statuses.count(408) == 64
     finally:
         for _, writer in conns:
             writer.close()
