@@ -22,7 +22,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.support.config import write_proxy_config
-from tests.support.http import PROBLEM_FIELDS, DaemonTestServer, bearer, split_reply
+from tests.support.http import (
+    PROBLEM_FIELDS,
+    DaemonTestServer,
+    bearer,
+    fast_server_only,
+    split_reply,
+)
 from tests.support.upstream import OPENAI_KEY, Proxy, StartUpstream, seed_vault
 from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
@@ -161,6 +167,7 @@ CASES = {
 EXPECTED = dict.fromkeys(CASES, 400) | {"http-1.0-without-host": 403}
 
 
+@fast_server_only
 async def test_refused_before_any_upstream(proxy: Proxy) -> None:
     # One daemon for every case (a fixture each would cost more than the
     # cases); a failure names its case.
@@ -224,6 +231,7 @@ async def test_head_over_the_limit_in_one_piece_is_431(proxy: Proxy) -> None:
     assert proxy.upstream.seen == []
 
 
+@fast_server_only
 async def test_head_over_the_limit_sent_slowly_is_431_before_it_ends(proxy: Proxy) -> None:
     port = daemon_port(proxy)
     head = big_head(port, proxy.token, 4 * MAX_HEAD)[:-2]  # never ended

@@ -88,6 +88,7 @@ def test_a_missing_internal_means_the_public_path_and_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="vaultd")
+    monkeypatch.delenv(fastpaths.ENV_VAR, raising=False)
     monkeypatch.setattr(fastpaths, "_chosen", {})
     monkeypatch.setattr(connection_fast, "internals_missing", lambda: "RequestHandler moved")
     for _ in range(3):
@@ -101,6 +102,7 @@ def test_a_missing_internal_means_the_public_path_and_one_warning(
 def test_a_probe_whose_import_fails_means_the_public_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv(fastpaths.ENV_VAR, raising=False)
     monkeypatch.setattr(fastpaths, "_chosen", {})
 
     def moved() -> str | None:

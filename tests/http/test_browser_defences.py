@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support.config import write_api_config
-from tests.support.http import Mint, bearer, problem, raw_http, start_client
+from tests.support.http import Mint, bearer, fast_server_only, problem, raw_http, start_client
 
 
 @pytest.mark.parametrize(
@@ -61,6 +61,7 @@ async def test_loopback_hosts_are_allowed(api_client: TestClient[Any, Any], host
     assert response.status == 200, await response.text()
 
 
+@fast_server_only
 async def test_missing_host_is_refused(api_client: TestClient[Any, Any], mint: Mint) -> None:
     token = mint("admin")
     port = api_client.port

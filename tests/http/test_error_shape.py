@@ -18,7 +18,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from tests.support.http import PROBLEM_FIELDS, Mint, bearer, problem, raw_http, start_client
+from tests.support.http import (
+    PROBLEM_FIELDS,
+    Mint,
+    bearer,
+    fast_server_only,
+    problem,
+    raw_http,
+    start_client,
+)
 from vaultd.config import Config
 from vaultd.daemon.app import create_app
 from vaultd.errors import StorageError
@@ -53,6 +61,7 @@ async def test_400_a_field_named_twice(api_client: TestClient[Any, Any], mint: M
     assert {s["name"] for s in await listed.json()} == {"test"}  # only the minted ones
 
 
+@fast_server_only
 async def test_400_unparseable_http(api_client: TestClient[Any, Any]) -> None:
     port = api_client.port
     assert port is not None

@@ -18,7 +18,11 @@ from aiohttp import web
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.support.upstream import OPENAI_KEY, Proxy, Seen, Upstream, proxy_in_front_of
+from tests.support.config import write_proxy_config
+from tests.support.http import DaemonTestServer, bearer, mint_token
+from tests.support.upstream import OPENAI_KEY, Proxy, Seen, Upstream, proxy_in_front_of, seed_vault
+from vaultd.daemon.app import create_app
+from vaultd.http.appkeys import VAULT
 from vaultd.services import build_service
 
 
@@ -132,3 +136,69 @@ async def test_a_refused_connection_is_not_tried_twice(
     resp = await proxy.client.get("/proxy/openai/x", headers=proxy.auth())
     assert resp.status == 502
     assert attempts == 1
+
+
+# -- what the client library itself could add: environment proxies, cookies ---------------
+
+
+async def test_environment_proxies_are_never_used(
+    proxy: Proxy,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A proxy named in the daemon's environment would see every key: it gets nothing."""
+    trapped: list[str] = []
+
+    async def trap(request: web.Request) -> web.Response:
+        trapped.append(request.path_qs)
+        return web.Response(text="trap")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", trap)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{server.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    for method in ("GET", "POST"):
+        resp = await proxy.client.request(
+            method,
+            "/proxy/openai/v1/x",
+            headers=proxy.auth(),
+            data=b"b" if method == "POST" else None,
+        )
+        assert resp.status == 200
+    assert trapped == []
+    assert len(proxy.upstream.seen) == 2
+
+
+async def test_an_upstreams_cookie_never_rides_on_a_later_request(
+    tmp_path: Path,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> None:
+    """Reached as ``localhost`` (a cookie jar ignores cookies from IP addresses), the
+    upstream sets a cookie; no later request of any session carries it."""
+    seen: list[Seen] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(Seen(request.method, request.path_qs, dict(request.headers), b""))
+        response = web.Response(text="ok")
+        response.set_cookie("upstream_session", "COOKIEvalue0001", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    upstream = Upstream(server, seen)
+    config = write_proxy_config(tmp_path / "config.toml", f"http://localhost:{server.port}")
+    seed_vault(config)
+    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    first = mint_token(client.app[VAULT], config, scopes=["proxy"])
+    second = mint_token(client.app[VAULT], config, scopes=["proxy"])
+    for token in (first, first, second):
+        resp = await client.get("/proxy/openai/v1/x", headers=bearer(token))
+        assert resp.status == 200
+        assert "Set-Cookie" not in resp.headers
+    assert len(upstream.seen) == 3
+    assert all("Cookie" not in s.headers for s in upstream.seen)

@@ -1,4 +1,4 @@
-"""The proxy's direct path (``proxy.front_door``) and the cache refilled after usage flushes.
+"""The proxy's direct path (``proxy.direct.front_door``) and the cache refilled after usage flushes.
 
 Proxied calls skip aiohttp's router and middlewares; these check that they
 still get every check and header the routed path gives, that requests the
@@ -9,10 +9,10 @@ usage writer's commit never lets a revoked token or a replaced key through.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,12 +20,11 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from aiohttp.typedefs import Handler
 
 from tests.support.config import write_proxy_config
-from tests.support.http import DaemonTestServer, bearer
+from tests.support.http import DaemonTestServer, bearer, fast_server_only
 from tests.support.upstream import OPENAI_KEY, Proxy, StartUpstream, seed_vault
 from vaultd.config import Config
 from vaultd.core.vault import init_vault
 from vaultd.daemon.app import create_app
-from vaultd.http import fastpaths
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.direct import _direct
 from vaultd.proxy.routes import CACHE, USAGE
@@ -91,6 +90,26 @@ async def test_both_paths_answer_alike(proxy: Proxy, target: str, extra: dict[st
     assert resp.headers["X-Request-Id"] != resp.headers["X-Upstream-Request-Id"]
     assert resp.headers["Content-Length"] == str(len(await resp.read()))
     assert OPENAI_KEY.encode() not in await resp.read()
+
+
+@fast_server_only  # the direct path is the fast server path's
+async def test_proxied_calls_skip_the_router_and_the_rest_go_through_it(
+    proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct path is taken, not only correct: a proxied call never reaches the router."""
+    resolved: list[str] = []
+    real_resolve = web.UrlDispatcher.resolve
+
+    async def counting(self: web.UrlDispatcher, request: web.Request) -> Any:
+        if self is proxy.client.app.router:  # not the fake upstream's, in this process too
+            resolved.append(request.path)
+        return await real_resolve(self, request)
+
+    monkeypatch.setattr(web.UrlDispatcher, "resolve", counting)
+    assert (await proxy.client.get("/proxy/openai/v1/x", headers=proxy.auth())).status == 200
+    assert resolved == []
+    assert (await proxy.client.get("/healthz")).status == 200
+    assert resolved == ["/healthz"]
 
 
 @pytest.mark.parametrize(
@@ -264,10 +283,7 @@ async def test_a_revocation_reaches_every_request_sent_after_it_under_load(proxy
     assert 200 in before
 
 
-@pytest.mark.skipif(
-    os.environ.get(fastpaths.ENV_VAR) == "off",
-    reason="heads are numbered as they arrive by the fast server path only",
-)
+@fast_server_only  # heads are numbered as they arrive by the fast server path only
 async def test_requests_that_arrived_together_share_one_check(
     proxy: Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+import vaultd
+
 
 def vaultd_argv(*args: str) -> list[str]:
     """The command line of ``vaultd ARGS``, run by this Python (the vaultd under test)."""
@@ -55,6 +57,9 @@ class DaemonEnv:
             "XDG_DATA_HOME": str(home / ".local" / "share"),
             "VAULTD_CONFIG": str(self.config_file),
             "PYTHONUNBUFFERED": "1",
+            # The very vaultd this process imported, whatever checkout runs
+            # the tests (an editable install may point at another).
+            "PYTHONPATH": str(Path(vaultd.__file__).resolve().parent.parent),
         }
 
     def vaultd(self, *args: str) -> subprocess.CompletedProcess[str]:

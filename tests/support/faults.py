@@ -28,7 +28,6 @@ from pathlib import Path
 
 import aiohttp
 
-import vaultd
 from tests.support.daemon import DaemonEnv, vaultd_argv
 from tests.support.upstream import Seen
 from vaultd.config import Config, load_config
@@ -111,8 +110,6 @@ class Rig:
         # The environment of tests/daemon/test_serve_process.py: HOME and the XDG
         # directories under root, a free loopback port.
         self.env = DaemonEnv(root)
-        # The daemon and the CLI run the very vaultd this process imported.
-        self.env.vars["PYTHONPATH"] = str(Path(vaultd.__file__).resolve().parent.parent)
         self.root = root
         self.flush_interval = flush_interval
         (root / "config.toml").write_text(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
@@ -91,3 +93,13 @@ def split_reply(raw: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return int(status_line.split()[1]), headers, body
+
+
+# What only vaultd serve's fast server path does (daemon/connection_fast.py):
+# a problem body for a request aiohttp cannot parse, a head bounded while it
+# arrives, head arrivals numbered. The suite's run on the public paths
+# (tests/daemon/test_fastpaths.py) skips these.
+fast_server_only = pytest.mark.skipif(
+    os.environ.get("VAULTD_FAST_PATHS", "").strip().lower() in ("off", "none", "client"),
+    reason="only the fast server path answers this way",
+)

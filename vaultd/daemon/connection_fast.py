@@ -36,6 +36,7 @@ from aiohttp.web_request import BaseRequest
 
 from vaultd.daemon.connection import DaemonRunner, log
 from vaultd.errors import VaultdError
+from vaultd.http import fastpaths
 from vaultd.http.errors import InternalError
 from vaultd.http.guard import HEAD_TOO_LARGE, MAX_HEAD, socket_port
 from vaultd.http.middleware import new_request_id, set_standard_headers
@@ -75,7 +76,7 @@ class ProblemRequestHandler(web.RequestHandler):
         self._head_bytes = 0
         self._head_refused = False
         # The port this connection came in on, for the Host check
-        # (middleware._listening_port); noted once in connection_made.
+        # (guard._listening_port); noted once in connection_made.
         self.listening_port: int | None = None
         # When this connection's latest request head arrived, in the order of
         # arrivals.ARRIVALS (for the proxy cache's check; see there).
@@ -165,7 +166,7 @@ class FastDaemonRunner(DaemonRunner):
         missing = [name for name in _SERVER_ATTRIBUTES if not hasattr(server, name)]
         if missing:
             # Checked on the instance too: internals_missing() sees only classes.
-            log.warning("aiohttp's Server has no %s: serving without the fast path", missing)
+            fastpaths.fall_back("server", f"aiohttp's Server has no {', '.join(missing)}")
             return server
         kwargs: dict[str, Any] = server._kwargs
         return ProblemServer(

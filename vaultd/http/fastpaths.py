@@ -14,9 +14,12 @@ alone. Two places go past it, because that is worth it (figures from
   ``daemon/connection.py``).
 
 Each checks at start that the internals it calls are there as it calls them
-(``*_internals_missing``) and otherwise the public path serves, with the
-same answers. A path that is off is logged once as a warning, and the
-daemon's "listening on" line says which paths it took (``summary``).
+(``*_internals_missing``) and otherwise the public path serves. It gives
+every routed request the same answer; what only the fast server path does
+(a problem body for a request aiohttp cannot parse, a bound on a head while
+it arrives) is then aiohttp's own (a plain-text 400, its line limits). A
+path that is off is logged once as a warning, and the daemon's "listening
+on" line says which paths it took (``summary``).
 ``VAULTD_FAST_PATHS=off`` forces the public paths (the test suite runs the
 proxy and SDK tests that way too); ``=client`` or ``=server`` keeps only that one.
 """
@@ -79,6 +82,14 @@ def choose(name: str, missing: Callable[[], str | None]) -> bool:
         log.warning("fast path %s: off (%s); using aiohttp's public API", name, why)
     _chosen[name] = use
     return use
+
+
+def fall_back(name: str, why: str) -> None:
+    """A fast path chosen at start turned out unusable later (an instance lacked an
+    internal its class had): logged once, and ``summary`` says it is off."""
+    if _chosen.get(name, True):
+        log.warning("fast path %s: off (%s); using aiohttp's public API", name, why)
+    _chosen[name] = False
 
 
 def summary() -> str:

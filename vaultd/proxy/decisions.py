@@ -1,8 +1,8 @@
 """Proxy policy, free of I/O: where a proxied request goes and what it carries.
 
 Request in, decision out (as mitmproxy's small addons are): the upstream URL,
-the headers to send, the session token the client presented. The transport in
-``proxy.py`` does the sockets.
+the headers to send, the session token the client presented. The transport
+(``forward``, ``answer`` and the clients) does the sockets.
 """
 
 from __future__ import annotations

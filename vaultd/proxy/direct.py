@@ -4,7 +4,7 @@ aiohttp's router, middleware chain and ``on_response_prepare`` signal are
 generic machinery that cost a proxied call about a tenth of its CPU time
 while doing nothing for it but the checks; ``front_door`` runs the same
 checks from the same code and hands the request straight to the proxy.
-It is one of the daemon's fast paths (``daemon.fastpaths``): without it,
+It is one of the daemon's fast paths (``http.fastpaths``): without it,
 every request goes through the app, with the same result.
 """
 

@@ -35,7 +35,7 @@ def client_timeout(config: Config) -> aiohttp.ClientTimeout:
 
 
 async def handle_proxy(request: web.Request) -> web.StreamResponse:
-    """``ANY /proxy/{service}/{path}`` as a routed handler (see also ``front_door``)."""
+    """``ANY /proxy/{service}/{path}`` as a routed handler (see also ``direct.front_door``)."""
     return await request.app[FORWARDER].serve(request)
 
 
@@ -60,10 +60,10 @@ def _fast_missing() -> str | None:
 async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     """The upstream connection pool, the cache and the usage writer.
 
-    Proxied requests go out through the session's connector by way of
-    ``UpstreamClient``, which decides everything a request carries; the
-    session only owns the pool and closes it (its own request options, cookie
-    jar and environment proxies are never consulted).
+    Proxied requests go out through one client session. Its options are what
+    keeps cookies, environment proxies, decompression and automatic headers
+    out of the public path (``client.upstream_session``: do not loosen them);
+    the fast client uses only its pool.
     """
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(
