@@ -195,13 +195,28 @@ class Guard:
 
     def refusal(self, request: web.Request) -> web.Response | None:
         """The response that refuses ``request`` (or a raised problem), or None to go on."""
+        fault = self._check(request)
+        if fault is None:
+            return None
+        response = problem_response(status_problem(400, fault), request[REQUEST_ID])
+        # Where one request ends is in doubt: nothing more is read from
+        # this connection, so no bytes after it can pass as a request.
+        response.force_close()
+        return response
+
+    def passes(self, request: web.Request) -> bool:
+        """Whether ``refusal`` would let ``request`` through, with nothing sent or raised."""
+        try:
+            return self._check(request) is None
+        except VaultdError:
+            return False
+
+    def _check(self, request: web.Request) -> str | None:
+        """Every check in order: a framing fault is returned (its answer must close the
+        connection), any other refusal raised as its problem."""
         fault = framing_fault(request)
         if fault is not None:
-            response = problem_response(status_problem(400, fault), request[REQUEST_ID])
-            # Where one request ends is in doubt: nothing more is read from
-            # this connection, so no bytes after it can pass as a request.
-            response.force_close()
-            return response
+            return fault
         if head_size(request) > MAX_HEAD:
             # A head that came whole in one read; one sent piecemeal is
             # refused by the connection before it ends (daemon.connection_fast).
@@ -210,15 +225,3 @@ class Guard:
         check_origin(request, self.origins)
         check_json_body(request)
         return None
-
-    def passes(self, request: web.Request) -> bool:
-        """Whether ``refusal`` would let ``request`` through, with nothing sent or raised."""
-        if framing_fault(request) is not None or head_size(request) > MAX_HEAD:
-            return False
-        try:
-            check_host(request, self.policy)
-            check_origin(request, self.origins)
-            check_json_body(request)
-        except VaultdError:
-            return False
-        return True
