@@ -10,17 +10,10 @@ from vaultd.daemon.connection import DaemonRunner
 from vaultd.http import fastpaths
 
 
-def _fast_missing() -> str | None:
-    # Imported here: the module's imports are aiohttp's internals themselves.
-    from vaultd.daemon import connection_fast
-
-    return connection_fast.internals_missing()
-
-
 def daemon_runner(app: web.Application, **kwargs: Any) -> DaemonRunner:
     """The runner for ``app``: the fast one where aiohttp's internals allow it."""
-    if fastpaths.choose("server", _fast_missing):
-        from vaultd.daemon.connection_fast import FastDaemonRunner
-
-        return FastDaemonRunner(app, **kwargs)
+    fast = fastpaths.load("server", "vaultd.daemon.connection_fast")
+    if fast is not None:
+        runner: DaemonRunner = fast.FastDaemonRunner(app, **kwargs)
+        return runner
     return DaemonRunner(app, **kwargs)

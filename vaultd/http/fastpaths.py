@@ -26,9 +26,11 @@ proxy and SDK tests that way too); ``=client`` or ``=server`` keeps only that on
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Callable, Mapping
+from types import ModuleType
 
 from vaultd.errors import ConfigError
 
@@ -78,15 +80,33 @@ def choose(name: str, missing: Callable[[], str | None]) -> bool:
             what = f"{type(exc).__name__}: {exc}"
         use = what is None
         why = str(what)
-    if name not in _chosen and not use:
-        log.warning("fast path %s: off (%s); using aiohttp's public API", name, why)
-    _chosen[name] = use
+    if use:
+        _chosen[name] = True
+    else:
+        fall_back(name, why)
     return use
 
 
+def load(name: str, module: str) -> ModuleType | None:
+    """The fast path's module if ``choose`` lets it serve, else None.
+
+    ``module`` is imported only here, because its own imports are aiohttp's
+    internals, and must offer ``internals_missing()``: the probe.
+    """
+    loaded: list[ModuleType] = []
+
+    def missing() -> str | None:
+        found = importlib.import_module(module)
+        loaded.append(found)
+        what: str | None = found.internals_missing()
+        return what
+
+    return loaded[0] if choose(name, missing) else None
+
+
 def fall_back(name: str, why: str) -> None:
-    """A fast path chosen at start turned out unusable later (an instance lacked an
-    internal its class had): logged once, and ``summary`` says it is off."""
+    """The fast path ``name`` is off (at start, or later: an instance lacked an internal
+    its class had): a warning unless it was off already, and ``summary`` says so."""
     if _chosen.get(name, True):
         log.warning("fast path %s: off (%s); using aiohttp's public API", name, why)
     _chosen[name] = False

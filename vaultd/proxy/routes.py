@@ -43,18 +43,11 @@ def make_upstream_client(
     session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout
 ) -> UpstreamClient:
     """The fast client where aiohttp's internals are as it expects, else the public one."""
-    if fastpaths.choose("client", _fast_missing):
-        from vaultd.proxy.client_fast import FastUpstreamClient
-
-        return FastUpstreamClient(session, timeout)
+    fast = fastpaths.load("client", "vaultd.proxy.client_fast")
+    if fast is not None:
+        client: UpstreamClient = fast.FastUpstreamClient(session, timeout)
+        return client
     return UpstreamClient(session, timeout)
-
-
-def _fast_missing() -> str | None:
-    # Imported here: the module's imports are aiohttp's internals themselves.
-    from vaultd.proxy import client_fast
-
-    return client_fast.internals_missing()
 
 
 async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
