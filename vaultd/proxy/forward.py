@@ -118,15 +118,22 @@ async def _limited(request: web.Request, attempt: Attempt, config: Config) -> As
                 chunk = await request.content.readany()
         except TimeoutError:
             attempt.stalled = True
-            raise RequestBodyTimeout(
-                f"no byte of the request body arrived for {config.body_timeout}s"
-            ) from None
+            raise _stalled(config) from None
         if not chunk:
             return
         counter[0] += len(chunk)
         if counter[0] > limit:
-            raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+            raise _too_large(config)
         yield chunk
+
+
+def _too_large(config: Config) -> PayloadTooLarge:
+    limit = config.max_request_body
+    return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+
+
+def _stalled(config: Config) -> RequestBodyTimeout:
+    return RequestBodyTimeout(f"no byte of the request body arrived for {config.body_timeout}s")
 
 
 class Attempt:
@@ -163,6 +170,9 @@ class Outgoing(NamedTuple):
     headers: CIMultiDict[str]
     body: AsyncIterator[bytes] | None
     secret: Secret
+    # Who holds the request in flight, and where (proxy.inflight).
+    session_id: str
+    host: tuple[str | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,14 +198,11 @@ class Forwarder:
         attempt = Attempt()
         try:
             outgoing = self.admit(request, attempt)
-            session_id = attempt.session.id  # type: ignore[union-attr]  # set by admit
-            url = outgoing.url
-            host = (url.raw_host, url.port)  # aiohttp's pool is per host and port
-            await self.inflight.enter(session_id, host)
+            await self.inflight.enter(outgoing.session_id, outgoing.host)
             try:
                 return await self._send(request, request_id, outgoing, attempt)
             finally:
-                self.inflight.leave(session_id, host)
+                self.inflight.leave(outgoing.session_id, outgoing.host)
         except VaultdError as exc:
             attempt.status = exc.status
             raise
@@ -230,15 +237,16 @@ class Forwarder:
             cache, service, request.headers.get(CREDENTIAL_HEADER)
         )
         secret = cache.secret(credential, service)
-        limit = config.max_request_body
         length = request.content_length
-        if length is not None and length > limit:
-            raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+        if length is not None and length > config.max_request_body:
+            raise _too_large(config)
         return Outgoing(
             with_query_secret(url, service, secret.value),
             outgoing_headers(request.headers, service, secret.value),
             _limited(request, attempt, config) if request.body_exists else None,
             secret,
+            session.id,
+            (url.raw_host, url.port),  # aiohttp's pool is per host and port
         )
 
     async def _send(
@@ -256,14 +264,9 @@ class Forwarder:
             # client library as a broken upstream connection; the client
             # should hear why.
             if attempt.stalled:
-                raise RequestBodyTimeout(
-                    f"no byte of the request body arrived for {self.config.body_timeout}s"
-                ) from None
-            limit = self.config.max_request_body
-            if attempt.sent[0] > limit:
-                raise PayloadTooLarge(
-                    f"the request body is larger than the limit of {limit} bytes"
-                ) from None
+                raise _stalled(self.config) from None
+            if attempt.sent[0] > self.config.max_request_body:
+                raise _too_large(self.config) from None
             raise
 
     async def _open(self, method: str, outgoing: Outgoing) -> aiohttp.ClientResponse:
