@@ -32,7 +32,7 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
     only when that service is asked for by name).
     Needs the daemon (VAULTD_URL, default http://127.0.0.1:3978).
     """
-    from vaultd.cli import child as runner
+    from vaultd.cli import child
 
     config = state.config
     lifetime = ttl_option(ttl, config)
@@ -40,8 +40,8 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
         # The session is revoked when COMMAND exits; one left over by a
         # killed `vaultd run` must still end.
         raise click.BadParameter("must be a duration, not never", param_hint="--ttl")
-    url = runner.daemon_url(os.environ)
-    runner.check_daemon(url)
+    url = child.daemon_url(os.environ)
+    child.check_daemon(url)
     with opened(state) as vault:
         if services_:
             chosen = list(dict.fromkeys(services_))
@@ -65,10 +65,10 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
                 # Unasked, a token variable whose tool cannot be pointed at the
                 # proxy would only carry the token off to the real API.
                 targets = [t for t in targets if t.env_base_url or not t.env_key]
-            env = runner.child_env(os.environ, url, token, targets)
-            for line in runner.base_url_warnings(url, targets):
+            env = child.child_env(os.environ, url, token, targets)
+            for line in child.base_url_warnings(url, targets):
                 click.echo(line, err=True)
-            code = runner.run_command(command, env)
+            code = child.run_command(command, env)
         finally:
             vault.sessions.revoke(created.id)
     sys.exit(code)
