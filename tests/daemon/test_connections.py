@@ -21,16 +21,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.support.config import write_proxy_config
 from tests.support.http import (
     PROBLEM_FIELDS,
-    DaemonTestServer,
     bearer,
     fast_server_only,
     split_reply,
 )
-from tests.support.upstream import OPENAI_KEY, Proxy, StartUpstream, seed_vault
-from vaultd.daemon.app import create_app
+from tests.support.upstream import OPENAI_KEY, Proxy, StartUpstream, vaultd_for
 from vaultd.http.appkeys import VAULT
 from vaultd.http.guard import MAX_HEAD
 from vaultd.http.problems import PROBLEM_CONTENT_TYPE
@@ -303,11 +300,8 @@ async def quick_idle(
 ) -> tuple[TestClient[web.Request, web.Application], str]:
     """The proxy of tests/support/upstream.py with ``[server] idle_timeout = "1s"``."""
     upstream = await start_upstream()
-    config = write_proxy_config(
-        tmp_path / "config.toml", upstream.url, '[server]\nidle_timeout = "1s"\n'
-    )
-    seed_vault(config)
-    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    quick = '[server]\nidle_timeout = "1s"\n'
+    client, config, _ = await vaultd_for(upstream.url, tmp_path, aiohttp_client, quick)
     _, token = client.app[VAULT].sessions.create(
         name="t", scopes=["proxy"], services=["*"], ttl=600, known_services=config.services
     )

@@ -22,10 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.support.config import write_proxy_config
-from tests.support.http import DaemonTestServer, bearer, mint_token, problem
-from tests.support.upstream import Proxy, StartUpstream, seed_vault
-from vaultd.daemon.app import create_app
+from tests.support.http import bearer, mint_token, problem
+from tests.support.upstream import Proxy, StartUpstream, vaultd_for
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy import usage as usage_module
 from vaultd.proxy.decisions import secret_forms, without_tokens
@@ -195,9 +193,9 @@ async def test_a_flood_of_refusals_cannot_push_out_another_sessions_record(
     the newest [audit] max_rows are all its own. Here max_rows is 40, the flood 300."""
     monkeypatch.setattr(usage_module, "PRUNE_EVERY", 0)  # prune at every flush
     upstream = await start_upstream()
-    config = write_proxy_config(tmp_path / "config.toml", upstream.url, "[audit]\nmax_rows = 40\n")
-    seed_vault(config)
-    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    client, config, _ = await vaultd_for(
+        upstream.url, tmp_path, aiohttp_client, "[audit]\nmax_rows = 40\n"
+    )
     vault = client.app[VAULT]
     victim = mint_token(vault, config, scopes=["proxy"], name="victim")
     flooder = mint_token(vault, config, scopes=["proxy"], name="flooder")

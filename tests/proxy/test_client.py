@@ -18,10 +18,15 @@ from aiohttp import web
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.support.config import write_proxy_config
-from tests.support.http import DaemonTestServer, bearer, mint_token
-from tests.support.upstream import OPENAI_KEY, Proxy, Seen, Upstream, proxy_in_front_of, seed_vault
-from vaultd.daemon.app import create_app
+from tests.support.http import bearer, mint_token
+from tests.support.upstream import (
+    OPENAI_KEY,
+    Proxy,
+    Seen,
+    Upstream,
+    proxy_in_front_of,
+    vaultd_for,
+)
 from vaultd.http.appkeys import VAULT
 from vaultd.services import build_service
 
@@ -191,9 +196,9 @@ async def test_an_upstreams_cookie_never_rides_on_a_later_request(
     app.router.add_route("*", "/{tail:.*}", handle)
     server = await aiohttp_server(app, host="127.0.0.1")
     upstream = Upstream(server, seen)
-    config = write_proxy_config(tmp_path / "config.toml", f"http://localhost:{server.port}")
-    seed_vault(config)
-    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    client, config, _ = await vaultd_for(
+        f"http://localhost:{server.port}", tmp_path, aiohttp_client
+    )
     first = mint_token(client.app[VAULT], config, scopes=["proxy"])
     second = mint_token(client.app[VAULT], config, scopes=["proxy"])
     for token in (first, first, second):

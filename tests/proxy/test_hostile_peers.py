@@ -23,8 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
-from tests.support.config import write_proxy_config
-from tests.support.http import DaemonTestServer, bearer, mint_token, problem, raw_http
+from tests.support.http import bearer, mint_token, problem, raw_http
 from tests.support.upstream import (
     OPENAI_KEY,
     Proxy,
@@ -32,9 +31,9 @@ from tests.support.upstream import (
     StartUpstream,
     Upstream,
     proxy_in_front_of,
-    seed_vault,
+    raw_upstream,
+    vaultd_for,
 )
-from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.routes import CACHE, USAGE
 
@@ -577,26 +576,13 @@ async def test_a_status_outside_100_to_599_is_a_502(
     status: bytes,
 ) -> None:
     """A raw upstream answers with a status no HTTP client expects: vaultd does not pass it."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        config = write_proxy_config(tmp_path / "config.toml", f"http://127.0.0.1:{port}")
-        seed_vault(config)
-        client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    reply = b"HTTP/1.1 " + status + b" Odd\r\nContent-Length: 2\r\n\r\nok"
+    async with raw_upstream(reply) as (url, _):
+        client, config, _ = await vaultd_for(url, tmp_path, aiohttp_client)
         token = mint_token(client.app[VAULT], config, scopes=["proxy"])
         resp = await client.get("/proxy/openai/v1/models", headers=bearer(token))
         body = await problem(resp, 502, "upstream-invalid-answer")
         assert f"status {int(status)}," in body["detail"]
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 # -- header bytes pass as sent, or not at all ------------------------------------------
@@ -606,20 +592,8 @@ async def test_header_bytes_reach_the_upstream_unchanged_or_are_refused(
     tmp_path: Path,
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
 ) -> None:
-    heads: list[bytes] = []
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await reader.readuntil(b"\r\n\r\n"))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        config = write_proxy_config(tmp_path / "config.toml", f"http://127.0.0.1:{port}")
-        seed_vault(config)
-        client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    async with raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") as (url, heads):
+        client, config, _ = await vaultd_for(url, tmp_path, aiohttp_client)
         assert client.server.port is not None
         token = mint_token(client.app[VAULT], config, scopes=["proxy"]).encode()
 
@@ -642,9 +616,6 @@ async def test_header_bytes_reach_the_upstream_unchanged_or_are_refused(
         assert status == 400, body
         assert b"bad-proxy-header" in body and b"X-Note" in body and b"not UTF-8" in body
         assert len(heads) == 1  # nothing went upstream
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 # -- Range: slices of an echo that redaction never sees whole ----------------------------
@@ -672,9 +643,7 @@ async def test_a_service_that_opts_in_gets_the_range(
 ) -> None:
     upstream = await start_upstream()
     ranged = f'[services.files]\nbase_url = "{upstream.url}"\nallow_range = true\n'
-    config = write_proxy_config(tmp_path / "config.toml", upstream.url, ranged)
-    seed_vault(config)
-    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    client, config, _ = await vaultd_for(upstream.url, tmp_path, aiohttp_client, ranged)
     vault = client.app[VAULT]
     vault.credentials.add(vault.unlock(), service="files", name="f", secret="FILESkeyFILESkey0009")
     token = mint_token(vault, config, scopes=["proxy"])

@@ -17,11 +17,9 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.support.config import write_proxy_config
-from tests.support.http import DaemonTestServer, bearer, mint_token, split_reply
-from tests.support.upstream import StartUpstream, seed_vault
+from tests.support.http import bearer, mint_token, split_reply
+from tests.support.upstream import StartUpstream, vaultd_for
 from vaultd.config import Config
-from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
 
 ClientMaker = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -31,9 +29,7 @@ async def vaultd_with(
     tmp_path: Path, start_upstream: StartUpstream, aiohttp_client: ClientMaker, proxy: str
 ) -> tuple[TestClient[web.Request, web.Application], Config]:
     upstream = await start_upstream()
-    config = write_proxy_config(tmp_path / "config.toml", upstream.url, proxy=proxy)
-    seed_vault(config)
-    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    client, config, _ = await vaultd_for(upstream.url, tmp_path, aiohttp_client, proxy=proxy)
     return client, config
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,10 +197,47 @@ async def proxy_in_front_of(
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
 ) -> Proxy:
     """vaultd with every service pointing at ``upstream``, a seeded vault and a token."""
-    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
-    ids = seed_vault(config)
-    # Served by the daemon's own runner (access log, protocol errors), as in `vaultd serve`.
-    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    client, config, ids = await vaultd_for(upstream.url, tmp_path, aiohttp_client)
     result = Proxy(config, client, upstream, bystander, "", ids)
     result.token = result.mint(name="default", scopes=["proxy", "read"])
     return result
+
+
+async def vaultd_for(
+    upstream_url: str,
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    extra: str = "",
+    *,
+    proxy: str = "",
+) -> tuple[TestClient[web.Request, web.Application], Config, dict[str, str]]:
+    """vaultd with every service at ``upstream_url`` and a seeded vault: its client,
+    config and credential ids (``extra`` and ``proxy`` as ``write_proxy_config``)."""
+    config = write_proxy_config(tmp_path / "config.toml", upstream_url, extra, proxy=proxy)
+    ids = seed_vault(config)
+    # Served by the daemon's own runner (access log, protocol errors), as in `vaultd serve`.
+    client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
+    return client, config, ids
+
+
+@asynccontextmanager
+async def raw_upstream(reply: bytes) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """An upstream on a raw socket: its URL, and each request head it got; answers ``reply``.
+
+    For what an aiohttp server cannot be made to send, or to see the bytes
+    that reached it exactly.
+    """
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
+    finally:
+        server.close()
+        await server.wait_closed()
