@@ -72,14 +72,13 @@ class InFlight:
                 return
             async with asyncio.timeout(self._pool_timeout):
                 await slots.acquire()
-        except TimeoutError:
-            self._leave_session(session_id)
-            raise PoolBusy(
-                f"all {CONNECTIONS_PER_HOST} connections to the upstream were busy for "
-                f"{self._pool_timeout:g}s ([proxy] pool_timeout); try again"
-            ) from None
-        except BaseException:
-            self._leave_session(session_id)
+        except BaseException as exc:
+            self._leave_session(session_id)  # no slot was taken: ``leave`` is not owed
+            if isinstance(exc, TimeoutError):
+                raise PoolBusy(
+                    f"all {CONNECTIONS_PER_HOST} connections to the upstream were busy for "
+                    f"{self._pool_timeout:g}s ([proxy] pool_timeout); try again"
+                ) from None
             raise
 
     def leave(self, session_id: str, host: Hashable) -> None:
