@@ -1,0 +1,36 @@
+"""The metering package stays pure: no HTTP library, no I/O, small modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import vaultd.proxy.metering
+
+PACKAGE = Path(vaultd.proxy.metering.__file__).resolve().parent
+MODULES = sorted(PACKAGE.glob("*.py"))
+# The standard library only, and the package itself.
+ALLOWED = {"__future__", "json", "re", "typing", "collections"}
+
+
+def imported(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_only_the_standard_library_is_imported() -> None:
+    assert len(MODULES) == 5
+    for path in MODULES:
+        for name in imported(path):
+            top = name.split(".")[0]
+            assert name.startswith("vaultd.proxy.metering") or top in ALLOWED, (path.name, name)
+
+
+def test_modules_stay_small() -> None:
+    for path in MODULES:
+        assert len(path.read_text(encoding="utf-8").splitlines()) < 400, path.name

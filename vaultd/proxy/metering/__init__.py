@@ -1,0 +1,22 @@
+"""Metering: the model and token usage an answer reports, read while it streams (DESIGN 10).
+
+Pure code, no aiohttp and no I/O: ``Meter`` reads one answer (``meter``
+documents the counting convention), ``add_stream_usage`` asks OpenAI for the
+usage of a streamed chat completion, ``readers`` knows each provider's shape,
+``sse`` frames event streams.
+"""
+
+from vaultd.proxy.metering.meter import Meter
+from vaultd.proxy.metering.readers import Reading
+from vaultd.proxy.metering.request import StreamUsage, add_stream_usage
+from vaultd.proxy.metering.sse import SSEEvent, SSESplitter, parse_event
+
+__all__ = [
+    "Meter",
+    "Reading",
+    "SSEEvent",
+    "SSESplitter",
+    "StreamUsage",
+    "add_stream_usage",
+    "parse_event",
+]
