@@ -31,7 +31,10 @@ def uncommented(text: str) -> str:
 
 def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
     return {
-        (section, key) for section, table in doc.items() if section != "services" for key in table
+        (section, key)
+        for section, table in doc.items()
+        if section not in ("services", "prices")
+        for key in table
     }
 
 
@@ -68,6 +71,25 @@ def test_example_documents_every_service_key(full_doc: dict[str, Any]) -> None:
     assert any(set(table) == set(SERVICE_KEYS) for table in tables)
 
 
+def test_example_documents_a_price_override_with_every_key(
+    full_doc: dict[str, Any], env: dict[str, str], tmp_path: Path
+) -> None:
+    (name, table), *_ = full_doc["prices"].items()
+    assert set(table) == {
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "cache_write_per_mtok",
+    }
+    path = tmp_path / "config.toml"
+    path.write_text(uncommented(EXAMPLE.read_text(encoding="utf-8")), encoding="utf-8")
+    price = load_config(config_path=str(path), env=env).prices[name]
+    assert (price.input_per_mtok, price.output_per_mtok) == (
+        table["input_per_mtok"],
+        table["output_per_mtok"],
+    )
+
+
 def test_computed_defaults_are_commented_out_and_literal_ones_are_shown() -> None:
     active = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     for section, keys in SCHEMA.items():
@@ -75,6 +97,7 @@ def test_computed_defaults_are_commented_out_and_literal_ones_are_shown() -> Non
             shown = key in active.get(section, {})
             assert shown == (default is not None), f"[{section}] {key}"
     assert "services" not in active
+    assert "prices" not in active
 
 
 def test_documented_values_are_the_real_defaults(full_doc: dict[str, Any]) -> None:

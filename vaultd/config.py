@@ -11,11 +11,12 @@ import os
 import pwd
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaultd.errors import ConfigError
+from vaultd.prices import Price, parse_price_overrides
 from vaultd.services import Service, build_registry, config_string
 from vaultd.units import MAX_DURATION, parse_duration, parse_size
 
@@ -41,6 +42,12 @@ def _port(where: str, value: object) -> int:
 def _positive_int(where: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where} must be a positive integer, not {value!r}")
+    return value
+
+
+def _bool(where: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
     return value
 
 
@@ -98,7 +105,13 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
         "max_session_concurrency": (_positive_int, 64),
     },
     "audit": {"max_rows": (_positive_int, 100_000), "max_age": (_duration, "90d")},
+    "metering": {"add_stream_usage": (_bool, True)},
+    # The most of a request body vaultd reads to decide about it (metering's
+    # stream_options, and the request policy's model rules).
+    "policy": {"max_inspect_body": (_size, "1MiB")},
 }
+# Sections that are tables of tables, parsed by their own modules.
+_NAMED_TABLES = ("services", "prices")
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,9 @@ class Config:
     audit_max_rows: int
     audit_max_age: int
     services: Mapping[str, Service]
+    add_stream_usage: bool = True
+    max_inspect_body: int = 1 << 20
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:
@@ -183,7 +199,7 @@ def parse_settings(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Every schema key, from ``doc`` or its default, parsed; unknown keys refused."""
     settings: dict[str, Any] = {}
     for section, table in doc.items():
-        if section == "services":
+        if section in _NAMED_TABLES:
             continue
         if section not in SCHEMA:
             raise ConfigError(f"unknown section [{section}] in config")
@@ -201,6 +217,7 @@ def parse_settings(doc: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(services, dict):
         raise ConfigError("[services] must be a table of [services.NAME] tables")
     settings["services"] = build_registry(services)
+    settings["prices"] = parse_price_overrides(doc.get("prices", {}))
     if settings["default_ttl"] > settings["max_ttl"]:
         raise ConfigError("[sessions] default_ttl must not be longer than max_ttl")
     return settings
@@ -255,4 +272,7 @@ def load_config(
         audit_max_rows=settings["max_rows"],
         audit_max_age=settings["max_age"],
         services=settings["services"],
+        add_stream_usage=settings["add_stream_usage"],
+        max_inspect_body=settings["max_inspect_body"],
+        prices=settings["prices"],
     )

@@ -44,6 +44,14 @@ class VaultdError(Exception):
     def message(self) -> str:
         return str(self)
 
+    def problem_fields(self) -> dict[str, object]:
+        """Fields this kind of error adds to its problem body (RFC 9457 extensions)."""
+        return {}
+
+    def problem_headers(self) -> dict[str, str]:
+        """Headers this kind of error adds to its response (``Retry-After``, say)."""
+        return {}
+
 
 class ValidationError(VaultdError):
     status = 422

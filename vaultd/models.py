@@ -167,6 +167,85 @@ def check_expires_at(value: object, pointer: str = "/expires_at") -> int | None:
     return value
 
 
+# Limits (DESIGN 10). Counts are integers; a cost is US dollars. The bounds
+# keep every value exact in a float and in JSON (2**53) and far above any
+# real use; a zero limit would refuse everything (revoke the session instead).
+SESSION_LIMITS: Mapping[str, type] = {
+    "max_requests": int,
+    "max_tokens": int,
+    "max_cost_usd": float,
+    "rpm": int,
+    "concurrency": int,
+}
+CREDENTIAL_LIMITS: Mapping[str, type] = {
+    "max_requests_per_day": int,
+    "max_tokens_per_day": int,
+    "max_cost_usd_per_day": float,
+}
+LIMIT_MAX_COUNT = 10**15
+LIMIT_MAX_USD = 1e9
+Limits = dict[str, int | float]
+
+
+def check_limit(name: str, kind: type, value: object, pointer: str) -> int | float:
+    """One limit's value: a positive integer for counts, a positive number of dollars."""
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValidationError(FieldError(pointer, "must be a positive integer"))
+        if value > LIMIT_MAX_COUNT:
+            raise ValidationError(FieldError(pointer, f"must be at most {LIMIT_MAX_COUNT}"))
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(FieldError(pointer, "must be a positive number of US dollars"))
+    # NaN fails both comparisons, so it is refused here too.
+    if not 0 < value <= LIMIT_MAX_USD:
+        raise ValidationError(
+            FieldError(pointer, f"must be more than 0 and at most {LIMIT_MAX_USD:.0f}")
+        )
+    return float(value)
+
+
+def check_limits(
+    value: object, known: Mapping[str, type], pointer: str = "/limits"
+) -> Limits | None:
+    """A ``limits`` object: each known name to its value; a null value or object clears.
+
+    ``None`` means no limits at all (also for ``{}``, and when every value is null).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError(
+            FieldError(pointer, f"must be an object with any of {', '.join(known)}, or null")
+        )
+    errors = ErrorList()
+    limits: Limits = {}
+    for name, item in value.items():
+        where = pointer + json_pointer(str(name))
+        kind = known.get(name) if isinstance(name, str) else None
+        if kind is None:
+            errors.add(where, f"is not a limit; the limits are {', '.join(known)}")
+        elif item is not None:
+            checked = errors.check(check_limit, name, kind, item, where)
+            if checked is not None:
+                limits[name] = checked
+    errors.raise_if_any()
+    return limits or None
+
+
+def stored_limits(row: Mapping[str, Any], known: Mapping[str, type]) -> Limits | None:
+    """The ``limits`` column of a row read back from the (possibly edited) file."""
+    if row["limits"] is None:
+        return None
+    try:
+        return check_limits(stored_json(row, "limits", dict), known)
+    except ValidationError:
+        raise StorageError(
+            f"the database row {str(row['id'])[:40]!r} is damaged: its limits are not "
+            "valid; set them again (vaultd limit, or PATCH) or restore a backup"
+        ) from None
+
+
 def stored_json(
     row: Mapping[str, Any], column: str, kind: type[dict[Any, Any]] | type[list[Any]]
 ) -> Any:
@@ -203,6 +282,7 @@ class Credential:
     last_used_at: int | None
     use_count: int
     expires_at: int | None
+    limits: Limits | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Credential:
@@ -219,6 +299,7 @@ class Credential:
             last_used_at=row["last_used_at"],
             use_count=row["use_count"],
             expires_at=row["expires_at"],
+            limits=stored_limits(row, CREDENTIAL_LIMITS),
         )
 
     def expired(self, at: int | None = None) -> bool:
@@ -239,4 +320,5 @@ class Credential:
             "last_used_at": self.last_used_at,
             "use_count": self.use_count,
             "expires_at": self.expires_at,
+            "limits": None if self.limits is None else dict(self.limits),
         }

@@ -18,6 +18,8 @@ from vaultd.errors import ConfigError
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 AUTH_STYLES = ("bearer", "header", "basic", "query")
+# How vaultd reads the model and token usage from a service's answers (DESIGN 10).
+USAGE_KINDS = ("openai", "anthropic", "gemini", "none")
 # RFC 9110 token characters: anything else in a header name is an injection attempt.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -39,6 +41,8 @@ class Service:
     # Range and If-Range are dropped unless a service opts in: a client could
     # fetch an echoed key in slices that redaction never sees whole.
     allow_range: bool = False
+    # The answer shape metering reads ("none": not metered; DESIGN 10).
+    usage: str = "none"
     builtin: bool = False
 
     def to_json(self, credential_count: int, *, with_builtin: bool = False) -> dict[str, Any]:
@@ -67,6 +71,7 @@ BUILTINS: Mapping[str, Service] = MappingProxyType(
                 env_key="OPENAI_API_KEY",
                 env_base_url="OPENAI_BASE_URL",
                 env_base_suffix="/v1",
+                usage="openai",
             ),
             _builtin(
                 "anthropic",
@@ -76,6 +81,7 @@ BUILTINS: Mapping[str, Service] = MappingProxyType(
                 headers=MappingProxyType({"anthropic-version": "2023-06-01"}),
                 env_key="ANTHROPIC_API_KEY",
                 env_base_url="ANTHROPIC_BASE_URL",
+                usage="anthropic",
             ),
             _builtin("github", "https://api.github.com", env_key="GITHUB_TOKEN"),
             _builtin(
@@ -84,13 +90,17 @@ BUILTINS: Mapping[str, Service] = MappingProxyType(
                 auth="header",
                 header="x-goog-api-key",
                 env_key="GEMINI_API_KEY",
+                usage="gemini",
             ),
-            _builtin("mistral", "https://api.mistral.ai", env_key="MISTRAL_API_KEY"),
+            _builtin(
+                "mistral", "https://api.mistral.ai", env_key="MISTRAL_API_KEY", usage="openai"
+            ),
             _builtin(
                 "groq",
                 "https://api.groq.com",
                 env_key="GROQ_API_KEY",
                 env_base_url="GROQ_BASE_URL",
+                usage="openai",
             ),
             _builtin(
                 "openrouter",
@@ -98,6 +108,7 @@ BUILTINS: Mapping[str, Service] = MappingProxyType(
                 env_key="OPENROUTER_API_KEY",
                 env_base_url="OPENROUTER_BASE_URL",
                 env_base_suffix="/v1",
+                usage="openai",
             ),
             _builtin(
                 "huggingface",
@@ -214,6 +225,10 @@ def build_service(name: str, table: object, base: Service | None) -> Service:
             changes[key] = config_string(
                 where, value, pattern=_ENV_NAME, what="an environment variable name"
             )
+        elif key == "usage":
+            if value not in USAGE_KINDS:
+                raise ConfigError(f"{where} must be one of {', '.join(USAGE_KINDS)}")
+            changes[key] = value
         elif key == "allow_range":
             if not isinstance(value, bool):
                 raise ConfigError(f"{where} must be true or false")

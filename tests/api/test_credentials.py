@@ -21,6 +21,7 @@ SHAPE = CONTRACT | {
     "is_default",
     "updated_at",
     "use_count",
+    "limits",
     "expires_at",
 }
 

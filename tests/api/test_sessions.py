@@ -24,6 +24,8 @@ SESSION_SHAPE = {
     "created_at",
     "last_used_at",
     "expires_at",
+    "limits",
+    "used",
 }
 
 

@@ -13,6 +13,7 @@ from sqlite_utils import Database
 
 from tests.support.cli import CLI
 from vaultd.proxy import usage
+from vaultd.proxy.counters import Snapshot
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.store.audit import AuditEntry, AuditRow
 
@@ -30,6 +31,12 @@ def entry(i: int) -> AuditRow:
         duration_ms=1.0,
         bytes_in=0,
         bytes_out=2,
+        model=None,
+        input_tokens=None,
+        output_tokens=None,
+        cached_input_tokens=None,
+        cost_usd=None,
+        refusal=None,
     )[:-1]
 
 
@@ -40,11 +47,11 @@ async def test_close_during_a_flush_write_loses_nothing(
     writing = threading.Event()
     real_write = UsageRecorder._write
 
-    def slow_write(self: UsageRecorder, db: Database, batch: usage._Batch) -> None:
+    def slow_write(self: UsageRecorder, db: Database, batch: usage._Batch, snap: Snapshot) -> None:
         if not writing.is_set():
             writing.set()
             time.sleep(0.3)  # the first write, in the worker thread: close() arrives meanwhile
-        real_write(self, db, batch)
+        real_write(self, db, batch, snap)
 
     monkeypatch.setattr(UsageRecorder, "_write", slow_write)
     recorder = UsageRecorder(

@@ -25,8 +25,11 @@ from vaultd.errors import (
     ValidationError,
 )
 from vaultd.models import (
+    CREDENTIAL_LIMITS,
     Credential,
+    Limits,
     check_expires_at,
+    check_limits,
     check_metadata,
     check_name,
     check_secret,
@@ -42,9 +45,14 @@ from vaultd.store.refs import id_by_prefix
 
 _COLUMNS = (
     "id, service, name, type, hint, metadata, is_default, created_at, updated_at,"
-    " last_used_at, use_count, expires_at"
+    " last_used_at, use_count, expires_at, limits"
 )
 UNSET: Any = object()
+
+
+def check_credential_limits(value: object, pointer: str = "/limits") -> Limits | None:
+    """A credential's daily limits (DESIGN 10); ``None`` clears them."""
+    return check_limits(value, CREDENTIAL_LIMITS, pointer)
 
 
 class CredentialStore:
@@ -239,6 +247,7 @@ class CredentialStore:
         expires_at: object = UNSET,
         secret: object = UNSET,
         is_default: object = UNSET,
+        limits: object = UNSET,
     ) -> Credential:
         """Change what is given; everything is checked before anything is written."""
         current = self.get(credential_id)
@@ -250,6 +259,7 @@ class CredentialStore:
                 ("metadata", check_metadata, metadata),
                 ("expires_at", check_expires_at, expires_at),
                 ("secret", check_secret, secret),
+                ("limits", check_credential_limits, limits),
             )
             if value is not UNSET
         }
@@ -303,6 +313,9 @@ def _changed_columns(
         columns["metadata"] = json.dumps(sets["metadata"], sort_keys=True)
     if "expires_at" in sets:
         columns["expires_at"] = sets["expires_at"]
+    if "limits" in sets:
+        limits = sets["limits"]
+        columns["limits"] = None if limits is None else json.dumps(limits, sort_keys=True)
     if "secret" in sets:
         if dek is None:
             raise CryptoError("rotating a secret needs the vault key")

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
 from vaultd.errors import ErrorList, FieldError, NotFound, Unauthorized, ValidationError
-from vaultd.models import check_name, now, stored_json, uuid7
+from vaultd.models import (
+    SESSION_LIMITS,
+    Limits,
+    check_limits,
+    check_name,
+    now,
+    stored_json,
+    stored_limits,
+    uuid7,
+)
 from vaultd.services import SERVICE_NAME
 from vaultd.store.db import write_transaction
 from vaultd.store.refs import id_by_prefix
@@ -24,6 +33,27 @@ from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_RE, new_token, token_hash
 SCOPES = ("proxy", "read", "admin")
 DEFAULT_SCOPES = ("read", "proxy")
 ALL_SERVICES = "*"
+
+
+class Used(NamedTuple):
+    """What a session (or a credential in a day) has used: DESIGN 10's counters."""
+
+    requests: int
+    tokens: int
+    cost_usd: float
+
+    def to_json(self) -> dict[str, int | float]:
+        # Rounded to a millionth of a dollar: sums of floats grow noise digits.
+        return {
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "cost_usd": round(self.cost_usd, 6),
+        }
+
+
+def check_session_limits(value: object, pointer: str = "/limits") -> Limits | None:
+    """A session's limits (DESIGN 10); ``None`` clears them."""
+    return check_limits(value, SESSION_LIMITS, pointer)
 
 
 @dataclass(frozen=True)
@@ -37,6 +67,10 @@ class Session:
     last_used_at: int | None
     expires_at: int | None
     revoked_at: int | None
+    limits: Limits | None = None
+    # Use so far, as last written (the daemon holds newer counts in memory:
+    # proxy.counters).
+    used: Used = field(default_factory=lambda: Used(0, 0, 0.0))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Session:
@@ -50,6 +84,8 @@ class Session:
             last_used_at=row["last_used_at"],
             expires_at=row["expires_at"],
             revoked_at=row["revoked_at"],
+            limits=stored_limits(row, SESSION_LIMITS),
+            used=Used(row["used_requests"], row["used_tokens"], row["used_cost_usd"]),
         )
 
     def status(self, at: int | None = None) -> str:
@@ -77,6 +113,8 @@ class Session:
             "created_at": self.created_at,
             "last_used_at": self.last_used_at,
             "expires_at": self.expires_at,
+            "limits": None if self.limits is None else dict(self.limits),
+            "used": self.used.to_json(),
         }
 
 
@@ -109,14 +147,23 @@ def check_services(
     return tuple(dict.fromkeys(value))
 
 
+_COLUMNS = (
+    "id, name, key_prefix, scopes, services, created_at, last_used_at, expires_at, revoked_at,"
+    " limits, used_requests, used_tokens, used_cost_usd"
+)
+
+
+def _limits_column(limits: Limits | None) -> str | None:
+    return None if limits is None else json.dumps(limits, sort_keys=True)
+
+
 class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def _rows(self, where: str, params: list[Any]) -> list[Session]:
-        columns = "id, name, key_prefix, scopes, services, created_at, last_used_at, expires_at"
         # ``where`` is built only from constants in this module; values are bound.
-        sql = f"SELECT {columns}, revoked_at FROM sessions {where} ORDER BY created_at, id"  # noqa: S608
+        sql = f"SELECT {_COLUMNS} FROM sessions {where} ORDER BY created_at, id"  # noqa: S608
         return [Session.from_row(r) for r in self.db.query(sql, params)]
 
     def create(
@@ -127,6 +174,7 @@ class SessionStore:
         services: object,
         ttl: int | None,
         known_services: Iterable[str],
+        limits: object = None,
     ) -> tuple[Session, str]:
         """A new session and its token; the token is not kept anywhere after this."""
         errors = ErrorList()
@@ -134,6 +182,7 @@ class SessionStore:
             "name": errors.check(check_name, name),
             "scopes": errors.check(check_scopes, scopes),
             "services": errors.check(check_services, services, known_services),
+            "limits": errors.check(check_session_limits, limits),
         }
         errors.raise_if_any()
         token = new_token()
@@ -142,8 +191,8 @@ class SessionStore:
         with write_transaction(self.db) as conn:
             conn.execute(
                 "INSERT INTO sessions (id, name, key_prefix, token_hash, scopes, services,"
-                " created_at, last_used_at, expires_at, revoked_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL)",
+                " created_at, last_used_at, expires_at, revoked_at, limits)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?)",
                 [
                     session_id,
                     checked["name"],
@@ -153,6 +202,7 @@ class SessionStore:
                     json.dumps(list(checked["services"])),
                     stamp,
                     None if ttl is None else stamp + ttl,
+                    _limits_column(checked["limits"]),
                 ],
             )
         return self.get(session_id), token
@@ -188,6 +238,16 @@ class SessionStore:
             session = self.get(session_id)
             if session.revoked_at is None:
                 conn.execute("UPDATE sessions SET revoked_at = ? WHERE id = ?", [now(), session_id])
+        return self.get(session_id)
+
+    def set_limits(self, session_id: str, limits: object) -> Session:
+        """Replace the session's limits (``None`` clears them); its use so far stays."""
+        checked = check_session_limits(limits)
+        with write_transaction(self.db) as conn:
+            self.get(session_id)
+            conn.execute(
+                "UPDATE sessions SET limits = ? WHERE id = ?", [_limits_column(checked), session_id]
+            )
         return self.get(session_id)
 
     def resolve(self, ref: str) -> Session:

@@ -6,15 +6,29 @@ can import them without importing the app factory (which imports them).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aiohttp import web
 
 from vaultd.config import Config
-from vaultd.core.sessions import Session
+from vaultd.core.sessions import Session, Used
 from vaultd.core.vault import Vault
+
+
+class LiveUse(Protocol):
+    """What the proxy has counted and not yet written (``proxy.counters.Counters``)."""
+
+    def session_used(self, session_id: str) -> Used | None: ...
+
+    def credential_used_today(self, credential_id: str) -> Used | None: ...
+
 
 CONFIG = web.AppKey("config", Config)
 # Set by the vault cleanup context for the life of the running app only.
 VAULT = web.AppKey("vault", Vault)
+
+# Set by the proxy's cleanup context: the API reads live use through it.
+LIVE_USE = web.AppKey("live_use", LiveUse)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # The authenticated session, once a handler has checked the token.

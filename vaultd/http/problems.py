@@ -77,6 +77,7 @@ def problem_body(error: VaultdError, request_id: str) -> dict[str, Any]:
         ]
     if isinstance(error, Conflict) and error.conflicting_resource_id is not None:
         body["conflicting_resource_id"] = error.conflicting_resource_id
+    body.update(error.problem_fields())
     return body
 
 
@@ -88,4 +89,5 @@ def problem_response(error: VaultdError, request_id: str) -> web.Response:
         response.headers["WWW-Authenticate"] = 'Bearer realm="vaultd"'
     if isinstance(error, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(error.allowed)
+    response.headers.update(error.problem_headers())
     return response

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from vaultd.http.middleware import add_standard_headers
 from vaultd.proxy.decisions import response_headers, unscannable_coding
 from vaultd.proxy.errors import UpstreamEncoding, UpstreamInvalid, UpstreamUnreachable
+from vaultd.proxy.metering import Meter
 from vaultd.proxy.redact import Patterns
 
 log = logging.getLogger("vaultd.proxy")
@@ -34,8 +35,14 @@ async def relay_answer(
     request_id: str,
     upstream: aiohttp.ClientResponse,
     patterns: Patterns,
+    meter: Meter | None = None,
 ) -> tuple[web.StreamResponse, int, int]:
-    """Pass the upstream's answer on, redacted: (response, bytes received, audit status)."""
+    """Pass the upstream's answer on, redacted: (response, bytes received, audit status).
+
+    ``meter`` reads the usage from the body as it passes (DESIGN 10), before
+    redaction: what it removes (the usage-only chunk vaultd asked for) never
+    reaches the client.
+    """
     # A HEAD answer, or a 204/304, has no body to redact: its Content-Length
     # (and its Content-Encoding) stay true.
     if not 100 <= upstream.status <= 599:
@@ -63,9 +70,9 @@ async def relay_answer(
     # path (proxy.direct) has no signal to run.
     add_standard_headers(headers, request_id)
     if not bodiless and upstream.content.is_eof():
-        return await _relay_whole(request, upstream, patterns, reason, headers)
+        return await _relay_whole(request, upstream, patterns, reason, headers, meter)
     response = web.StreamResponse(status=upstream.status, reason=reason, headers=headers)
-    return await _relay_stream(request, response, upstream, patterns)
+    return await _relay_stream(request, response, upstream, patterns, meter)
 
 
 def _refuse_unscannable(upstream: aiohttp.ClientResponse) -> None:
@@ -95,6 +102,7 @@ async def _relay_whole(
     patterns: Patterns,
     reason: str | None,
     headers: CIMultiDict[str],
+    meter: Meter | None,
 ) -> tuple[web.StreamResponse, int, int]:
     """A body that came whole with the head, out in one write with its length.
 
@@ -109,6 +117,8 @@ async def _relay_whole(
             f"the upstream's answer broke off ({exc.__class__.__name__})"
         ) from None
     received = len(body)
+    if meter is not None:
+        body = meter.whole(body)
     if patterns.found_in(body):
         body = patterns.sub(body)
     status = upstream.status
@@ -126,6 +136,7 @@ async def _relay_stream(
     response: web.StreamResponse,
     upstream: aiohttp.ClientResponse,
     patterns: Patterns,
+    meter: Meter | None,
 ) -> tuple[web.StreamResponse, int, int]:
     """The body chunk by chunk as it arrives, through the redactor, never held whole."""
     redactor = patterns.redactor()
@@ -138,10 +149,11 @@ async def _relay_stream(
             raise _ClientGone from None
         async for chunk in upstream.content.iter_any():
             received += len(chunk)
-            out = redactor.feed(chunk)
+            out = redactor.feed(chunk if meter is None else meter.feed(chunk))
             if out:
                 await _send(response, out)
-        tail = redactor.flush()
+        held = b"" if meter is None else meter.flush()
+        tail = redactor.feed(held) + redactor.flush() if held else redactor.flush()
         if tail:
             await _send(response, tail)
         await _send(response, None)

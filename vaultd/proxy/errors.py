@@ -6,7 +6,8 @@ other ``VaultdError``.
 
 from __future__ import annotations
 
-from vaultd.errors import NotFound, ValidationError, VaultdError
+from vaultd.core.limits import Refusal
+from vaultd.errors import Forbidden, NotFound, ValidationError, VaultdError
 
 
 class BadProxyPath(ValidationError):
@@ -62,3 +63,41 @@ class RequestBodyTimeout(VaultdError):
     status = 408
     slug = "request-body-timeout"
     title = "Request body timeout"
+
+
+class LimitExceeded(VaultdError):
+    """A limit of the session or credential is reached (DESIGN 10): nothing went upstream."""
+
+    status = 429
+    slug = "limit-exceeded"
+    title = "Limit exceeded"
+
+    def __init__(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+        wait = (
+            f"; try again in {refusal.retry_after}s"
+            if refusal.retry_after is not None
+            else "; it does not reset: ask for a new session or a higher limit"
+        )
+        super().__init__(f"{refusal.limit} is {refusal.maximum} and {refusal.used} is used{wait}")
+
+    @property
+    def audit_reason(self) -> str:
+        return f"{self.slug} {self.refusal.limit}"
+
+    def problem_fields(self) -> dict[str, object]:
+        return {"limit": self.refusal.limit, "max": self.refusal.maximum, "used": self.refusal.used}
+
+    def problem_headers(self) -> dict[str, str]:
+        if self.refusal.retry_after is None:
+            # The official OpenAI and Anthropic SDKs retry a 429 unless told
+            # not to; a spent budget does not come back by waiting.
+            return {"x-should-retry": "false"}
+        return {"Retry-After": str(self.refusal.retry_after)}
+
+
+class Unmeterable(Forbidden):
+    """A token or cost budget, and a request whose use vaultd cannot count."""
+
+    slug = "unmeterable"
+    title = "Request cannot be metered"

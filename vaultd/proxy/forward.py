@@ -2,10 +2,13 @@
 
 ``Forwarder.admit`` refuses what is not allowed before any byte goes
 upstream: the method, the path, the token, the service, the credential, the
-body's declared size; it returns what to send (``decisions`` chose the URL
-and headers). ``Forwarder.serve`` then sends it through the upstream client,
-relays the answer (``answer``) and records the use behind, audit row
-included, also for a refusal after the token was checked.
+body's declared size, and last the limits (DESIGN 10), which count the
+request in; it returns what to send (``decisions`` chose the URL and
+headers). ``Forwarder.serve`` then sends it through the upstream client
+(``streamusage`` may first ask an OpenAI stream for its usage), relays the
+answer (``answer``) through a meter, and records the use behind: the audit
+row, with the tokens and cost, also for a refusal after the token was
+checked, and the counters the limits are checked against.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from vaultd.errors import (
 from vaultd.http.appkeys import REQUEST_ID
 from vaultd.http.errors import MalformedRequest, MethodNotAllowed, PayloadTooLarge
 from vaultd.models import Credential
-from vaultd.proxy.answer import CLIENT_CLOSED, relay_answer
+from vaultd.prices import PriceTable
+from vaultd.proxy.answer import CLIENT_CLOSED, STREAM_BROKEN, relay_answer
 from vaultd.proxy.cache import ProxyCache, Secret
 from vaultd.proxy.client import UpstreamClient
+from vaultd.proxy.counters import Counters, Ticket
 from vaultd.proxy.decisions import (
     CREDENTIAL_HEADER,
     outgoing_headers,
@@ -45,12 +50,15 @@ from vaultd.proxy.decisions import (
     with_query_secret,
 )
 from vaultd.proxy.errors import (
+    LimitExceeded,
     NoCredential,
     RequestBodyTimeout,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from vaultd.proxy.inflight import InFlight
+from vaultd.proxy.metering import Meter, Reading
+from vaultd.proxy.streamusage import model_hint, with_stream_usage
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.services import Service
 from vaultd.store.audit import AuditRow, audit_path
@@ -141,13 +149,18 @@ class Attempt:
 
     __slots__ = (
         "credential",
+        "forwarded",
+        "injected",
+        "reading",
         "received",
+        "refusal",
         "rest",
         "sent",
         "service",
         "session",
         "stalled",
         "status",
+        "ticket",
     )
 
     def __init__(self) -> None:
@@ -161,6 +174,15 @@ class Attempt:
         self.received = 0
         # Set when the client's body stalled past body_timeout (a 408).
         self.stalled = False
+        # Its place in the limits' counters, once admitted (proxy.counters).
+        self.ticket: Ticket | None = None
+        # Whether anything was sent upstream; if not, why vaultd refused it.
+        self.forwarded = False
+        self.refusal: str | None = None
+        # vaultd added stream_options.include_usage (its chunk is removed again).
+        self.injected = False
+        # What the answer said it used (None: not metered).
+        self.reading: Reading | None = None
 
 
 class Outgoing(NamedTuple):
@@ -188,6 +210,8 @@ class Forwarder:
     usage: UsageRecorder
     upstream: UpstreamClient
     inflight: InFlight
+    counters: Counters
+    prices: PriceTable
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         """One proxied request, from the checks to the audit row (after ``middleware.checked``)."""
@@ -198,13 +222,21 @@ class Forwarder:
         attempt = Attempt()
         try:
             outgoing = self.admit(request, attempt)
-            await self.inflight.enter(outgoing.session_id, outgoing.host)
+            try:
+                await self.inflight.enter(outgoing.session_id, outgoing.host)
+            except BaseException:
+                # It never left: its place in the limits is given back.
+                if attempt.ticket is not None:
+                    self.counters.refund(attempt.ticket)
+                raise
             try:
                 return await self._send(request, request_id, outgoing, attempt)
             finally:
                 self.inflight.leave(outgoing.session_id, outgoing.host)
         except VaultdError as exc:
             attempt.status = exc.status
+            if not attempt.forwarded:
+                attempt.refusal = exc.audit_reason if isinstance(exc, LimitExceeded) else exc.slug
             raise
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client's connection is lost.
@@ -216,7 +248,8 @@ class Forwarder:
             # [audit] max_rows. (Refusals before that are in the daemon's
             # log, as failed requests.)
             if attempt.session is not None:
-                self.usage.record(_audit_row(request, request_id, attempt, started))
+                cost = self._settle(attempt)
+                self.usage.record(_audit_row(request, request_id, attempt, started, cost))
 
     def admit(self, request: web.Request, attempt: Attempt) -> Outgoing:
         """Every refusal, before any byte goes upstream; else what to send."""
@@ -240,6 +273,13 @@ class Forwarder:
         length = request.content_length
         if length is not None and length > config.max_request_body:
             raise _too_large(config)
+        # Last: every other refusal leaves the counters as they were.
+        attempt.ticket = self.counters.admit(
+            session,
+            credential,
+            metered=service.usage != "none",
+            in_flight=self.inflight.count(session.id),
+        )
         return Outgoing(
             with_query_secret(url, service, secret.value),
             outgoing_headers(request.headers, service, secret.value),
@@ -253,11 +293,27 @@ class Forwarder:
         self, request: web.Request, request_id: str, outgoing: Outgoing, attempt: Attempt
     ) -> web.StreamResponse:
         try:
-            upstream = await self._open(request.method, outgoing)
+            service = attempt.service
+            assert service is not None  # admitted
+            outgoing = await with_stream_usage(request, outgoing, attempt, self.config)
+            upstream = await self._open(request.method, outgoing, attempt)
             async with upstream:
+                meter = None
+                if service.usage != "none":
+                    meter = Meter(
+                        service.usage,
+                        status=upstream.status,
+                        content_type=upstream.headers.get("Content-Type"),
+                        strip_usage_chunk=attempt.injected,
+                        model_hint=model_hint(service, attempt.rest),
+                    )
                 response, attempt.received, attempt.status = await relay_answer(
-                    request, request_id, upstream, outgoing.secret.patterns
+                    request, request_id, upstream, outgoing.secret.patterns, meter
                 )
+                if meter is not None:
+                    attempt.reading = meter.result(
+                        complete=attempt.status not in (CLIENT_CLOSED, STREAM_BROKEN)
+                    )
             return response
         except VaultdError:
             # A body cut off at the limit, or stalled, surfaces from the
@@ -269,8 +325,11 @@ class Forwarder:
                 raise _too_large(self.config) from None
             raise
 
-    async def _open(self, method: str, outgoing: Outgoing) -> aiohttp.ClientResponse:
+    async def _open(
+        self, method: str, outgoing: Outgoing, attempt: Attempt
+    ) -> aiohttp.ClientResponse:
         """The upstream's answer, its head read; the client library's errors as problems."""
+        attempt.forwarded = True
         try:
             return await self.upstream.send(method, outgoing.url, outgoing.headers, outgoing.body)
         except PayloadTooLarge:
@@ -286,10 +345,36 @@ class Forwarder:
                 f"the upstream could not be reached ({exc.__class__.__name__})"
             ) from None
 
+    def _settle(self, attempt: Attempt) -> float | None:
+        """Charge the answer's tokens and cost to the counters; the cost (None: unknown)."""
+        reading, service = attempt.reading, attempt.service
+        cost = None
+        tokens = 0
+        if reading is not None and service is not None:
+            tokens = reading.input_tokens + reading.output_tokens
+            # Nothing used costs nothing, whatever the model (an error answer).
+            cost = (
+                0.0
+                if tokens == 0
+                else self.prices.cost(
+                    service.name,
+                    reading.model,
+                    input_tokens=reading.input_tokens,
+                    output_tokens=reading.output_tokens,
+                    cached_input_tokens=reading.cached_input_tokens,
+                    cache_write_tokens=reading.cache_write_tokens,
+                )
+            )
+        if attempt.ticket is not None:
+            self.counters.charge(attempt.ticket, tokens, cost)
+        return cost
 
-def _audit_row(request: web.Request, request_id: str, attempt: Attempt, started: float) -> AuditRow:
+
+def _audit_row(
+    request: web.Request, request_id: str, attempt: Attempt, started: float, cost: float | None
+) -> AuditRow:
     """The audit row of ``attempt``, in ``store.audit.ROW_FIELDS`` order (see there why a tuple)."""
-    credential, service = attempt.credential, attempt.service
+    credential, service, reading = attempt.credential, attempt.service, attempt.reading
     assert attempt.session is not None  # only authenticated attempts are audited
     return (
         int(time.time()),
@@ -305,4 +390,10 @@ def _audit_row(request: web.Request, request_id: str, attempt: Attempt, started:
         round((time.perf_counter() - started) * 1000, 3),
         attempt.sent[0],
         attempt.received,
+        reading.model if reading is not None else None,
+        reading.input_tokens if reading is not None else None,
+        reading.output_tokens if reading is not None else None,
+        reading.cached_input_tokens if reading is not None else None,
+        cost,
+        attempt.refusal,
     )

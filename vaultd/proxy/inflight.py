@@ -81,6 +81,10 @@ class InFlight:
                 ) from None
             raise
 
+    def count(self, session_id: str) -> int:
+        """The session's requests in flight now (its ``concurrency`` limit's count)."""
+        return self._sessions.get(session_id, 0)
+
     def leave(self, session_id: str, host: Hashable) -> None:
         self._hosts[host].release()
         self._leave_session(session_id)

@@ -13,13 +13,18 @@ import aiohttp
 from aiohttp import web
 
 from vaultd.config import Config
+from vaultd.core.sessions import Used
+from vaultd.core.vault import Vault
 from vaultd.http import fastpaths
-from vaultd.http.appkeys import CONFIG, VAULT
+from vaultd.http.appkeys import CONFIG, LIVE_USE, VAULT
+from vaultd.prices import PriceTable
 from vaultd.proxy.cache import ProxyCache
 from vaultd.proxy.client import UpstreamClient, upstream_session
+from vaultd.proxy.counters import Counters
 from vaultd.proxy.forward import Forwarder
 from vaultd.proxy.inflight import CONNECTIONS_PER_HOST, InFlight
 from vaultd.proxy.usage import UsageRecorder
+from vaultd.store import counts
 
 # What aiohttp calls for a request with an ``Expect`` header, before any middleware.
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
@@ -50,6 +55,16 @@ def make_upstream_client(
     return UpstreamClient(session, timeout)
 
 
+def make_counters(vault: Vault) -> Counters:
+    """The limits' live counters, reading what was stored on the vault's connection."""
+    db = vault.db
+    return Counters(
+        load_session=lambda session_id: Used(*counts.session_counts(db, session_id)),
+        load_day=lambda credential_id, day: Used(*counts.credential_day(db, credential_id, day)),
+        load_recent=lambda session_id, since: counts.recent_requests(db, session_id, since),
+    )
+
+
 async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     """The upstream connection pool, the cache and the usage writer.
 
@@ -65,6 +80,9 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = client_timeout(config)
     async with upstream_session(connector, timeout) as client:
         cache = app[CACHE] = ProxyCache(app[VAULT])
+        counters = make_counters(app[VAULT])
+        # The API shows live use (the database lags by a flush interval).
+        app[LIVE_USE] = counters
         recorder = UsageRecorder(
             config.db_path,
             interval=config.usage_flush_interval,
@@ -73,6 +91,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
             # Its commits empty the cache; what was in it is looked up again
             # then rather than by the next request (ProxyCache.rewarm).
             after_write=cache.rewarm,
+            counters=counters,
         )
         await recorder.start()
         app[USAGE] = recorder
@@ -80,7 +99,9 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
             per_session=config.max_session_concurrency, pool_timeout=config.pool_timeout
         )
         upstream = make_upstream_client(client, timeout)
-        app[FORWARDER] = Forwarder(config, cache, recorder, upstream, inflight)
+        app[FORWARDER] = Forwarder(
+            config, cache, recorder, upstream, inflight, counters, PriceTable(config.prices)
+        )
         try:
             yield
         finally:

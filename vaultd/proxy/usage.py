@@ -18,8 +18,10 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from vaultd.core.limits import utc_day
 from vaultd.models import now
-from vaultd.store import audit
+from vaultd.proxy.counters import Counters, Snapshot
+from vaultd.store import audit, counts
 from vaultd.store.audit import ROW_AT, ROW_CREDENTIAL_ID, ROW_SESSION_ID, ROW_STATUS, AuditRow
 from vaultd.store.db import connect, write_transaction
 
@@ -56,8 +58,11 @@ class UsageRecorder:
         audit_keep_rows: int,
         audit_keep_seconds: int,
         after_write: Callable[[], None] | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.db_path = db_path
+        # The limits' counters, written in the same transaction as the rows.
+        self.counters = counters
         # Run on the event loop after each flush that wrote (the proxy cache's rewarm).
         self.after_write = after_write
         self.interval = interval
@@ -104,11 +109,12 @@ class UsageRecorder:
 
     async def flush(self) -> None:
         async with self._lock:
-            if not self._pending or self._db is None:
+            snap = self.counters.snapshot() if self.counters is not None else Snapshot()
+            if (not self._pending and not snap) or self._db is None:
                 return
             batch, self._pending = self._pending, _Batch()
             try:
-                await asyncio.to_thread(self._write, self._db, batch)
+                await asyncio.to_thread(self._write, self._db, batch, snap)
             except Exception as exc:
                 # Kept and retried at the next flush, never dropped. SQLite's
                 # messages hold no values, so no secret can reach the log.
@@ -116,6 +122,8 @@ class UsageRecorder:
                 batch.merge(self._pending)
                 self._pending = batch
                 return
+            if self.counters is not None:
+                self.counters.written(snap)
             if self.after_write is not None:
                 try:
                     self.after_write()
@@ -123,8 +131,10 @@ class UsageRecorder:
                     # A hook's failure must not stop the flusher (nor lose the batch).
                     log.warning("after a usage flush: %s", exc.__class__.__name__)
 
-    def _write(self, db: Database, batch: _Batch) -> None:
+    def _write(self, db: Database, batch: _Batch, snap: Snapshot) -> None:
         with write_transaction(db) as conn:
+            # Absolute values: a batch retried after a failure writes the same.
+            counts.write(conn, snap.sessions.items(), snap.days.items())
             conn.executemany(
                 "UPDATE credentials SET last_used_at = max(coalesce(last_used_at, 0), ?),"
                 " use_count = use_count + ? WHERE id = ?",
@@ -144,6 +154,7 @@ class UsageRecorder:
                     keep_seconds=self.audit_keep_seconds,
                     now=now(),
                 )
+                counts.prune_days(conn, utc_day(now()))
                 self._pruned_at = now()
 
     async def close(self) -> None:

@@ -1,8 +1,9 @@
 """The audit log: one row per proxied request, newest first, bounded in size and age.
 
 A row says who (session), with what (credential), where (service, method, path
-without its query string), and how it went (status, duration, bytes). It never
-holds a secret, a token or a query string, which could carry a key.
+without its query string), how it went (status, duration, bytes), what it
+used (model, tokens, cost: DESIGN 10) and, when vaultd refused it, why. It
+never holds a secret, a token or a query string, which could carry a key.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ class AuditEntry(NamedTuple):
     duration_ms: float
     bytes_in: int
     bytes_out: int
+    # Metering (DESIGN 10): null when the answer was not metered.
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_input_tokens: int | None
+    cost_usd: float | None
+    # Why vaultd refused the request before it went upstream (a problem slug,
+    # and the limit of a limit-exceeded); null when it went upstream.
+    refusal: str | None
     id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -55,7 +65,25 @@ class AuditEntry(NamedTuple):
 # the garbage collector stops tracking at its first pass (a named tuple, as a
 # subclass, stays tracked, and passes through every generation as it waits up
 # to a flush interval in the batch).
-AuditRow = tuple[int, str, str | None, str | None, str, str, str, int, float, int, int]
+AuditRow = tuple[
+    int,
+    str,
+    str | None,
+    str | None,
+    str,
+    str,
+    str,
+    int,
+    float,
+    int,
+    int,
+    str | None,
+    int | None,
+    int | None,
+    int | None,
+    float | None,
+    str | None,
+]
 # The columns an AuditRow binds to, and a read returns after ``id``.
 ROW_FIELDS = AuditEntry._fields[:-1]
 # Where a reader of an AuditRow finds the fields it needs, so that it reads

@@ -1,0 +1,247 @@
+"""A fake upstream that answers as OpenAI, Anthropic and Gemini do, usage included.
+
+Real HTTP on 127.0.0.1. The shapes follow the providers' API references: an
+OpenAI stream carries ``"usage":null`` on every chunk and ends with a
+usage-only chunk (``"choices":[]``) only when the request asked for
+``stream_options.include_usage``, as api.openai.com does; Anthropic's stream
+is message_start ... message_delta ... message_stop; Gemini's ``alt=sse``
+stream repeats ``usageMetadata`` on each chunk. It records every request, so
+a test can say how many went upstream and with what body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+# What every answer reports using (a test reads these back from the audit row).
+PROMPT_TOKENS = 12
+COMPLETION_TOKENS = 8
+CACHED_TOKENS = 4
+WORDS = ("Hello", " there", "!")
+
+
+def _compact(value: object) -> str:
+    # As the providers serialise: no spaces.
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def _sse(request: web.Request, events: list[str], gap: float) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    for event in events:
+        await response.write(event.encode())
+        if gap:
+            await asyncio.sleep(gap)
+    await response.write_eof()
+    return response
+
+
+def openai_chunks(model: str, *, include_usage: bool) -> list[str]:
+    """A chat completion stream as OpenAI sends it, with or without include_usage."""
+    base = {"id": "chatcmpl-B9", "object": "chat.completion.chunk", "created": 1, "model": model}
+    extra = {"usage": None} if include_usage else {}
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    deltas += [{"content": word} for word in WORDS]
+    events = []
+    for i, delta in enumerate([*deltas, {}]):
+        finish = "stop" if i == len(deltas) else None
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        events.append(f"data: {_compact({**base, 'choices': [choice], **extra})}\n\n")
+    if include_usage:
+        usage = {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+            "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        }
+        events.append(f"data: {_compact({**base, 'choices': [], 'usage': usage})}\n\n")
+    events.append("data: [DONE]\n\n")
+    return events
+
+
+def openai_completion(model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-B9",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(WORDS), "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+            "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        },
+        "service_tier": "default",
+    }
+
+
+def anthropic_events(model: str) -> list[str]:
+    def event(name: str, data: dict[str, Any]) -> str:
+        return f"event: {name}\ndata: {_compact({'type': name, **data})}\n\n"
+
+    usage = {
+        "input_tokens": PROMPT_TOKENS,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": CACHED_TOKENS,
+        "output_tokens": 1,
+    }
+    message: dict[str, Any] = {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    events = [event("message_start", {"message": message})]
+    events.append(
+        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    )
+    events.append(event("ping", {}))
+    for word in WORDS:
+        events.append(
+            event(
+                "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}
+            )
+        )
+    events.append(event("content_block_stop", {"index": 0}))
+    events.append(
+        event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": COMPLETION_TOKENS},
+            },
+        )
+    )
+    events.append(event("message_stop", {}))
+    return events
+
+
+def anthropic_message(model: str) -> dict[str, Any]:
+    return {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": "".join(WORDS)}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": PROMPT_TOKENS,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": CACHED_TOKENS,
+            "output_tokens": COMPLETION_TOKENS,
+        },
+    }
+
+
+def gemini_chunk(model: str, text: str, final: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "index": 0,
+    }
+    if final:
+        candidate["finishReason"] = "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": PROMPT_TOKENS,
+            "candidatesTokenCount": COMPLETION_TOKENS,
+            "totalTokenCount": PROMPT_TOKENS + COMPLETION_TOKENS,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": PROMPT_TOKENS}],
+        },
+        "modelVersion": model,
+        "responseId": "resp-1",
+    }
+
+
+def provider_app(calls: list[Call], *, gap: float = 0.0) -> web.Application:
+    """OpenAI, Anthropic and Gemini endpoints in one app (each service's base_url is it)."""
+
+    async def record(request: web.Request) -> Call:
+        call = Call(request.method, request.path_qs, await request.read(), dict(request.headers))
+        calls.append(call)
+        return call
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = (await record(request)).json()
+        model = body.get("model", "gpt-4o-mini")
+        if body.get("stream"):
+            options = body.get("stream_options") or {}
+            return await _sse(
+                request, openai_chunks(model, include_usage=bool(options.get("include_usage"))), gap
+            )
+        if gap:
+            await asyncio.sleep(gap)
+        return web.json_response(openai_completion(model))
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        body = (await record(request)).json()
+        model = body.get("model", "claude-sonnet-4-5")
+        if body.get("stream"):
+            return await _sse(request, anthropic_events(model), gap)
+        return web.json_response(anthropic_message(model))
+
+    async def gemini(request: web.Request) -> web.StreamResponse:
+        await record(request)
+        model, _, method = request.match_info["target"].partition(":")
+        if method == "streamGenerateContent":
+            words = list(WORDS)
+            events = [
+                f"data: {_compact(gemini_chunk(model, w, i == len(words) - 1))}\r\n\r\n"
+                for i, w in enumerate(words)
+            ]
+            return await _sse(request, events, gap)
+        return web.json_response(gemini_chunk(model, "".join(WORDS), True))
+
+    async def models(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini"}]})
+
+    async def error(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response(
+            {"error": {"message": "bad", "type": "invalid_request_error"}}, status=400
+        )
+
+    async def unknown(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response({"message": "Not Found"}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1beta/models/{target}", gemini)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/bad", error)
+    app.router.add_route("*", "/{tail:.*}", unknown)
+    return app
