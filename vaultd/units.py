@@ -36,6 +36,25 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
+# Unix seconds, bounded so that int() never meets a thousand-digit string.
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+MOMENT_HELP = 'must be Unix seconds or a duration back from now such as "1h" or "7d"'
+
+
+def parse_moment(text: str, now: int) -> int:
+    """A point in time as Unix seconds: ``"1700000000"``, or ``"7d"`` meaning 7 days before ``now``.
+
+    The ``since`` and ``until`` of the API and the CLI alike; ``ValueError``
+    (with ``MOMENT_HELP``) otherwise.
+    """
+    if _UNIX_SECONDS.fullmatch(text):
+        return int(text)
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        raise ValueError(MOMENT_HELP) from None
+
+
 def parse_size(text: str) -> int:
     """Bytes in ``"32MiB"``, ``"512KiB"``, ``"1000"``; ``ValueError`` otherwise."""
     match = _SIZE.fullmatch(text.strip())

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import re
-import time
-
 from aiohttp import web
 
 from vaultd.api.auth import requires
-from vaultd.errors import ErrorList, FieldError, ValidationError
+from vaultd.errors import ErrorList
 from vaultd.http.appkeys import VAULT
-from vaultd.http.jsonio import limit_param, query_params
-from vaultd.models import UUID_RE, check_service_name
+from vaultd.http.jsonio import limit_param, moment_param, query_params
+from vaultd.models import UUID_RE, check_service_name, now
 from vaultd.store.audit import MAX_LIMIT, list_entries
-from vaultd.units import parse_duration
 
 routes = web.RouteTableDef()
 AUDIT_PARAMS = ("service", "credential_id", "since", "limit")
 DEFAULT_LIMIT = 100
-_INT = re.compile(r"[0-9]{1,12}")
-
-
-def _since(text: str) -> int:
-    """Unix seconds, or a duration back from now ("1h", "7d")."""
-    if _INT.fullmatch(text):
-        return int(text)
-    try:
-        return int(time.time()) - parse_duration(text)
-    except ValueError:
-        raise ValidationError(
-            FieldError("/since", 'must be Unix seconds or a duration such as "1h" or "7d"')
-        ) from None
 
 
 @routes.get("/api/audit", allow_head=False)
@@ -44,9 +27,7 @@ async def list_audit(request: web.Request) -> web.StreamResponse:
     credential_id = params.get("credential_id")
     if credential_id is not None and not UUID_RE.fullmatch(credential_id):
         errors.add("/credential_id", "must be a credential id")
-    since = None
-    if "since" in params:
-        since = errors.check(_since, params["since"])
+    since = errors.check(moment_param, params, "since", now())
     limit = errors.check(limit_param, params, MAX_LIMIT)
     errors.raise_if_any()
     entries = list_entries(

@@ -19,7 +19,7 @@ routes = web.RouteTableDef()
 PAGE_MAX = 100
 LIST_PARAMS = ("service", "type", "limit", "starting_after")
 CREATE_FIELDS = ("service", "name", "secret", "type", "metadata", "expires_at")
-PATCH_FIELDS = ("name", "metadata", "expires_at", "secret", "is_default")
+PATCH_FIELDS = ("name", "metadata", "expires_at", "secret", "is_default", "limits")
 
 
 def _credential_id(request: web.Request) -> str:

@@ -3,7 +3,8 @@
 Hand-written rather than generated from the routes so that it says what the
 routes cannot (scopes, shapes, errors); ``tests/api/test_info.py`` keeps its
 paths and methods equal to the routes the app really has, and checks each
-operation's ``x-vaultd-scope`` against what the daemon enforces.
+operation's ``x-vaultd-scope`` against what the daemon enforces. The shapes
+the paths refer to are in ``vaultd.api.schemas``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from vaultd import __version__
-from vaultd.core.sessions import SCOPES
-from vaultd.models import METADATA_MAX_KEYS, NAME_MAX
-from vaultd.services import AUTH_STYLES
+from vaultd.api.schemas import SCHEMAS, Doc, ref
+from vaultd.store.usage import MAX_GROUPS, USAGE_BY
 
-Doc = dict[str, Any]
-
-
-def _ref(name: str) -> Doc:
-    return {"$ref": f"#/components/schemas/{name}"}
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
 
 
 def _json(schema: Doc, description: str) -> Doc:
@@ -38,172 +34,37 @@ def _operation(
     errors: tuple[int, ...],
     **extra: Any,
 ) -> Doc:
-    """One operation; ``scope`` is "none", a scope name, or "admin-or-self"."""
+    """One operation; ``scope`` is "none", a scope name, or "admin-or-self".
+
+    Each status in ``errors`` answers a plain problem, unless ``responses``
+    describes it more closely.
+    """
     if scope != "none":
         errors = (401, 403, *errors)
+    problems = {str(code): _PROBLEM for code in sorted(errors)}
     op: Doc = {
         "operationId": op_id,
         "summary": summary,
         "x-vaultd-scope": scope,
         "security": [] if scope == "none" else [{"bearer": []}],
         **extra,
-        "responses": {
-            **responses,
-            **{str(code): {"$ref": "#/components/responses/Problem"} for code in sorted(errors)},
-        },
+        "responses": {**problems, **responses},
     }
     return op
 
 
-_ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-_NULL_INT = {"type": ["integer", "null"]}
-_SCOPES = {"type": "array", "items": {"enum": list(SCOPES)}}
-_METADATA = {
-    "type": "object",
-    "maxProperties": METADATA_MAX_KEYS,
-    "additionalProperties": {"type": "string", "maxLength": 500},
-}
-_NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
-_TTL = {
-    "oneOf": [
-        {"type": "string", "description": 'a duration such as "90s" or "8h", or "never"'},
-        {"type": "integer", "minimum": 1, "description": "seconds"},
-    ]
-}
+def _query(name: str, schema: Doc, description: str | None = None) -> Doc:
+    param: Doc = {"name": name, "in": "query", "schema": schema}
+    if description is not None:
+        param["description"] = description
+    return param
 
-SCHEMAS: Doc = {
-    "Credential": {
-        "type": "object",
-        "required": ["id", "service", "name", "created_at", "last_used_at"],
-        "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "service": {"type": "string"},
-            "name": {"type": "string"},
-            "type": {"type": "string"},
-            "hint": {"type": ["string", "null"]},
-            "metadata": _METADATA,
-            "is_default": {"type": "boolean"},
-            "created_at": {"type": "integer"},
-            "updated_at": {"type": "integer"},
-            "last_used_at": _NULL_INT,
-            "use_count": {"type": "integer"},
-            "expires_at": _NULL_INT,
-        },
-    },
-    "CredentialCreate": {
-        "type": "object",
-        "required": ["service", "name", "secret"],
-        "additionalProperties": False,
-        "properties": {
-            "service": {"type": "string"},
-            "name": _NAME,
-            "secret": {"type": "string", "writeOnly": True},
-            "type": {"type": "string", "default": "api_key"},
-            "metadata": _METADATA,
-            "expires_at": _NULL_INT,
-        },
-    },
-    "CredentialUpdate": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "name": _NAME,
-            "metadata": _METADATA,
-            "expires_at": _NULL_INT,
-            "secret": {"type": "string", "writeOnly": True},
-            "is_default": {"type": "boolean"},
-        },
-    },
-    "Session": {
-        "type": "object",
-        "required": ["id", "name", "key_prefix", "scopes", "services", "status"],
-        "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "name": {"type": "string"},
-            "key_prefix": {"type": "string"},
-            "scopes": _SCOPES,
-            "services": {"type": "array", "items": {"type": "string"}},
-            "status": {"enum": ["active", "revoked", "expired"]},
-            "created_at": {"type": "integer"},
-            "last_used_at": _NULL_INT,
-            "expires_at": _NULL_INT,
-        },
-    },
-    "SessionCreate": {
-        "type": "object",
-        "required": ["name"],
-        "additionalProperties": False,
-        "properties": {
-            "name": _NAME,
-            "scopes": _SCOPES,
-            "services": {"type": "array", "items": {"type": "string"}},
-            "ttl": _TTL,
-        },
-    },
-    "SessionCreated": {
-        "allOf": [
-            _ref("Session"),
-            {
-                "type": "object",
-                "required": ["token"],
-                "properties": {"token": {"type": "string", "description": "shown only once"}},
-            },
-        ]
-    },
-    "Service": {
-        "type": "object",
-        "required": ["name", "base_url", "auth", "credential_count"],
-        "properties": {
-            "name": {"type": "string"},
-            "base_url": {"type": "string"},
-            "auth": {"enum": list(AUTH_STYLES)},
-            "credential_count": {"type": "integer"},
-        },
-    },
-    "AuditEntry": {
-        "type": "object",
-        "required": ["id", "at", "request_id", "service", "method", "path", "status"],
-        "properties": {
-            "id": {"type": "integer"},
-            "at": {"type": "integer"},
-            "request_id": {"type": "string"},
-            "session_id": {"type": ["string", "null"]},
-            "credential_id": {"type": ["string", "null"]},
-            "service": {"type": "string"},
-            "method": {"type": "string"},
-            "path": {"type": "string", "description": "without the query string"},
-            "status": {"type": "integer"},
-            "duration_ms": {"type": "number"},
-            "bytes_in": {"type": "integer"},
-            "bytes_out": {"type": "integer"},
-        },
-    },
-    "Health": {
-        "type": "object",
-        "required": ["status", "version"],
-        "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
-    },
-    "Problem": {
-        "type": "object",
-        "required": ["type", "title", "status", "detail", "request_id", "error"],
-        "properties": {
-            "type": {"type": "string", "format": "uri"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "request_id": {"type": "string"},
-            "error": {"type": "string", "description": "the same text as detail"},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}},
-                },
-            },
-            "conflicting_resource_id": {"type": "string"},
-        },
-    },
-}
+
+_ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_MOMENT = {"type": "string", "pattern": "^([0-9]{1,12}|([0-9]{1,12}[smhdw])+)$"}
+_SINCE = _query(
+    "since", _MOMENT, 'Unix seconds, or a duration back from now such as "1h" (at most 100 years)'
+)
 
 _LIST_PARAMS = [
     {"name": "service", "in": "query", "schema": {"type": "string"}},
@@ -218,10 +79,35 @@ _NEXT_LINK = {
     }
 }
 
+_PROXY_RESPONSES: Doc = {
+    "default": {"description": "the upstream's own response, as it sent it"},
+    "403": {
+        "description": "a bad Host or Origin, a token without the proxy scope or the service,"
+        " or (type slug unmeterable) a session with a token or cost budget and a service"
+        " whose use cannot be counted",
+        "content": {"application/problem+json": {"schema": ref("Problem")}},
+    },
+    "429": {
+        "description": "a limit of the session or the credential is reached; nothing went upstream",
+        "headers": {
+            "Retry-After": {
+                "description": "seconds until the limit's window ends (rpm, a UTC day, a"
+                " request in flight), when it does",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            "x-should-retry": {
+                "description": "false when the limit never resets (a lifetime budget)",
+                "schema": {"const": "false"},
+            },
+        },
+        "content": {"application/problem+json": {"schema": ref("LimitExceeded")}},
+    },
+}
+
 PATHS: Doc = {
     "/healthz": {
         "get": _operation(
-            "healthz", "Liveness", "none", {"200": _json(_ref("Health"), "running")}, ()
+            "healthz", "Liveness", "none", {"200": _json(ref("Health"), "running")}, ()
         )
     },
     "/api/credentials": {
@@ -231,7 +117,7 @@ PATHS: Doc = {
             "read",
             {
                 "200": {
-                    **_json({"type": "array", "items": _ref("Credential")}, "one page"),
+                    **_json({"type": "array", "items": ref("Credential")}, "one page"),
                     "headers": _NEXT_LINK,
                 }
             },
@@ -242,9 +128,9 @@ PATHS: Doc = {
             "createCredential",
             "Store a credential",
             "admin",
-            {"201": _json(_ref("Credential"), "stored")},
+            {"201": _json(ref("Credential"), "stored")},
             (400, 409, 413, 415, 422),
-            requestBody=_body(_ref("CredentialCreate")),
+            requestBody=_body(ref("CredentialCreate")),
         ),
     },
     "/api/credentials/{id}": {
@@ -253,16 +139,16 @@ PATHS: Doc = {
             "getCredential",
             "One credential",
             "read",
-            {"200": _json(_ref("Credential"), "found")},
+            {"200": _json(ref("Credential"), "found")},
             (404,),
         ),
         "patch": _operation(
             "updateCredential",
             "Rename, replace metadata, set expiry, rotate the secret or make default",
             "admin",
-            {"200": _json(_ref("Credential"), "updated")},
+            {"200": _json(ref("Credential"), "updated")},
             (400, 404, 409, 413, 415, 422),
-            requestBody=_body(_ref("CredentialUpdate")),
+            requestBody=_body(ref("CredentialUpdate")),
         ),
         "delete": _operation(
             "deleteCredential",
@@ -277,20 +163,28 @@ PATHS: Doc = {
             "listSessions",
             "Sessions (never their tokens)",
             "read",
-            {"200": _json({"type": "array", "items": _ref("Session")}, "all sessions")},
+            {"200": _json({"type": "array", "items": ref("Session")}, "all sessions")},
             (),
         ),
         "post": _operation(
             "createSession",
             "Mint a token (returned only in this response)",
             "admin",
-            {"201": _json(_ref("SessionCreated"), "created")},
+            {"201": _json(ref("SessionCreated"), "created")},
             (400, 413, 415, 422),
-            requestBody=_body(_ref("SessionCreate")),
+            requestBody=_body(ref("SessionCreate")),
         ),
     },
     "/api/sessions/{id}": {
         "parameters": [_ID_PARAM],
+        "patch": _operation(
+            "updateSession",
+            "Set or clear a session's limits (its use so far stays)",
+            "admin",
+            {"200": _json(ref("Session"), "updated")},
+            (400, 404, 413, 415, 422),
+            requestBody=_body(ref("SessionUpdate")),
+        ),
         "delete": _operation(
             "revokeSession",
             "Revoke a session, effective on the next request",
@@ -304,7 +198,7 @@ PATHS: Doc = {
             "listServices",
             "Services and how many credentials each has",
             "read",
-            {"200": _json({"type": "array", "items": _ref("Service")}, "all services")},
+            {"200": _json({"type": "array", "items": ref("Service")}, "all services")},
             (),
         )
     },
@@ -313,22 +207,33 @@ PATHS: Doc = {
             "listAudit",
             "Proxied requests, newest first",
             "read",
-            {"200": _json({"type": "array", "items": _ref("AuditEntry")}, "audit rows")},
+            {"200": _json({"type": "array", "items": ref("AuditEntry")}, "audit rows")},
             (422,),
             parameters=[
-                {"name": "service", "in": "query", "schema": {"type": "string"}},
-                {"name": "credential_id", "in": "query", "schema": {"type": "string"}},
-                {
-                    "name": "since",
-                    "in": "query",
-                    "description": 'Unix seconds, or a duration back from now such as "1h"',
-                    "schema": {"type": "string"},
-                },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-                },
+                _query("service", {"type": "string"}),
+                _query("credential_id", {"type": "string"}),
+                _SINCE,
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+            ],
+        )
+    },
+    "/api/usage": {
+        "get": _operation(
+            "listUsage",
+            "Requests, tokens and cost of proxied calls that went upstream, grouped",
+            "read",
+            {
+                "200": _json(
+                    {"type": "array", "maxItems": MAX_GROUPS, "items": ref("UsageGroup")},
+                    f"at most {MAX_GROUPS} groups: by day the newest days in date order,"
+                    " otherwise the largest by cost, then by requests",
+                )
+            },
+            (422,),
+            parameters=[
+                _query("by", {"enum": list(USAGE_BY), "default": "day"}, "day is the UTC date"),
+                _SINCE,
+                _query("until", _MOMENT, "exclusive; the same forms as since, later than it"),
             ],
         )
     },
@@ -348,8 +253,8 @@ PATHS: Doc = {
                 f"proxy{method.capitalize()}",
                 "Forward to the service with the stored key injected; the answer is streamed",
                 "proxy",
-                {"default": {"description": "the upstream's own response, as it sent it"}},
-                (400, 404, 413, 502, 504),
+                _PROXY_RESPONSES,
+                (400, 404, 408, 413, 502, 504),
             )
             for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace")
         },
@@ -382,7 +287,7 @@ def openapi_document() -> Doc:
             "responses": {
                 "Problem": {
                     "description": "an error (RFC 9457)",
-                    "content": {"application/problem+json": {"schema": _ref("Problem")}},
+                    "content": {"application/problem+json": {"schema": ref("Problem")}},
                 }
             },
         },

@@ -9,15 +9,33 @@ from aiohttp import web
 from vaultd import units
 from vaultd.api.auth import authenticate, requires
 from vaultd.config import Config
-from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, check_scopes, check_services
+from vaultd.core.sessions import (
+    ALL_SERVICES,
+    DEFAULT_SCOPES,
+    Session,
+    check_scopes,
+    check_services,
+    check_session_limits,
+)
 from vaultd.errors import ErrorList, FieldError, Forbidden, NotFound, ValidationError
-from vaultd.http.appkeys import CONFIG, VAULT
+from vaultd.http.appkeys import CONFIG, LIVE_USE, VAULT
 from vaultd.http.jsonio import read_object
 from vaultd.models import UUID_RE, check_name
 
 routes = web.RouteTableDef()
 
-CREATE_FIELDS = ("name", "scopes", "services", "ttl")
+CREATE_FIELDS = ("name", "scopes", "services", "ttl", "limits")
+PATCH_FIELDS = ("limits",)
+
+
+def session_json(request: web.Request, session: Session) -> dict[str, object]:
+    """The session's JSON, its ``used`` as the proxy counts it now (the file lags a flush)."""
+    body = session.to_json()
+    live = request.app.get(LIVE_USE)
+    used = live.session_used(session.id) if live is not None else None
+    if used is not None:
+        body["used"] = used.to_json()
+    return body
 
 
 def parse_ttl(value: object, config: Config) -> int | None:
@@ -31,7 +49,7 @@ def parse_ttl(value: object, config: Config) -> int | None:
 @routes.get("/api/sessions", allow_head=False)
 @requires("read")
 async def list_sessions(request: web.Request) -> web.StreamResponse:
-    return web.json_response([s.to_json() for s in request.app[VAULT].sessions.list()])
+    return web.json_response([session_json(request, s) for s in request.app[VAULT].sessions.list()])
 
 
 @routes.post("/api/sessions")
@@ -44,6 +62,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         "scopes": body.get("scopes", list(DEFAULT_SCOPES)),
         "services": body.get("services", [ALL_SERVICES]),
         "ttl": body.get("ttl", config.default_ttl),
+        "limits": body.get("limits"),
     }
     # Every field is checked before anything is written, so one response
     # lists every mistake; the store checks the same again when it inserts.
@@ -52,6 +71,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         "scopes": check_scopes,
         "services": lambda v: check_services(v, config.services),
         "ttl": lambda v: parse_ttl(v, config),
+        "limits": check_session_limits,
     }
     errors = ErrorList()
     checked = {key: errors.check(check, values[key]) for key, check in checks.items()}
@@ -63,13 +83,33 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         services=values["services"],
         ttl=ttl if isinstance(ttl, int) else None,
         known_services=config.services,
+        limits=values["limits"],
     )
     # The token exists in this response and nowhere else, ever.
     return web.json_response(
-        {**session.to_json(), "token": token},
+        {**session_json(request, session), "token": token},
         status=201,
         headers={"Location": f"/api/sessions/{session.id}"},
     )
+
+
+def _session_id(request: web.Request) -> str:
+    value = request.match_info["id"]
+    # Not echoed: a path segment is client text, and could be anything (a token).
+    if not UUID_RE.fullmatch(value):
+        raise NotFound("no session with that id")
+    return value
+
+
+@routes.patch("/api/sessions/{id}")
+@requires("admin")
+async def update_session(request: web.Request) -> web.StreamResponse:
+    """Change a session's limits (replaced wholesale; null clears them). Its use so far stays."""
+    session_id = _session_id(request)
+    body = await read_object(request, allowed=PATCH_FIELDS)
+    sessions = request.app[VAULT].sessions
+    session = sessions.set_limits(session_id, body["limits"]) if "limits" in body else None
+    return web.json_response(session_json(request, session or sessions.get(session_id)))
 
 
 @routes.delete("/api/sessions/{id}")

@@ -16,6 +16,7 @@ from vaultd.api import audit as api_audit
 from vaultd.api import credentials as api_credentials
 from vaultd.api import info as api_info
 from vaultd.api import sessions as api_sessions
+from vaultd.api import usage as api_usage
 from vaultd.config import Config
 from vaultd.core.vault import init_vault
 from vaultd.http.appkeys import CONFIG, VAULT
@@ -59,7 +60,7 @@ def create_app(config: Config) -> web.Application:
     # The proxy's route first: the router tries routes in order, and proxied
     # calls are the hot path.
     proxy.setup(app, expect_handler=chain.expect_handler)
-    for module in (api_info, api_credentials, api_sessions, api_audit):
+    for module in (api_info, api_credentials, api_sessions, api_audit, api_usage):
         for route in module.routes:
             if not isinstance(route, web.RouteDef):  # the modules define routes only
                 raise TypeError(f"{module.__name__} defines a route vaultd cannot check")

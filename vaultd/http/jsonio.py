@@ -16,6 +16,7 @@ from multidict import MultiMapping
 
 from vaultd.errors import ErrorList, FieldError, ValidationError, json_pointer
 from vaultd.http.errors import MalformedRequest
+from vaultd.units import parse_moment
 
 # Bounded, so that int() never meets a thousand-digit string.
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
@@ -93,3 +94,15 @@ def limit_param(params: Mapping[str, str], maximum: int) -> int | None:
     if _WHOLE_NUMBER.fullmatch(text) and 1 <= int(text) <= maximum:
         return int(text)
     raise ValidationError(FieldError("/limit", f"must be a whole number from 1 to {maximum}"))
+
+
+def moment_param(params: Mapping[str, str], name: str, now: int) -> int | None:
+    """A point-in-time query parameter (``since``, ``until``): Unix seconds, or a
+    duration back from ``now`` such as ``7d``; None if not given."""
+    text = params.get(name)
+    if text is None:
+        return None
+    try:
+        return parse_moment(text, now)
+    except ValueError as exc:
+        raise ValidationError(FieldError(json_pointer(name), str(exc))) from None
