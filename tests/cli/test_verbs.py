@@ -22,6 +22,7 @@ DESIGN_FIELDS = CONTRACT_FIELDS | {
     "is_default",
     "updated_at",
     "use_count",
+    "limits",
     "expires_at",
 }
 
@@ -303,12 +304,15 @@ _NON_HTTP_VERBS = (
     ("show", "openai/primary"),
     ("rotate", "openai/second"),
     ("default", "openai/second"),
+    ("limit", "openai/primary", "--max-requests-per-day", "100"),
     ("rm", "openai/second", "--yes"),
     ("services",),
     ("session", "create", "--ttl", "1h"),
     ("session", "list"),
     ("session", "revoke", "0"),
     ("audit",),
+    ("usage",),
+    ("usage", "--by", "credential", "--since", "7d", "--json"),
     ("backup", "BACKUP"),
     ("rekey",),
     ("passwd",),

@@ -16,6 +16,7 @@ from vaultd.cli.common import (
     pass_state,
     read_secret,
 )
+from vaultd.cli.limits import CREDENTIAL_FLAGS, chosen_limits, credential_limit_options
 from vaultd.cli.output import (
     emit_json,
     expiry_text,
@@ -23,7 +24,11 @@ from vaultd.cli.output import (
     print_table,
     show_credential,
 )
-from vaultd.core.vault import init_vault
+from vaultd.core.limits import utc_day
+from vaultd.core.sessions import Used
+from vaultd.core.vault import Vault, init_vault
+from vaultd.models import Credential, now
+from vaultd.store import counts
 from vaultd.units import format_ago
 
 
@@ -143,7 +148,38 @@ def show(state: State, ref: str, as_json: bool) -> None:
     """Show one credential's metadata. REF is an id, a unique id prefix, or service/name."""
     with opened(state) as vault:
         credential = vault.credentials.resolve(ref)
-    show_credential(credential, as_json=as_json)
+        today = _used_today(vault, credential)
+    show_credential(credential, as_json=as_json, used_today=today)
+
+
+def _used_today(vault: Vault, credential: Credential) -> Used:
+    """What the credential used today (UTC), as last written by the daemon."""
+    return Used(*counts.credential_day(vault.db, credential.id, utc_day(now())))
+
+
+@click.command()
+@click.argument("ref")
+@credential_limit_options
+@click.option("--clear", is_flag=True, help="Remove every daily limit first.")
+@json_option
+@pass_state
+@one_line_errors
+def limit(state: State, /, ref: str, clear: bool, as_json: bool, **limit_flags: str | None) -> None:
+    """Set daily limits (UTC days) of the credential REF; the others stay unless --clear.
+
+    A request through the proxy that would go over one gets a 429 problem
+    until the next UTC day. The daemon applies the change to its next request.
+    """
+    changes = chosen_limits(limit_flags, CREDENTIAL_FLAGS)
+    if not changes and not clear:
+        raise click.UsageError("give a limit to set, or --clear")
+    with opened(state) as vault:
+        credential = vault.credentials.resolve(ref)
+        limits = {} if clear else dict(credential.limits or {})
+        limits.update(changes)
+        credential = vault.credentials.update(credential.id, limits=limits or None)
+        today = _used_today(vault, credential)
+    show_credential(credential, as_json=as_json, used_today=today)
 
 
 @click.command()

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from vaultd import __version__
-from vaultd.cli import audit, credentials, operations, run, sessions
+from vaultd.cli import audit, credentials, operations, run, sessions, usage
 from vaultd.cli.common import State
 
 
@@ -58,10 +58,12 @@ for command in (
     credentials.rotate,
     credentials.rm,
     credentials.default,
+    credentials.limit,
     credentials.services,
     sessions.session,
     run.run,
     audit.audit_,
+    usage.usage,
     operations.backup,
     operations.rekey,
     operations.passwd,

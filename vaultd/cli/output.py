@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
+from vaultd.core.sessions import Used
 from vaultd.models import Credential, now
 from vaultd.units import format_ago
 
@@ -43,15 +44,17 @@ def listing(
         print_table(headers, [row(item, at) for item in items])
 
 
-def show_credential(credential: Credential, *, as_json: bool) -> None:
+def show_credential(
+    credential: Credential, *, as_json: bool, used_today: Used | None = None
+) -> None:
     """One credential: the API's JSON shape, or a line per field."""
     if as_json:
         emit_json(credential.to_json())
     else:
-        describe(credential)
+        describe(credential, used_today)
 
 
-def describe(credential: Credential) -> None:
+def describe(credential: Credential, used_today: Used | None = None) -> None:
     at = now()
     rows = [
         ("id", credential.id),
@@ -66,6 +69,18 @@ def describe(credential: Credential) -> None:
         ("uses", str(credential.use_count)),
         ("expires", expiry_text(credential, at)),
     ]
+    if credential.limits:
+        rows.append(
+            ("limits", ", ".join(f"{k} {v:g}" for k, v in credential.limits.items()) + " (UTC day)")
+        )
+    if used_today is not None:
+        rows.append(
+            (
+                "today",
+                f"{used_today.requests} requests, {used_today.tokens} tokens, "
+                f"${used_today.cost_usd:.4f} (UTC day)",
+            )
+        )
     rows += [(f"meta {k}", v) for k, v in sorted(credential.metadata.items())]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -14,15 +14,24 @@ from vaultd.cli.common import (
     pass_state,
     ttl_option,
 )
+from vaultd.cli.limits import SESSION_FLAGS, chosen_limits, session_limit_options
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--service", "services_", multiple=True, help="A service CMD may use (repeatable).")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime of the session.")
+@session_limit_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_state
 @one_line_errors
-def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, ...]) -> None:
+def run(
+    state: State,
+    /,
+    services_: tuple[str, ...],
+    ttl: str,
+    command: tuple[str, ...],
+    **limit_flags: str | None,
+) -> None:
     """Run COMMAND with proxy URLs and a session token in its environment.
 
     Each service's variables are set, e.g. OPENAI_BASE_URL to vaultd's proxy and
@@ -30,11 +39,14 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
     COMMAND exits. Without --service: every service that has a default key
     (but a token variable without a base-URL variable, such as GITHUB_TOKEN,
     only when that service is asked for by name).
+    Limits (--max-requests, --max-cost, ...) bound what COMMAND may use through
+    the session; a request over one gets a 429 problem and never goes upstream.
     Needs the daemon (VAULTD_URL, default http://127.0.0.1:3978).
     """
     from vaultd.cli import child
 
     config = state.config
+    limits = chosen_limits(limit_flags, SESSION_FLAGS)
     lifetime = ttl_option(ttl, config)
     if lifetime is None:
         # The session is revoked when COMMAND exits; one left over by a
@@ -58,6 +70,7 @@ def run(state: State, services_: tuple[str, ...], ttl: str, command: tuple[str, 
             services=chosen,
             ttl=lifetime,
             known_services=config.services,
+            limits=limits or None,
         )
         try:
             targets = [config.services[name] for name in chosen]

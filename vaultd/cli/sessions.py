@@ -12,7 +12,14 @@ from vaultd.cli.common import (
     pass_state,
     ttl_option,
 )
-from vaultd.cli.output import listing
+from vaultd.cli.limits import (
+    SESSION_FLAGS,
+    chosen_limits,
+    limits_text,
+    session_limit_options,
+    used_text,
+)
+from vaultd.cli.output import emit_json, listing
 from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, SCOPES
 from vaultd.models import now
 from vaultd.units import format_ago
@@ -34,17 +41,21 @@ def session() -> None:
     help="Scope (repeatable; default read and proxy).",
 )
 @click.option("--ttl", help='Lifetime such as "8h" or "never" [default: [sessions] default_ttl].')
+@session_limit_options
 @pass_state
 @one_line_errors
 def session_create(
     state: State,
+    /,
     name: str,
     services_: tuple[str, ...],
     scopes: tuple[str, ...],
     ttl: str | None,
+    **limit_flags: str | None,
 ) -> None:
     """Mint a token; only the token goes to stdout, for TOKEN=$(vaultd session create)."""
     config = state.config
+    limits = chosen_limits(limit_flags, SESSION_FLAGS)
     lifetime = config.default_ttl if ttl is None else ttl_option(ttl, config)
     with opened(state) as vault:
         created, token = vault.sessions.create(
@@ -53,11 +64,13 @@ def session_create(
             services=list(services_) or [ALL_SERVICES],
             ttl=lifetime,
             known_services=config.services,
+            limits=limits or None,
         )
     expires = "never" if created.expires_at is None else format_ago(created.expires_at, now())
     click.echo(
         f"session {created.id} ({created.name}): scopes {', '.join(created.scopes)}; "
-        f"services {', '.join(created.services)}; expires {expires}",
+        f"services {', '.join(created.services)}; expires {expires}; "
+        f"limits {limits_text(created.limits)}",
         err=True,
     )
     click.echo(token)
@@ -75,7 +88,17 @@ def session_list(state: State, as_json: bool) -> None:
         sessions,
         as_json=as_json,
         empty="no sessions; create one with: vaultd session create",
-        headers=["ID", "NAME", "PREFIX", "SCOPES", "SERVICES", "STATUS", "LAST USED", "EXPIRES"],
+        headers=[
+            "ID",
+            "NAME",
+            "PREFIX",
+            "SCOPES",
+            "SERVICES",
+            "STATUS",
+            "LAST USED",
+            "EXPIRES",
+            "USED",
+        ],
         row=lambda s, at: [
             s.id,
             s.name,
@@ -85,8 +108,41 @@ def session_list(state: State, as_json: bool) -> None:
             s.status(at),
             format_ago(s.last_used_at, at),
             "never" if s.expires_at is None else format_ago(s.expires_at, at),
+            used_text(s.used, s.limits),
         ],
     )
+
+
+@session.command(name="limit")
+@click.argument("session_id")
+@session_limit_options
+@click.option("--clear", is_flag=True, help="Remove every limit first.")
+@json_option
+@pass_state
+@one_line_errors
+def session_limit(
+    state: State, /, session_id: str, clear: bool, as_json: bool, **limit_flags: str | None
+) -> None:
+    """Set limits of a session (by id or unique id prefix); the others stay unless --clear.
+
+    What it has used so far stays counted. The daemon applies the change to
+    its next request.
+    """
+    changes = chosen_limits(limit_flags, SESSION_FLAGS)
+    if not changes and not clear:
+        raise click.UsageError("give a limit to set, or --clear")
+    with opened(state) as vault:
+        found = vault.sessions.resolve(session_id)
+        limits = {} if clear else dict(found.limits or {})
+        limits.update(changes)
+        updated = vault.sessions.set_limits(found.id, limits or None)
+    if as_json:
+        emit_json(updated.to_json())
+    else:
+        click.echo(
+            f"session {updated.id} ({updated.name}): limits {limits_text(updated.limits)}; "
+            f"used {used_text(updated.used, updated.limits)}"
+        )
 
 
 @session.command(name="revoke")
