@@ -11,6 +11,11 @@ from wrk when present, else from a Python client. Prints:
 * SSE: time to first event and total for a 50-event stream, direct and via vaultd
 * peak RSS of each proxy
 
+Every answer is shaped as OpenAI's (a chat completion with ``usage``; a chunk
+stream ending in a usage chunk), and vaultd meters each one (DESIGN 10):
+``openai`` is metered. The same daemon also serves the upstream as
+``unmetered`` (``usage = "none"``), so metering's own cost shows side by side.
+
 Usage: .venv/bin/python bench/proxy_bench.py [--seconds 5]
 """
 
@@ -56,7 +61,33 @@ def use_uvloop() -> str:
 class UpstreamProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive, just enough for GET: a tiny JSON body, or an SSE stream."""
 
-    BODY = b'{"ok":true}'
+    # A chat completion as OpenAI answers one (usage included), so that vaultd
+    # meters every request as it would a real one.
+    BODY = json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello!", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 12,
+                "completion_tokens": 8,
+                "total_tokens": 20,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            },
+            "service_tier": "default",
+        },
+        separators=(",", ":"),
+    ).encode()
     RESPONSE = (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
         + str(len(BODY)).encode()
@@ -92,10 +123,26 @@ class UpstreamProtocol(asyncio.Protocol):
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         for i in range(SSE_EVENTS):
-            event = f'data: {{"i": {i}}}\n\n'.encode()
-            t.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            t.write(_chunked(_chunk_event(i)))
             await asyncio.sleep(SSE_GAP)
         t.write(b"0\r\n\r\n")
+
+
+def _chunked(event: bytes) -> bytes:
+    return f"{len(event):x}\r\n".encode() + event + b"\r\n"
+
+
+def _chunk_event(i: int) -> bytes:
+    """Event ``i`` of an OpenAI chat stream with include_usage: the last one is usage only."""
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1}
+    base["model"] = "gpt-4o-mini-2024-07-18"
+    if i < SSE_EVENTS - 1:
+        delta = {"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}
+        body = {**base, "choices": [delta], "usage": None}
+    else:
+        usage = {"prompt_tokens": 12, "completion_tokens": SSE_EVENTS, "total_tokens": 62}
+        body = {**base, "choices": [], "usage": usage}
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
 def run_upstream(port: int) -> None:
@@ -296,6 +343,7 @@ def main() -> None:
     config = home / "config.toml"
     config.write_text(
         f'[services.openai]\nbase_url = "http://127.0.0.1:{up_port}"\n'
+        f'[services.unmetered]\nbase_url = "http://127.0.0.1:{up_port}"\nusage = "none"\n'
         f"[server]\nport = {vaultd_port}\n"
     )
     env["VAULTD_CONFIG"] = str(config)
@@ -303,13 +351,14 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run([vaultd, "init"], env=env, check=True, capture_output=True)
-        subprocess.run(
-            [vaultd, "add", "openai", "bench"],
-            env=env,
-            check=True,
-            input=f"{KEY}\n".encode(),
-            capture_output=True,
-        )
+        for service in ("openai", "unmetered"):
+            subprocess.run(
+                [vaultd, "add", service, "bench"],
+                env=env,
+                check=True,
+                input=f"{KEY}\n".encode(),
+                capture_output=True,
+            )
         token = subprocess.run(
             [vaultd, "session", "create", "--ttl", "1h"],
             env=env,
@@ -343,6 +392,7 @@ def main() -> None:
             "direct": f"http://127.0.0.1:{up_port}/v1/models",
             "naive": f"http://127.0.0.1:{naive_port}/proxy/openai/v1/models",
             "vaultd": f"http://127.0.0.1:{vaultd_port}/proxy/openai/v1/models",
+            "unmetered": f"http://127.0.0.1:{vaultd_port}/proxy/unmetered/v1/models",
         }
         for url in urls.values():  # warm up connections and code paths
             load(url, token, 4, 1)
@@ -363,7 +413,9 @@ def main() -> None:
             print(
                 f"  {conns:>3} connections: direct {rps['direct']:>8.0f}   naive "
                 f"{rps['naive']:>7.0f}   vaultd {rps['vaultd']:>7.0f}   "
-                f"vaultd/naive {rps['vaultd'] / rps['naive']:.2f}x  (target >= 1.0x)"
+                f"vaultd/naive {rps['vaultd'] / rps['naive']:.2f}x  (target >= 0.95x, metered)"
+                f"   unmetered {rps['unmetered']:>7.0f} "
+                f"({rps['unmetered'] / rps['naive']:.2f}x)"
             )
         print("\nlatency at 1 connection (ms)")
         lat = {name: load(url, token, 1, args.seconds) for name, url in urls.items()}
@@ -384,6 +436,7 @@ def main() -> None:
             "direct": f"http://127.0.0.1:{up_port}/sse",
             "naive": f"http://127.0.0.1:{naive_port}/proxy/openai/sse",
             "vaultd": f"http://127.0.0.1:{vaultd_port}/proxy/openai/sse",
+            "unmetered": f"http://127.0.0.1:{vaultd_port}/proxy/unmetered/sse",
         }
         firsts: dict[str, list[float]] = {name: [] for name in sse_urls}
         totals: dict[str, list[float]] = {name: [] for name in sse_urls}
@@ -404,6 +457,8 @@ def main() -> None:
                 + ("" if name == "direct" else f"   first event later by {later:+.2f}")
             )
         print("  (target: vaultd's first event at most 1 ms later than direct)")
+        metering = sse["vaultd"][0] - sse["unmetered"][0]
+        print(f"  metering delays the first event by {metering:+.2f} ms (target <= 0.2 ms)")
         print("\npeak RSS (MiB)")
         print(
             f"  naive {peak_rss_mib(naive.pid):.1f}   vaultd {peak_rss_mib(daemon.pid):.1f}"
