@@ -472,6 +472,19 @@ def without_date(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith('"generated":'))
 
 
+def regenerate(out: Path, as_of: str) -> None:
+    """Run scripts/update_prices.py into ``out``, as of ``as_of``."""
+    script = str(ROOT / "scripts" / "update_prices.py")
+    done = subprocess.run(
+        [sys.executable, script, "--output-dir", str(out), "--as-of", as_of],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def _files(folder: Path) -> dict[str, str]:
     """Every file the script writes, by name (the index without its date line)."""
     return {
@@ -485,21 +498,7 @@ def test_the_drift_check_holds_after_a_dated_price_starts(tmp_path: Path) -> Non
     # on any later day: no test fails because the calendar moved.
     if DATA["version"] != INSTALLED or DATA["valid_until"] is None:
         pytest.skip(STALE)
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "update_prices.py"),
-            "--output-dir",
-            str(tmp_path / "out"),
-            "--as-of",
-            DATA["valid_until"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    regenerate(tmp_path / "out", DATA["valid_until"])
     # The control: on valid_until the prices do differ, so --as-of is what keeps it stable.
     assert _files(tmp_path / "out") != _files(PRICES_DIR)
 
@@ -507,21 +506,7 @@ def test_the_drift_check_holds_after_a_dated_price_starts(tmp_path: Path) -> Non
 def test_the_committed_data_is_what_the_script_generates(tmp_path: Path) -> None:
     if DATA["version"] != INSTALLED:
         pytest.skip(STALE)
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "update_prices.py"),
-            "--output-dir",
-            str(tmp_path / "out"),
-            "--as-of",
-            DATA["generated"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    regenerate(tmp_path / "out", DATA["generated"])
     assert _files(tmp_path / "out") == _files(PRICES_DIR), (
         "vaultd/data/prices/ differs from what the installed genai-prices gives for "
         f"{DATA['generated']}: run scripts/update_prices.py"

@@ -230,7 +230,8 @@ def check_limits(
             if checked is not None:
                 limits[name] = checked
     errors.raise_if_any()
-    return limits or None
+    # In the order the names are listed, whatever order they came in.
+    return {name: limits[name] for name in known if name in limits} or None
 
 
 def stored_limits(row: Mapping[str, Any], known: Mapping[str, type]) -> Limits | None:

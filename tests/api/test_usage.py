@@ -25,9 +25,8 @@ from tests.support.audit import (
     new_ids,
     sample_rows,
 )
-from tests.support.http import Mint, bearer, mint_token, problem
-from tests.support.providers import COMPLETION_TOKENS, PROMPT_TOKENS, Call, provider_app
-from tests.support.upstream import vaultd_for
+from tests.support.http import Mint, bearer, problem
+from tests.support.providers import COMPLETION_TOKENS, PROMPT_TOKENS, TEST_COST, provider_rig
 from vaultd.core.vault import Vault
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.routes import USAGE
@@ -124,34 +123,16 @@ async def test_needs_the_read_scope(api_client: TestClient[Any, Any], mint: Mint
 
 # -- through the proxy: what its own usage writer records -------------------------
 
-PRICES = """
-[prices."openai/gpt-test"]
-input_per_mtok = 10000
-output_per_mtok = 20000
-cached_input_per_mtok = 10000
-"""
-# 12 input tokens at $10,000/Mtok and 8 output at $20,000/Mtok (cached input
-# costs the same as input here, so how it is split does not matter).
-COST = (PROMPT_TOKENS * 10_000 + COMPLETION_TOKENS * 20_000) / 1e6
-
 
 async def test_what_the_proxy_records_is_summed(
     tmp_path: Path,
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
     aiohttp_server: Callable[..., Awaitable[TestServer]],
 ) -> None:
-    calls: list[Call] = []
-    upstream = await aiohttp_server(provider_app(calls), host="127.0.0.1")
-    client, config, ids = await vaultd_for(
-        f"http://127.0.0.1:{upstream.port}", tmp_path, aiohttp_client, PRICES
-    )
-    vault = client.app[VAULT]
-    worker_token = mint_token(
-        vault, config, name="worker", scopes=["proxy"], services=["openai", "github"]
-    )
-    capped_token = mint_token(
-        vault, config, scopes=["proxy"], services=["anthropic"], limits={"max_requests": 1}
-    )
+    rig = await provider_rig(tmp_path, aiohttp_client, aiohttp_server)
+    client, vault, ids, calls = rig.client, rig.client.app[VAULT], rig.ids, rig.calls
+    worker_token = rig.mint(name="worker", services=["openai", "github"])
+    capped_token = rig.mint(services=["anthropic"], limits={"max_requests": 1})
     worker, capped = (vault.sessions.authenticate(t).id for t in (worker_token, capped_token))
     chat = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
     for _ in range(2):
@@ -179,7 +160,7 @@ async def test_what_the_proxy_records_is_summed(
     assert len(calls) == 4
     await client.app[USAGE].flush()
 
-    reader = mint_token(vault, config, scopes=["read"])
+    reader = rig.mint(scopes=["read"])
     by_session = {g["key"]: g for g in await usage(client, reader, "?by=session")}
     assert set(by_session) == {worker, capped}
     assert (by_session[worker]["requests"], by_session[worker]["unmetered_requests"]) == (3, 1)
@@ -191,7 +172,7 @@ async def test_what_the_proxy_records_is_summed(
         2 * PROMPT_TOKENS,
         2 * COMPLETION_TOKENS,
     )
-    assert gpt["cost_usd"] == pytest.approx(2 * COST)
+    assert gpt["cost_usd"] == pytest.approx(2 * TEST_COST)
     assert by_model[None]["requests"] == 1
     by_credential = {g["key"]: g["requests"] for g in await usage(client, reader, "?by=credential")}
     assert by_credential == {

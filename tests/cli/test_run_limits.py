@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,9 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.cli.test_run_and_audit import run_vaultd
-from tests.support.providers import Call, provider_app
-from tests.support.upstream import vaultd_for
-from vaultd.proxy.routes import USAGE
+from tests.support.providers import provider_rig
 
 # Five calls with the official SDK, its default retries left on: a spent
 # budget must not be retried (x-should-retry: false), nor reach the upstream.
@@ -40,29 +36,24 @@ async def test_run_max_requests_lets_three_calls_through_and_refuses_the_rest(
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
     aiohttp_server: Callable[..., Awaitable[TestServer]],
 ) -> None:
-    calls: list[Call] = []
-    upstream = await aiohttp_server(provider_app(calls), host="127.0.0.1")
-    client, config, _ = await vaultd_for(
-        f"http://127.0.0.1:{upstream.port}", tmp_path, aiohttp_client
-    )
+    rig = await provider_rig(tmp_path, aiohttp_client, aiohttp_server)
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
-    assert config.config_file is not None
-    env = {
-        **os.environ,
-        "VAULTD_CONFIG": str(config.config_file),
-        "VAULTD_URL": str(client.make_url("")).rstrip("/"),
-    }
     code, out, err = await run_vaultd(
-        env, "run", "--service", "openai", "--max-requests", "3", "--", sys.executable, str(script)
+        rig.env(),
+        "run",
+        "--service",
+        "openai",
+        "--max-requests",
+        "3",
+        "--",
+        sys.executable,
+        str(script),
     )
     assert code == 0, err
     assert json.loads(out) == [["ok", 20]] * 3 + [[429, "session.max_requests"]] * 2
-    assert len(calls) == 3
-    await client.app[USAGE].flush()
-    conn = sqlite3.connect(config.db_path)
-    refusals = [r[0] for r in conn.execute("SELECT refusal FROM audit ORDER BY id")]
-    conn.close()
+    assert len(rig.calls) == 3
+    refusals = [row["refusal"] for row in await rig.audit()]
     # Five requests in all: the SDK did not retry the refused ones.
     assert refusals == [None] * 3 + ["limit-exceeded session.max_requests"] * 2
 
@@ -70,14 +61,9 @@ async def test_run_max_requests_lets_three_calls_through_and_refuses_the_rest(
 async def test_run_refuses_a_bad_limit_in_one_line_before_running_anything(
     tmp_path: Path,
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
 ) -> None:
-    client, config, _ = await vaultd_for("http://127.0.0.1:9", tmp_path, aiohttp_client)
-    assert config.config_file is not None
-    env = {
-        **os.environ,
-        "VAULTD_CONFIG": str(config.config_file),
-        "VAULTD_URL": str(client.make_url("")).rstrip("/"),
-    }
+    env = (await provider_rig(tmp_path, aiohttp_client, aiohttp_server)).env()
     marker = tmp_path / "ran"
     for flag, value, says in (
         ("--max-requests", "0", "--max-requests must be a positive integer"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,19 +24,6 @@ SECRET = "sk-proj-KILLnineLIMITSkey000000042"
 FLUSH = 1  # second: [proxy] usage_flush_interval below (durations are whole seconds)
 
 
-async def _wait_healthy(client: aiohttp.ClientSession, base: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert time.monotonic() < deadline, "daemon did not come up"
-        try:
-            async with client.get(f"{base}/healthz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-
-
 async def test_used_counts_and_limits_are_the_same_after_kill_9(
     tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> None:
@@ -49,17 +35,7 @@ async def test_used_counts_and_limits_are_the_same_after_kill_9(
         f'[services.openai]\nbase_url = "http://127.0.0.1:{server.port}"\n',
     )
 
-    async def vaultd(*args: str, stdin: bytes = b"") -> str:
-        proc = await env.spawn(
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
-        assert proc.returncode == 0, err.decode()
-        return out.decode()
-
+    vaultd = env.check
     await vaultd("init")
     await vaultd("add", "openai", "main", stdin=f"{SECRET}\n".encode())
     await vaultd("limit", "openai/main", "--max-requests-per-day", "100")
@@ -75,7 +51,7 @@ async def test_used_counts_and_limits_are_the_same_after_kill_9(
             "serve", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
         try:
-            await _wait_healthy(client, env.base_url)
+            await env.up()
             statuses = []
             for _ in range(requests):
                 async with client.post(

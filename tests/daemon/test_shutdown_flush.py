@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -42,17 +41,7 @@ async def test_sigterm_flushes_usage_and_audit(
         f'[services.openai]\nbase_url = "http://127.0.0.1:{server.port}"\n',
     )
 
-    async def vaultd(*args: str, stdin: bytes = b"") -> str:
-        proc = await env.spawn(
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
-        assert proc.returncode == 0, err.decode()
-        return out.decode()
-
+    vaultd = env.check
     await vaultd("init")
     await vaultd("add", "openai", "main", stdin=f"{SECRET}\n".encode())
     token = (await vaultd("session", "create", "--service", "openai")).strip()
@@ -62,17 +51,8 @@ async def test_sigterm_flushes_usage_and_audit(
     )
     try:
         base = env.base_url
+        await env.up()
         async with aiohttp.ClientSession() as client:
-            deadline = time.monotonic() + 30
-            while True:
-                assert time.monotonic() < deadline, "daemon did not come up"
-                try:
-                    async with client.get(f"{base}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
             for _ in range(7):
                 async with client.get(
                     f"{base}/proxy/openai/v1/models",

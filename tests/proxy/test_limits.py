@@ -13,62 +13,17 @@ import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from tests.support.http import bearer, mint_token, problem
-from tests.support.providers import COMPLETION_TOKENS, PROMPT_TOKENS, Call, provider_app
-from tests.support.upstream import vaultd_for
-from vaultd.config import Config
+from tests.support.http import DaemonTestServer, bearer, problem
+from tests.support.providers import CHAT, Client, provider_rig
+from tests.support.providers import TEST_COST as COST
+from tests.support.providers import ProviderRig as Rig
 from vaultd.core.limits import DAY
-from vaultd.http.appkeys import VAULT
-from vaultd.proxy.routes import USAGE
-
-# A model priced by config so that one request costs a round sum:
-# 12 input tokens at $10,000/Mtok + 8 output at $20,000/Mtok = $0.28.
-PRICES = """
-[prices."openai/gpt-test"]
-input_per_mtok = 10000
-output_per_mtok = 20000
-cached_input_per_mtok = 10000
-"""
-COST = (PROMPT_TOKENS * 10_000 + COMPLETION_TOKENS * 20_000) / 1e6
-CHAT = "/proxy/openai/v1/chat/completions"
-
-Client = TestClient[web.Request, web.Application]
-
-
-@dataclass
-class Rig:
-    client: Client
-    config: Config
-    calls: list[Call]
-    ids: dict[str, str]
-
-    def mint(self, **kw: Any) -> str:
-        kw.setdefault("scopes", ["proxy"])
-        return mint_token(self.client.app[VAULT], self.config, **kw)
-
-    async def chat(self, token: str, **body: Any) -> Any:
-        body.setdefault("model", "gpt-test")
-        body.setdefault("messages", [{"role": "user", "content": "hi"}])
-        return await self.client.post(CHAT, json=body, headers=bearer(token))
-
-    async def flush(self) -> None:
-        await self.client.app[USAGE].flush()
-
-    def audit(self) -> list[sqlite3.Row]:
-        conn = sqlite3.connect(self.config.db_path)
-        conn.row_factory = sqlite3.Row
-        try:
-            return conn.execute("SELECT * FROM audit ORDER BY id").fetchall()
-        finally:
-            conn.close()
+from vaultd.daemon.app import create_app
 
 
 @pytest.fixture
@@ -77,12 +32,7 @@ async def rig(
     aiohttp_client: Callable[..., Awaitable[Client]],
     aiohttp_server: Callable[..., Awaitable[TestServer]],
 ) -> Rig:
-    calls: list[Call] = []
-    upstream = await aiohttp_server(provider_app(calls, gap=0.02), host="127.0.0.1")
-    url = f"http://127.0.0.1:{upstream.port}"
-    extra = PRICES + f'\n[services.gemini]\nbase_url = "{url}"\n'
-    client, config, ids = await vaultd_for(url, tmp_path, aiohttp_client, extra)
-    return Rig(client, config, calls, ids)
+    return await provider_rig(tmp_path, aiohttp_client, aiohttp_server, gap=0.02)
 
 
 async def test_max_requests_refuses_after_the_last_allowed_and_nothing_goes_upstream(
@@ -103,8 +53,7 @@ async def test_max_requests_refuses_after_the_last_allowed_and_nothing_goes_upst
             await response.read()
     assert statuses == [200, 200, 200, 429, 429]
     assert len(rig.calls) == 3
-    await rig.flush()
-    refusals = [row["refusal"] for row in rig.audit()]
+    refusals = [row["refusal"] for row in await rig.audit()]
     assert refusals == [None] * 3 + ["limit-exceeded session.max_requests"] * 2
 
 
@@ -244,8 +193,6 @@ async def test_counts_are_written_behind_and_survive_a_new_app(
     assert stored == (3, 60, pytest.approx(3 * COST))
     assert day == (3, 60)
     # A second app on the same file (a restarted daemon) goes on from there.
-    from tests.support.http import DaemonTestServer
-    from vaultd.daemon.app import create_app
 
     again = await aiohttp_client(DaemonTestServer(create_app(rig.config), host="127.0.0.1"))
     body = {"model": "gpt-test", "messages": []}

@@ -18,33 +18,36 @@ from typing import Any
 import genai_prices
 import openai
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from tests.support.http import bearer, mint_token, problem
+from tests.support.http import bearer, problem
 from tests.support.providers import (
     CACHED_TOKENS,
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
     Call,
+    Client,
+    ProviderRig,
     anthropic_events,
     openai_chunks,
-    provider_app,
+    provider_rig,
 )
-from tests.support.upstream import vaultd_for
-from vaultd.config import Config
-from vaultd.http.appkeys import VAULT
-from vaultd.proxy.routes import USAGE
-
-Client = TestClient[web.Request, web.Application]
 
 
 @dataclass
 class Rig:
-    client: Client
-    config: Config
-    calls: list[Call]
+    """The provider rig, and one token used by every request of a test."""
+
+    rig: ProviderRig
     token: str
+
+    @property
+    def client(self) -> Client:
+        return self.rig.client
+
+    @property
+    def calls(self) -> list[Call]:
+        return self.rig.calls
 
     async def post(self, path: str, body: Any, **headers: str) -> Any:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -55,14 +58,7 @@ class Rig:
         )
 
     async def last_row(self) -> sqlite3.Row:
-        await self.client.app[USAGE].flush()
-        conn = sqlite3.connect(self.config.db_path)
-        conn.row_factory = sqlite3.Row
-        try:
-            row: sqlite3.Row = conn.execute("SELECT * FROM audit ORDER BY id DESC").fetchone()
-            return row
-        finally:
-            conn.close()
+        return (await self.rig.audit())[-1]
 
 
 @pytest.fixture
@@ -71,18 +67,8 @@ async def rig(
     aiohttp_client: Callable[..., Awaitable[Client]],
     aiohttp_server: Callable[..., Awaitable[TestServer]],
 ) -> Rig:
-    calls: list[Call] = []
-    upstream = await aiohttp_server(provider_app(calls), host="127.0.0.1")
-    url = f"http://127.0.0.1:{upstream.port}"
-    client, config, _ids = await vaultd_for(
-        url, tmp_path, aiohttp_client, f'\n[services.gemini]\nbase_url = "{url}"\n'
-    )
-    token = mint_token(client.app[VAULT], config, scopes=["proxy"])
-    vault = client.app[VAULT]
-    vault.credentials.add(
-        vault.unlock(), service="gemini", name="g", secret="AIzaGEMINIKEYgeminikey0008"
-    )
-    return Rig(client, config, calls, token)
+    rig = await provider_rig(tmp_path, aiohttp_client, aiohttp_server, extra="")
+    return Rig(rig, rig.mint())
 
 
 def genai_cost(provider: str, model: str, *, cache_read: int = 0) -> float:
@@ -161,9 +147,7 @@ async def test_a_stream_body_that_cannot_be_read_is_forwarded_untouched_and_unme
     row = await rig.last_row()
     assert row["input_tokens"] is None and row["cost_usd"] is None
     # Under a token budget the same request is refused before it goes anywhere.
-    rig.token = mint_token(
-        rig.client.app[VAULT], rig.config, scopes=["proxy"], limits={"max_tokens": 10**6}
-    )
+    rig.token = rig.rig.mint(limits={"max_tokens": 10**6})
     response = await rig.post("/proxy/openai/v1/chat/completions", raw)
     await problem(response, 403, "unmeterable")
     assert len(rig.calls) == 1

@@ -11,33 +11,20 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
+from tests.support.audit import audit_row
 from tests.support.cli import CLI
 from vaultd.proxy import usage
 from vaultd.proxy.counters import Snapshot
 from vaultd.proxy.usage import UsageRecorder
-from vaultd.store.audit import AuditEntry, AuditRow
+from vaultd.store.audit import AuditRow
 
 
 def entry(i: int) -> AuditRow:
-    return AuditEntry(
-        at=int(time.time()),
-        request_id=f"req-{i}",
-        session_id=None,
-        credential_id=None,
-        service="openai",
-        method="GET",
-        path="/v1/models",
-        status=200,
-        duration_ms=1.0,
-        bytes_in=0,
-        bytes_out=2,
-        model=None,
-        input_tokens=None,
-        output_tokens=None,
-        cached_input_tokens=None,
-        cost_usd=None,
-        refusal=None,
-    )[:-1]
+    # Request ids say which entry a row is ("req-{at}-..."): at = now + i.
+    return audit_row(START + i)
+
+
+START = int(time.time())
 
 
 @pytest.mark.timeout(30)
@@ -69,4 +56,4 @@ async def test_close_during_a_flush_write_loses_nothing(
     await recorder.close()
     with sqlite3.connect(Path(initialised.db_path)) as conn:
         ids = sorted(r[0] for r in conn.execute("SELECT request_id FROM audit"))
-    assert ids == [f"req-{i}" for i in range(6)]
+    assert ids == [audit_row(START + i)[1] for i in range(6)]

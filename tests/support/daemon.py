@@ -95,6 +95,33 @@ class DaemonEnv:
         kwargs.setdefault("cwd", self.tmp)
         return await asyncio.create_subprocess_exec(*vaultd_argv(*args), **kwargs)
 
+    async def check(self, *args: str, stdin: bytes = b"") -> str:
+        """``vaultd ARGS`` as an asyncio child that must exit 0: its stdout."""
+        proc = await self.spawn(
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    async def up(self) -> None:
+        """Until ``/healthz`` answers 200 (at most 30 s)."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as client:
+            for _ in range(300):
+                try:
+                    async with client.get(f"{self.base_url}/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        pytest.fail("the daemon did not come up")
+
     def request(
         self, method: str, path: str, token: str | None = None, body: Any = None
     ) -> tuple[int, Any]:

@@ -13,10 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.support.http import bearer, mint_token
+from tests.support.upstream import vaultd_for
+from vaultd.config import Config
+from vaultd.http.appkeys import VAULT
+from vaultd.proxy.routes import USAGE
 
 # What every answer reports using (a test reads these back from the audit row).
 PROMPT_TOKENS = 12
@@ -245,3 +256,82 @@ def provider_app(calls: list[Call], *, gap: float = 0.0) -> web.Application:
     app.router.add_post("/v1/bad", error)
     app.router.add_route("*", "/{tail:.*}", unknown)
     return app
+
+
+# -- vaultd in front of it --------------------------------------------------------
+
+# A model priced by config so that one request costs a round sum:
+# 12 input tokens at $10,000/Mtok + 8 output at $20,000/Mtok = $0.28 (cached
+# input costs the same as input here, so how it is split does not matter).
+TEST_PRICES = """
+[prices."openai/gpt-test"]
+input_per_mtok = 10000
+output_per_mtok = 20000
+cached_input_per_mtok = 10000
+"""
+TEST_COST = (PROMPT_TOKENS * 10_000 + COMPLETION_TOKENS * 20_000) / 1e6
+CHAT = "/proxy/openai/v1/chat/completions"
+
+Client = TestClient[web.Request, web.Application]
+
+
+@dataclass
+class ProviderRig:
+    """vaultd (seeded vault, gemini too) in front of ``provider_app``; what the upstream got."""
+
+    client: Client
+    config: Config
+    calls: list[Call]
+    ids: dict[str, str]
+
+    def mint(self, **kw: Any) -> str:
+        """A proxy-only token unless ``kw`` says otherwise (``mint_token``)."""
+        kw.setdefault("scopes", ["proxy"])
+        return mint_token(self.client.app[VAULT], self.config, **kw)
+
+    async def chat(self, token: str, **body: Any) -> ClientResponse:
+        body.setdefault("model", "gpt-test")
+        body.setdefault("messages", [{"role": "user", "content": "hi"}])
+        return await self.client.post(CHAT, json=body, headers=bearer(token))
+
+    async def flush(self) -> None:
+        await self.client.app[USAGE].flush()
+
+    async def audit(self) -> list[sqlite3.Row]:
+        """Every audit row, oldest first, after a flush."""
+        await self.flush()
+        conn = sqlite3.connect(self.config.db_path)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute("SELECT * FROM audit ORDER BY id").fetchall()
+        finally:
+            conn.close()
+
+    def env(self) -> dict[str, str]:
+        """The environment of a `vaultd` process that uses this rig's daemon."""
+        assert self.config.config_file is not None
+        return {
+            **os.environ,
+            "VAULTD_CONFIG": str(self.config.config_file),
+            "VAULTD_URL": str(self.client.make_url("")).rstrip("/"),
+        }
+
+
+async def provider_rig(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    *,
+    gap: float = 0.0,
+    extra: str = TEST_PRICES,
+) -> ProviderRig:
+    calls: list[Call] = []
+    upstream = await aiohttp_server(provider_app(calls, gap=gap), host="127.0.0.1")
+    url = f"http://127.0.0.1:{upstream.port}"
+    extra += f'\n[services.gemini]\nbase_url = "{url}"\n'
+    client, config, ids = await vaultd_for(url, tmp_path, aiohttp_client, extra)
+    vault = client.app[VAULT]
+    ids["gemini/g"] = vault.credentials.add(
+        vault.unlock(), service="gemini", name="g", secret="AIzaGEMINIKEYgeminikey0008"
+    ).id
+    return ProviderRig(client, config, calls, ids)

@@ -16,7 +16,7 @@ from vaultd.cli.common import (
     pass_state,
     read_secret,
 )
-from vaultd.cli.limits import CREDENTIAL_FLAGS, chosen_limits, credential_limit_options
+from vaultd.cli.limits import CREDENTIAL_FLAGS, changed_limits, credential_limit_options
 from vaultd.cli.output import (
     emit_json,
     expiry_text,
@@ -170,14 +170,10 @@ def limit(state: State, /, ref: str, clear: bool, as_json: bool, **limit_flags: 
     A request through the proxy that would go over one gets a 429 problem
     until the next UTC day. The daemon applies the change to its next request.
     """
-    changes = chosen_limits(limit_flags, CREDENTIAL_FLAGS)
-    if not changes and not clear:
-        raise click.UsageError("give a limit to set, or --clear")
+    apply = changed_limits(limit_flags, CREDENTIAL_FLAGS, clear=clear)
     with opened(state) as vault:
         credential = vault.credentials.resolve(ref)
-        limits = {} if clear else dict(credential.limits or {})
-        limits.update(changes)
-        credential = vault.credentials.update(credential.id, limits=limits or None)
+        credential = vault.credentials.update(credential.id, limits=apply(credential.limits))
         today = _used_today(vault, credential)
     show_credential(credential, as_json=as_json, used_today=today)
 

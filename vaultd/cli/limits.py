@@ -75,6 +75,22 @@ def chosen_limits(values: Mapping[str, str | None], flags: Mapping[str, tuple[st
         raise click.ClickException(f"{flag} {first.message}") from None
 
 
+def changed_limits(
+    values: Mapping[str, str | None], flags: Mapping[str, tuple[str, str]], *, clear: bool
+) -> Callable[[Limits | None], Limits | None]:
+    """The flags of a ``limit`` verb, checked now: a function from the limits a record
+    has to those it gets (the ones given replace theirs, the others stay unless
+    ``clear``; None when none is left)."""
+    changes = chosen_limits(values, flags)
+    if not changes and not clear:
+        raise click.UsageError("give a limit to set, or --clear")
+
+    def apply(current: Limits | None) -> Limits | None:
+        return {**({} if clear else current or {}), **changes} or None
+
+    return apply
+
+
 def used_text(used: Used, limits: Limits | None) -> str:
     """``3/500 req, 1.2k tok, $0.04/$5``: what was used, against any limit."""
     limits = limits or {}

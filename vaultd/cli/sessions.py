@@ -14,6 +14,7 @@ from vaultd.cli.common import (
 )
 from vaultd.cli.limits import (
     SESSION_FLAGS,
+    changed_limits,
     chosen_limits,
     limits_text,
     session_limit_options,
@@ -128,14 +129,10 @@ def session_limit(
     What it has used so far stays counted. The daemon applies the change to
     its next request.
     """
-    changes = chosen_limits(limit_flags, SESSION_FLAGS)
-    if not changes and not clear:
-        raise click.UsageError("give a limit to set, or --clear")
+    apply = changed_limits(limit_flags, SESSION_FLAGS, clear=clear)
     with opened(state) as vault:
         found = vault.sessions.resolve(session_id)
-        limits = {} if clear else dict(found.limits or {})
-        limits.update(changes)
-        updated = vault.sessions.set_limits(found.id, limits or None)
+        updated = vault.sessions.set_limits(found.id, apply(found.limits))
     if as_json:
         emit_json(updated.to_json())
     else:
