@@ -311,10 +311,13 @@ def test_an_override_wins_over_the_data() -> None:
     )
     assert overrides == {"openai/gpt-4o-mini": Price(1.0, 2.5, 1.0, 1.0)}
     table = PriceTable(overrides)
-    # Exact name (case aside) only: the dated name still comes from the data.
+    # The name (case aside), also with the date an upstream appends to it...
     assert table.price("openai", "gpt-4o-mini") == Price(1.0, 2.5, 1.0, 1.0)
-    assert table.price("openai", "gpt-4o-mini-2024-07-18") == PriceTable().price(
-        "openai", "gpt-4o-mini-2024-07-18"
+    assert table.price("openai", "gpt-4o-mini-2024-07-18") == Price(1.0, 2.5, 1.0, 1.0)
+    assert table.price("openai", "gpt-4o-mini-20240718") == Price(1.0, 2.5, 1.0, 1.0)
+    # ...but not another model that starts the same way.
+    assert table.price("openai", "gpt-4o-mini-tts") == PriceTable().price(
+        "openai", "gpt-4o-mini-tts"
     )
     cost = table.cost(
         "openai",

@@ -184,6 +184,8 @@ CREDENTIAL_LIMITS: Mapping[str, type] = {
 }
 LIMIT_MAX_COUNT = 10**15
 LIMIT_MAX_USD = 1e9
+# A millionth of a dollar: what a cost is shown and summed to.
+LIMIT_MIN_USD = 1e-6
 Limits = dict[str, int | float]
 
 
@@ -198,9 +200,9 @@ def check_limit(name: str, kind: type, value: object, pointer: str) -> int | flo
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(FieldError(pointer, "must be a positive number of US dollars"))
     # NaN fails both comparisons, so it is refused here too.
-    if not 0 < value <= LIMIT_MAX_USD:
+    if not LIMIT_MIN_USD <= value <= LIMIT_MAX_USD:
         raise ValidationError(
-            FieldError(pointer, f"must be more than 0 and at most {LIMIT_MAX_USD:.0f}")
+            FieldError(pointer, f"must be from 0.000001 to {LIMIT_MAX_USD:.0f} US dollars")
         )
     return float(value)
 

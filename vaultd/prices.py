@@ -187,7 +187,7 @@ def _matcher(clause: Mapping[str, Any]) -> _Matcher:
         return lambda ref: ref.endswith(text)
     if kind == "contains":
         return lambda ref: text in ref
-    raise ValueError(f"prices.json: unknown match clause {kind!r}")
+    raise ValueError(f"vaultd/data/prices: unknown match clause {kind!r}")
 
 
 def _rate(value: Any) -> tuple[float, dict[int, float]]:
@@ -274,6 +274,8 @@ def _load() -> _Data:
     return _Data(_read("index.json"))
 
 
+# "-2024-07-18" or "-20240718" at the end of a model's name.
+_DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 _COMPACT_DATE = re.compile(r"(-)(20\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?=-|:|$)")
 
 
@@ -327,9 +329,13 @@ class PriceTable:
         self._memo = lru_cache(maxsize=MEMO_SIZE)(self._lookup)
 
     def _lookup(self, service: str, model: str) -> Price | None:
-        # Overrides match exactly, model lower-cased (see _override_key); no prefix
-        # or date rules: an override names the model string the upstream answers with.
-        override = self._overrides.get(f"{service}/{model.lower()}")
+        # Overrides match the model lower-cased (see _override_key), exactly or
+        # without the date the upstream appends to a model's name: an override
+        # for "openai/gpt-4o-mini" prices the "gpt-4o-mini-2024-07-18" OpenAI answers with.
+        ref = model.lower()
+        override = self._overrides.get(f"{service}/{ref}")
+        if override is None and (undated := _DATE_SUFFIX.sub("", ref)) != ref:
+            override = self._overrides.get(f"{service}/{undated}")
         if override is not None:
             return override
         return _generated(service, model)

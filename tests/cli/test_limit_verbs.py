@@ -58,17 +58,19 @@ def test_session_create_with_limits_then_change_and_clear_them(initialised: CLI)
     ("args", "says"),
     [
         (("--max-requests", "0"), "--max-requests must be a positive integer"),
-        (("--max-tokens", "-5"), "--max-tokens must be a positive integer"),
+        (("--max-tokens", "-5"), "--max-tokens must be a whole number, not '-5'"),
         (("--rpm", "1.5"), "--rpm must be a whole number, not '1.5'"),
         (("--concurrency", "9223372036854775808"), "--concurrency must be at most"),
-        (("--max-cost", "inf"), "--max-cost must be more than 0"),
+        (("--max-cost", "inf"), "--max-cost must be a number of US dollars"),
+        (("--max-cost", "1e-300"), "--max-cost must be a number of US dollars"),
+        (("--max-cost", "0.0000001"), "--max-cost must be from 0.000001 to 1000000000"),
         (("--max-cost", "five"), "--max-cost must be a number of US dollars"),
     ],
 )
 def test_bad_limit_flags_are_one_line_and_change_nothing(
     initialised: CLI, args: tuple[str, ...], says: str
 ) -> None:
-    assert says in initialised.fails("session", "create", *args)
+    assert says in initialised.fails("session", "create", *args, code=2)
     assert sessions(initialised) == []
 
 
@@ -98,5 +100,5 @@ def test_credential_daily_limits_and_todays_use(initialised: CLI) -> None:
     initialised.ok("limit", "openai/primary", "--clear")
     assert initialised.listing()[0]["limits"] is None
     assert "--max-tokens-per-day must be a positive integer" in initialised.fails(
-        "limit", "openai/primary", "--max-tokens-per-day", "0"
+        "limit", "openai/primary", "--max-tokens-per-day", "0", code=2
     )

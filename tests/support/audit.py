@@ -53,6 +53,7 @@ def audit_row(
         cached_input_tokens=cached,
         cost_usd=cost_usd,
         refusal=refusal,
+        usage_partial=None if tokens is None else 0,
     )[:-1]
 
 

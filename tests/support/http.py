@@ -25,9 +25,15 @@ PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id", "error"}
 
 
 class DaemonTestServer(TestServer):
-    """A test server on the daemon's own runner, so parser errors are problems here too."""
+    """A test server on the daemon's own runner, so parser errors are problems here too.
+
+    Without aiohttp's handler cancellation, which its TestServer turns on and
+    `vaultd serve` does not: a client that leaves mid-answer is noticed at the
+    next write, as in the daemon.
+    """
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs.pop("handler_cancellation", None)
         return daemon_runner(self.app, **kwargs)
 
 

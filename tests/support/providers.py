@@ -204,8 +204,20 @@ def provider_app(calls: list[Call], *, gap: float = 0.0) -> web.Application:
         return call
 
     async def chat(request: web.Request) -> web.StreamResponse:
-        body = (await record(request)).json()
+        """Chat completions; as a hostile or odd upstream with ``?echo_key=1`` (the key as
+        the model), ``?huge=1`` (the largest counts a reader takes), ``?pad=N`` (N bytes
+        more content)."""
+        call = await record(request)
+        body = call.json()
         model = body.get("model", "gpt-4o-mini")
+        if request.query.get("echo_key"):
+            model = call.headers.get("Authorization", "").removeprefix("Bearer ")
+        if request.query.get("huge") or request.query.get("pad"):
+            answer = openai_completion(model)
+            if request.query.get("huge"):
+                answer["usage"] = {"prompt_tokens": 2**53 - 1, "completion_tokens": 0}
+            answer["choices"][0]["message"]["content"] = "x" * int(request.query.get("pad", 0))
+            return web.json_response(answer)
         if body.get("stream"):
             options = body.get("stream_options") or {}
             return await _sse(

@@ -83,12 +83,14 @@ _PROXY_RESPONSES: Doc = {
     "default": {"description": "the upstream's own response, as it sent it"},
     "403": {
         "description": "a bad Host or Origin, a token without the proxy scope or the service,"
-        " or (type slug unmeterable) a session with a token or cost budget and a service"
-        " whose use cannot be counted",
+        " or (type slug unmeterable) a token or cost limit of the session or its credential"
+        " and a request whose cost vaultd cannot count",
         "content": {"application/problem+json": {"schema": ref("Problem")}},
     },
     "429": {
-        "description": "a limit of the session or the credential is reached; nothing went upstream",
+        "description": "a limit of the session or the credential is reached (type slug"
+        " limit-exceeded, with limit, max and used), or the session has [proxy]"
+        " max_session_concurrency requests in flight (too-many-requests); nothing went upstream",
         "headers": {
             "Retry-After": {
                 "description": "seconds until the limit's window ends (rpm, a UTC day, a"
@@ -100,7 +102,11 @@ _PROXY_RESPONSES: Doc = {
                 "schema": {"const": "false"},
             },
         },
-        "content": {"application/problem+json": {"schema": ref("LimitExceeded")}},
+        "content": {
+            "application/problem+json": {
+                "schema": {"anyOf": [ref("LimitExceeded"), ref("Problem")]}
+            }
+        },
     },
 }
 

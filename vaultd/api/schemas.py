@@ -198,6 +198,13 @@ SCHEMAS: Doc = {
                 "description": "null when the request went upstream; else why vaultd refused"
                 ' it, a problem slug (and the limit): "limit-exceeded session.rpm"',
             },
+            "usage_partial": {
+                "type": ["integer", "null"],
+                "enum": [0, 1, None],
+                "description": "1 when the answer ended before its usage was whole (a stream"
+                " cut off, an event too large to read): the tokens are those seen; null when"
+                " not metered",
+            },
         },
     },
     "UsageGroup": {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from vaultd.cli.common import (
@@ -14,6 +16,9 @@ from vaultd.cli.common import (
 from vaultd.cli.output import listing
 from vaultd.models import now
 from vaultd.units import format_ago, parse_duration
+
+if TYPE_CHECKING:
+    from vaultd.store.audit import AuditEntry
 
 
 @click.command(name="audit")
@@ -47,15 +52,37 @@ def audit_(state: State, service: str | None, since: str | None, limit: int, as_
         entries,
         as_json=as_json,
         empty="no proxied requests recorded" + (" that match" if service or since else ""),
-        headers=["WHEN", "SERVICE", "METHOD", "PATH", "STATUS", "MS", "CREDENTIAL", "SESSION"],
+        headers=[
+            "WHEN",
+            "SERVICE",
+            "METHOD",
+            "PATH",
+            "STATUS",
+            "MS",
+            "CREDENTIAL",
+            "SESSION",
+            "TOKENS",
+            "COST",
+        ],
         row=lambda e, at: [
             format_ago(e.at, at),
             e.service,
             e.method,
             e.path if len(e.path) <= 60 else e.path[:57] + "...",
-            str(e.status),
+            # A refusal says why: "429 limit-exceeded session.rpm".
+            str(e.status) if e.refusal is None else f"{e.status} {e.refusal}",
             f"{e.duration_ms:.0f}",
             names.get(e.credential_id or "", e.credential_id or "-"),
             sessions.get(e.session_id or "", "-"),
+            _tokens(e),
+            "-" if e.cost_usd is None else f"${e.cost_usd:.4f}",
         ],
     )
+
+
+def _tokens(entry: AuditEntry) -> str:
+    """``12+8``: input and output tokens; ``-`` unmetered; a ``~`` for a partial count."""
+    if entry.input_tokens is None or entry.output_tokens is None:
+        return "-"
+    mark = "~" if entry.usage_partial else ""
+    return f"{mark}{entry.input_tokens}+{entry.output_tokens}"

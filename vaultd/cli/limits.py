@@ -8,6 +8,7 @@ a wrong one is one line naming the flag.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -32,6 +33,8 @@ CREDENTIAL_FLAGS: Mapping[str, tuple[str, str]] = {
     "max_tokens_per_day": ("--max-tokens-per-day", "Tokens per UTC day (N)."),
     "max_cost_usd_per_day": ("--max-cost-per-day", "US dollars per UTC day (USD)."),
 }
+_COUNT = re.compile(r"[0-9]{1,20}")
+_USD = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?")
 assert set(SESSION_FLAGS) == set(SESSION_LIMITS)
 assert set(CREDENTIAL_FLAGS) == set(CREDENTIAL_LIMITS)
 
@@ -61,18 +64,20 @@ def chosen_limits(values: Mapping[str, str | None], flags: Mapping[str, tuple[st
     for name, text in given.items():
         flag = flags[name][0]
         assert text is not None
-        try:
-            parsed[name] = float(text) if kinds[name] is float else int(text, 10)
-        except ValueError:
+        # Plain digits (and a decimal point for dollars): what int() and float()
+        # would also take (5_000, 1e3, inf, nan) is a typo more often than not.
+        number = _USD if kinds[name] is float else _COUNT
+        if not number.fullmatch(text):
             what = "a number of US dollars" if kinds[name] is float else "a whole number"
-            raise click.ClickException(f"{flag} must be {what}, not {text!r}") from None
+            raise click.UsageError(f"{flag} must be {what}, not {text!r}")
+        parsed[name] = float(text) if kinds[name] is float else int(text, 10)
     try:
         return check_limits(parsed, kinds) or {}
     except ValidationError as exc:
         first = exc.errors[0]
         name = first.pointer.rsplit("/", 1)[-1]
         flag = flags[name][0] if name in flags else name
-        raise click.ClickException(f"{flag} {first.message}") from None
+        raise click.UsageError(f"{flag} {first.message}") from None
 
 
 def changed_limits(

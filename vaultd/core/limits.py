@@ -17,9 +17,15 @@ from vaultd.models import Limits
 
 DAY = 86_400
 RPM_WINDOW = 60.0
-# The limits that only an answer's usage can count: a service vaultd cannot
-# meter cannot be held to them (403 unmeterable).
-METERED_LIMITS = ("max_tokens", "max_cost_usd")
+# The limits that only an answer's usage can count, a session's and a
+# credential's: a request whose cost vaultd cannot see cannot be held to them
+# (403 unmeterable).
+METERED_LIMITS = ("max_tokens", "max_cost_usd", "max_tokens_per_day", "max_cost_usd_per_day")
+# Counts stop growing here: exact in a double and in SQLite's INTEGER, and
+# above every limit (models.LIMIT_MAX_COUNT), so a hostile upstream's huge
+# counts cannot overflow what the usage writer stores.
+COUNT_CEILING = 2**53 - 1
+COST_CEILING = 1e15
 
 
 class Refusal(NamedTuple):
@@ -37,8 +43,9 @@ def utc_day(at: float) -> int:
     return int(at // DAY)
 
 
-def needs_metering(limits: Limits | None) -> bool:
-    return limits is not None and any(name in limits for name in METERED_LIMITS)
+def needs_metering(*limits: Limits | None) -> bool:
+    """Whether any of these limits (a session's, its credential's) counts tokens or cost."""
+    return any(found is not None and any(n in found for n in METERED_LIMITS) for found in limits)
 
 
 def lifetime_refusal(limits: Limits, used: Used) -> Refusal | None:

@@ -26,6 +26,7 @@ from vaultd.models import (
     uuid7,
 )
 from vaultd.services import SERVICE_NAME
+from vaultd.store import counts
 from vaultd.store.db import write_transaction
 from vaultd.store.refs import id_by_prefix
 from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_RE, new_token, token_hash
@@ -85,7 +86,9 @@ class Session:
             expires_at=row["expires_at"],
             revoked_at=row["revoked_at"],
             limits=stored_limits(row, SESSION_LIMITS),
-            used=Used(row["used_requests"], row["used_tokens"], row["used_cost_usd"]),
+            used=Used(
+                *counts.checked((row["used_requests"], row["used_tokens"], row["used_cost_usd"]))
+            ),
         )
 
     def status(self, at: int | None = None) -> str:

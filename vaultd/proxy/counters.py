@@ -23,18 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vaultd.core.limits import (
+    COST_CEILING,
+    COUNT_CEILING,
     RPM_WINDOW,
     Refusal,
     concurrency_refusal,
     daily_refusal,
     lifetime_refusal,
-    needs_metering,
     rpm_refusal,
     utc_day,
 )
 from vaultd.core.sessions import Session, Used
 from vaultd.models import Credential
-from vaultd.proxy.errors import LimitExceeded, Unmeterable
+from vaultd.proxy.errors import LimitExceeded
 
 # session id -> what that session used, as stored.
 SessionLoader = Callable[[str], Used]
@@ -103,24 +104,18 @@ class Counters:
 
     # -- the proxy's calls --------------------------------------------------
 
-    def admit(
-        self, session: Session, credential: Credential, *, metered: bool, in_flight: int
-    ) -> Ticket:
-        """Count one request in, or raise ``LimitExceeded`` / ``Unmeterable`` (counting nothing).
+    def admit(self, session: Session, credential: Credential, *, in_flight: int) -> Ticket:
+        """Count one request in, or raise ``LimitExceeded`` (counting nothing).
 
-        ``metered``: whether the service's answers can be metered at all;
         ``in_flight``: the session's requests in flight now.
         """
         at = self._clock()
         limits = session.limits
         count = self._session_count(session)
         day = self._day_count(credential, at)
+        if limits is None or "rpm" not in limits:
+            count.window = None  # no rpm limit (any more): no window to keep
         if limits is not None:
-            if not metered and needs_metering(limits):
-                raise Unmeterable(
-                    "this session has a token or cost budget, and vaultd cannot count "
-                    'the tokens of this service\'s answers (its usage is "none")'
-                )
             refusal = lifetime_refusal(limits, count.used())
             if refusal is None and "concurrency" in limits:
                 refusal = concurrency_refusal(int(limits["concurrency"]), in_flight)
@@ -158,9 +153,9 @@ class Counters:
         for count in (ticket.session, ticket.credential):
             if count is not None:
                 count.open -= 1
-                count.tokens += tokens
+                count.tokens = min(count.tokens + tokens, COUNT_CEILING)
                 if cost_usd is not None:
-                    count.cost_usd += cost_usd
+                    count.cost_usd = min(count.cost_usd + cost_usd, COST_CEILING)
 
     def session_used(self, session_id: str) -> Used | None:
         """What the session has used, if it was counted since the daemon started."""

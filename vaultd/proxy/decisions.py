@@ -161,6 +161,17 @@ def checked_tail(rest: str) -> str:
     return rest
 
 
+def upstream_path(rest: str) -> str:
+    """The proxied path as the upstream reads it: escapes decoded, no trailing slash.
+
+    For decisions about what a request is (which endpoint, so how it is
+    billed). ``checked_tail`` refuses what decodes to a slash, a dot segment
+    or a control character before any of it is sent, so decoding here cannot
+    make one path look like another.
+    """
+    return ("/" + unquote(rest)).rstrip("/")
+
+
 @functools.lru_cache(maxsize=256)
 def _base(base_url: str) -> URL:
     # Parsed once per service: URL parsing is a visible share of a proxied request.

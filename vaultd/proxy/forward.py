@@ -26,6 +26,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from vaultd.config import Config
+from vaultd.core.limits import needs_metering
 from vaultd.core.sessions import Session
 from vaultd.errors import (
     Forbidden,
@@ -39,6 +40,7 @@ from vaultd.models import Credential
 from vaultd.prices import PriceTable
 from vaultd.proxy.answer import CLIENT_CLOSED, STREAM_BROKEN, relay_answer
 from vaultd.proxy.cache import ProxyCache, Secret
+from vaultd.proxy.charging import Answer, charge
 from vaultd.proxy.client import UpstreamClient
 from vaultd.proxy.counters import Counters, Ticket
 from vaultd.proxy.decisions import (
@@ -46,6 +48,7 @@ from vaultd.proxy.decisions import (
     outgoing_headers,
     split_proxy_target,
     token_from,
+    upstream_path,
     upstream_url,
     with_query_secret,
 )
@@ -53,11 +56,12 @@ from vaultd.proxy.errors import (
     LimitExceeded,
     NoCredential,
     RequestBodyTimeout,
+    Unmeterable,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from vaultd.proxy.inflight import InFlight
-from vaultd.proxy.metering import Meter, Reading
+from vaultd.proxy.metering import Billing, Meter, Reading, billing
 from vaultd.proxy.streamusage import model_hint, with_stream_usage
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.services import Service
@@ -148,19 +152,25 @@ class Attempt:
     """What one request has come to so far: the audit row is made of it, however it ends."""
 
     __slots__ = (
+        "billing",
+        "budget",
         "credential",
         "forwarded",
         "injected",
+        "meter",
         "reading",
         "received",
         "refusal",
+        "request_model",
         "rest",
+        "secret",
         "sent",
         "service",
         "session",
         "stalled",
         "status",
         "ticket",
+        "upstream_status",
     )
 
     def __init__(self) -> None:
@@ -181,8 +191,17 @@ class Attempt:
         self.refusal: str | None = None
         # vaultd added stream_options.include_usage (its chunk is removed again).
         self.injected = False
-        # What the answer said it used (None: not metered).
+        # What the answer said it used (None: not metered), read by ``meter``.
         self.reading: Reading | None = None
+        self.meter: Meter | None = None
+        self.secret: Secret | None = None
+        self.upstream_status: int | None = None
+        # Under a token or cost budget (the session's or the credential's), and
+        # how the request's endpoint is billed (metering.endpoints).
+        self.budget = False
+        self.billing = Billing.UNSEEN
+        # The model the request body names, where vaultd read it.
+        self.request_model: str | None = None
 
 
 class Outgoing(NamedTuple):
@@ -273,13 +292,20 @@ class Forwarder:
         length = request.content_length
         if length is not None and length > config.max_request_body:
             raise _too_large(config)
+        attempt.billing = billing(service.usage, request.method, upstream_path(attempt.rest))
+        attempt.budget = needs_metering(session.limits, credential.limits)
+        if attempt.budget and attempt.billing is Billing.UNSEEN:
+            raise Unmeterable(
+                "this session or its credential has a token or cost limit, and vaultd "
+                f"cannot count what this request costs ({service.name}'s usage is "
+                f"{service.usage!r}; under a budget it forwards only requests whose "
+                "answers report their usage, and those that cost nothing)"
+            )
         # Last: every other refusal leaves the counters as they were.
         attempt.ticket = self.counters.admit(
-            session,
-            credential,
-            metered=service.usage != "none",
-            in_flight=self.inflight.count(session.id),
+            session, credential, in_flight=self.inflight.count(session.id)
         )
+        attempt.secret = secret
         return Outgoing(
             with_query_secret(url, service, secret.value),
             outgoing_headers(request.headers, service, secret.value),
@@ -298,9 +324,9 @@ class Forwarder:
             outgoing = await with_stream_usage(request, outgoing, attempt, self.config)
             upstream = await self._open(request.method, outgoing, attempt)
             async with upstream:
-                meter = None
+                attempt.upstream_status = upstream.status
                 if service.usage != "none":
-                    meter = Meter(
+                    attempt.meter = Meter(
                         service.usage,
                         status=upstream.status,
                         content_type=upstream.headers.get("Content-Type"),
@@ -308,12 +334,8 @@ class Forwarder:
                         model_hint=model_hint(service, attempt.rest),
                     )
                 response, attempt.received, attempt.status = await relay_answer(
-                    request, request_id, upstream, outgoing.secret.patterns, meter
+                    request, request_id, upstream, outgoing.secret.patterns, attempt.meter
                 )
-                if meter is not None:
-                    attempt.reading = meter.result(
-                        complete=attempt.status not in (CLIENT_CLOSED, STREAM_BROKEN)
-                    )
             return response
         except VaultdError:
             # A body cut off at the limit, or stalled, surfaces from the
@@ -346,28 +368,49 @@ class Forwarder:
             ) from None
 
     def _settle(self, attempt: Attempt) -> float | None:
-        """Charge the answer's tokens and cost to the counters; the cost (None: unknown)."""
-        reading, service = attempt.reading, attempt.service
-        cost = None
-        tokens = 0
-        if reading is not None and service is not None:
-            tokens = reading.input_tokens + reading.output_tokens
-            # Nothing used costs nothing, whatever the model (an error answer).
-            cost = (
-                0.0
-                if tokens == 0
-                else self.prices.cost(
-                    service.name,
-                    reading.model,
-                    input_tokens=reading.input_tokens,
-                    output_tokens=reading.output_tokens,
-                    cached_input_tokens=reading.cached_input_tokens,
-                    cache_write_tokens=reading.cache_write_tokens,
-                )
-            )
-        if attempt.ticket is not None:
-            self.counters.charge(attempt.ticket, tokens, cost)
-        return cost
+        """Charge the request to the counters; the cost its answer reported (None: unknown).
+
+        Runs however the request ended, cancelled too: what the meter saw of
+        an answer the client left counts as far as it goes (and more, under a
+        budget: ``charging``). A request that never left is given back.
+        """
+        ticket = attempt.ticket
+        if ticket is not None and not attempt.forwarded:
+            self.counters.refund(ticket)  # refused before it left: not counted
+            return None
+        meter = attempt.meter
+        if meter is not None:
+            complete = attempt.status not in (CLIENT_CLOSED, STREAM_BROKEN)
+            attempt.reading = _without_secret(meter.result(complete=complete), attempt.secret)
+        service = attempt.service
+        if service is None:
+            return None
+        answer = Answer(
+            service.name,
+            attempt.billing,
+            attempt.budget,
+            attempt.upstream_status,
+            attempt.sent[0],
+            attempt.received,
+            attempt.request_model,
+        )
+        charged = charge(answer, attempt.reading, self.prices)
+        if ticket is not None:
+            self.counters.charge(ticket, charged.tokens, charged.cost_usd)
+        return charged.reported_cost_usd
+
+
+def _without_secret(reading: Reading | None, secret: Secret | None) -> Reading | None:
+    """``reading`` without a model name that holds the key (an upstream echoing it there).
+
+    The meter reads the answer before redaction; what it keeps goes to the
+    audit log, which read-scoped tokens can list.
+    """
+    if reading is None or reading.model is None or secret is None:
+        return reading
+    if secret.patterns.found_in(reading.model.encode("utf-8", "surrogateescape")):
+        return reading._replace(model=None)
+    return reading
 
 
 def _audit_row(
@@ -396,4 +439,5 @@ def _audit_row(
         reading.cached_input_tokens if reading is not None else None,
         cost,
         attempt.refusal,
+        None if reading is None else int(not reading.complete),
     )

@@ -17,39 +17,44 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from aiohttp import web
 
 from vaultd.config import Config
-from vaultd.core.limits import needs_metering
+from vaultd.proxy.decisions import upstream_path
 from vaultd.proxy.errors import Unmeterable
-from vaultd.proxy.metering import add_stream_usage
+from vaultd.proxy.metering import add_stream_usage, responses_background
 from vaultd.services import Service
 
 if TYPE_CHECKING:
     from vaultd.proxy.forward import Attempt, Outgoing
 
-# The OpenAI endpoints that take stream_options (chat and legacy completions).
+# The OpenAI endpoints that take stream_options (chat and legacy completions),
+# and the one whose background mode answers without usage.
 _STREAM_USAGE_PATHS = ("/chat/completions", "/completions")
+_RESPONSES_PATH = "/responses"
 # Gemini names the model in the path: .../models/{model}:generateContent.
 _GEMINI_MODEL = re.compile(r"/models/([^/:]{1,200}):")
 
 
-def _wants_stream_usage(method: str, service: Service, rest: str, config: Config) -> bool:
-    if not config.add_stream_usage or service.usage != "openai" or method != "POST":
-        return False
-    # As the upstream reads the path: escapes decoded (the path was checked,
-    # so none of them is a slash), a trailing slash ignored.
-    path = "/" + unquote(rest.partition("?")[0]).rstrip("/")
-    return path.endswith(_STREAM_USAGE_PATHS)
+def _inspection(method: str, service: Service, rest: str, budget: bool) -> str | None:
+    """What to read the body for: "stream" (add include_usage), "background"
+    (a budget must refuse a background response), or nothing."""
+    if service.usage != "openai" or method != "POST":
+        return None
+    path = upstream_path(rest)
+    if path.endswith(_STREAM_USAGE_PATHS):
+        return "stream"
+    if budget and path.endswith(_RESPONSES_PATH):
+        return "background"
+    return None
 
 
 def model_hint(service: Service, rest: str) -> str | None:
     """The model a request names in its path (Gemini), for answers that do not say."""
     if service.usage != "gemini":
         return None
-    match = _GEMINI_MODEL.search("/" + unquote(rest))
+    match = _GEMINI_MODEL.search(upstream_path(rest))
     return match.group(1) if match else None
 
 
@@ -57,14 +62,12 @@ async def with_stream_usage(
     request: web.Request, outgoing: Outgoing, attempt: Attempt, config: Config
 ) -> Outgoing:
     """``outgoing``, its body asking for the stream's usage where it did not."""
-    service, session = attempt.service, attempt.session
+    service = attempt.service
     assert service is not None  # admitted
-    assert session is not None
-    if outgoing.body is None or not _wants_stream_usage(
-        request.method, service, attempt.rest, config
-    ):
+    budget = attempt.budget
+    what = _inspection(request.method, service, attempt.rest, budget)
+    if outgoing.body is None or what is None:
         return outgoing
-    budget = needs_metering(session.limits)
     bound = config.max_inspect_body
     length = request.content_length
     if length is not None and length > bound:
@@ -79,26 +82,54 @@ async def with_stream_usage(
     body = b"".join(head)
     if size > bound:
         return _uninspected(outgoing._replace(body=_then(body, outgoing.body)), budget, bound)
-    rewritten = add_stream_usage(body)
-    if rewritten.unreadable and budget:
-        raise Unmeterable(
-            "this session has a token or cost budget, and this request's body cannot be "
-            "read to ask the stream for its usage (it must be a JSON object, each key once)"
-        )
-    if rewritten.body is not None and rewritten.added:
-        attempt.injected = True
-        body = rewritten.body
+    if what == "background":
+        if responses_background(body):
+            raise Unmeterable(
+                f"{_BUDGET}, and a background response (or a body that cannot be read "
+                "to tell) answers without its usage"
+            )
+    else:
+        body = _asked_for_usage(body, attempt, config)
     # The body is whole now: its length is known, whatever the client sent.
     outgoing.headers["Content-Length"] = str(len(body))
     return outgoing._replace(body=_then(body, None))
 
 
+_BUDGET = "this session or its credential has a token or cost limit"
+
+
+def _asked_for_usage(body: bytes, attempt: Attempt, config: Config) -> bytes:
+    """The body to send: with include_usage where the stream would have gone without."""
+    rewritten = add_stream_usage(body)
+    attempt.request_model = rewritten.model
+    if rewritten.unreadable:
+        if attempt.budget:
+            raise Unmeterable(
+                f"{_BUDGET}, and this request's body cannot be read with certainty to ask "
+                "the stream for its usage (a JSON object, each key once, stream a boolean, "
+                "stream_options an object)"
+            )
+        return body
+    if rewritten.body is None or not rewritten.added:
+        return body
+    if not config.add_stream_usage:
+        if attempt.budget:
+            raise Unmeterable(
+                f"{_BUDGET}, and this stream does not ask for its usage "
+                "(stream_options.include_usage), which [metering] add_stream_usage = false "
+                "leaves to the client"
+            )
+        return body
+    attempt.injected = True
+    return rewritten.body
+
+
 def _uninspected(outgoing: Outgoing, budget: bool, bound: int) -> Outgoing:
     if budget:
         raise Unmeterable(
-            f"this session has a token or cost budget, and this request's body is larger "
-            f"than [policy] max_inspect_body ({bound} bytes), so vaultd cannot ask the "
-            "stream for its usage"
+            f"{_BUDGET}, and this request's body is larger than [policy] max_inspect_body "
+            f"({bound} bytes), so vaultd cannot read it to make sure the answer reports "
+            "its usage"
         )
     return outgoing
 

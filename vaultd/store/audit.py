@@ -53,6 +53,8 @@ class AuditEntry(NamedTuple):
     # Why vaultd refused the request before it went upstream (a problem slug,
     # and the limit of a limit-exceeded); null when it went upstream.
     refusal: str | None
+    # 1: the answer ended before its usage was whole (counted as far as seen).
+    usage_partial: int | None
     id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -83,6 +85,7 @@ AuditRow = tuple[
     int | None,
     float | None,
     str | None,
+    int | None,
 ]
 # The columns an AuditRow binds to, and a read returns after ``id``.
 ROW_FIELDS = AuditEntry._fields[:-1]

@@ -19,6 +19,9 @@ Counts = tuple[int, int, float]  # requests, tokens, cost in US dollars
 KEEP_DAYS = 400
 # The most request times read back for one session's rpm window.
 MAX_RECENT = 100_000
+# What a stored count can be (core.limits' ceilings, which the counters keep to).
+MAX_COUNT = 2**53 - 1
+MAX_COST = 1e15
 
 
 def session_counts(db: Database, session_id: str) -> Counts:
@@ -26,7 +29,7 @@ def session_counts(db: Database, session_id: str) -> Counts:
         "SELECT used_requests, used_tokens, used_cost_usd FROM sessions WHERE id = ?",
         [session_id],
     ).fetchone()
-    return _counts(row)
+    return checked(row)
 
 
 def credential_day(db: Database, credential_id: str, day: int) -> Counts:
@@ -35,7 +38,7 @@ def credential_day(db: Database, credential_id: str, day: int) -> Counts:
         " WHERE credential_id = ? AND day = ?",
         [credential_id, day],
     ).fetchone()
-    return _counts(row)
+    return checked(row)
 
 
 def credential_days(db: Database, day: int) -> dict[str, Counts]:
@@ -44,7 +47,7 @@ def credential_days(db: Database, day: int) -> dict[str, Counts]:
         "SELECT credential_id, requests, tokens, cost_usd FROM credential_daily WHERE day = ?",
         [day],
     ).fetchall()
-    return {row[0]: _counts(row[1:]) for row in rows}
+    return {row[0]: checked(row[1:]) for row in rows}
 
 
 def recent_requests(db: Database, session_id: str, since: float) -> list[float]:
@@ -84,13 +87,16 @@ def prune_days(conn: sqlite3.Connection, today: int) -> None:
     conn.execute("DELETE FROM credential_daily WHERE day < ?", [today - KEEP_DAYS])
 
 
-def _counts(row: Sequence[object] | None) -> Counts:
+def checked(row: Sequence[object] | None) -> Counts:
+    """Counts read back from the file, which is input too: a damaged one (text, a
+    negative, an infinity, past what a count can reach) reads as 0, never a crash
+    nor a JSON answer with Infinity in it."""
     if row is None:
         return (0, 0, 0.0)
     requests, tokens, cost = row
-    # The file is input too: a damaged count reads as what it can be, never a crash.
     return (
-        requests if isinstance(requests, int) and requests >= 0 else 0,
-        tokens if isinstance(tokens, int) and tokens >= 0 else 0,
-        float(cost) if isinstance(cost, int | float) and cost >= 0 else 0.0,
+        requests if type(requests) is int and 0 <= requests <= MAX_COUNT else 0,
+        tokens if type(tokens) is int and 0 <= tokens <= MAX_COUNT else 0,
+        # NaN fails the comparison too.
+        float(cost) if isinstance(cost, int | float) and 0 <= cost <= MAX_COST else 0.0,
     )

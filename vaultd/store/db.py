@@ -107,6 +107,9 @@ def _m0003_metering(db: Database) -> None:
         -- Why vaultd refused the request before it went upstream (a problem
         -- slug, with the limit for limit-exceeded); NULL when it went.
         ALTER TABLE audit ADD COLUMN refusal TEXT;
+        -- 1 when the answer ended before its usage was whole (counted as far
+        -- as seen: a stream cut off, an event too large to read); 0 when whole.
+        ALTER TABLE audit ADD COLUMN usage_partial INTEGER;
         ALTER TABLE sessions ADD COLUMN limits TEXT;
         ALTER TABLE sessions ADD COLUMN used_requests INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE sessions ADD COLUMN used_tokens INTEGER NOT NULL DEFAULT 0;

@@ -10,7 +10,7 @@ import vaultd.proxy.metering
 PACKAGE = Path(vaultd.proxy.metering.__file__).resolve().parent
 MODULES = sorted(PACKAGE.glob("*.py"))
 # The standard library only, and the package itself.
-ALLOWED = {"__future__", "json", "re", "typing", "collections"}
+ALLOWED = {"__future__", "enum", "json", "re", "typing", "collections"}
 
 
 def imported(path: Path) -> set[str]:
@@ -24,7 +24,7 @@ def imported(path: Path) -> set[str]:
 
 
 def test_only_the_standard_library_is_imported() -> None:
-    assert len(MODULES) == 5
+    assert len(MODULES) == 6  # the control: the glob found the package
     for path in MODULES:
         for name in imported(path):
             top = name.split(".")[0]

@@ -29,7 +29,7 @@ def test_inserted_right_after_the_brace_keeping_every_other_byte() -> None:
     )
     result = add_stream_usage(body)
     assert result == StreamUsage(
-        body.replace(b"{", b'{"stream_options":{"include_usage":true},', 1), True, False
+        body.replace(b"{", b'{"stream_options":{"include_usage":true},', 1), True, False, "gpt-4o"
     )
     assert result.body is not None
     assert json.loads(result.body) == {"stream_options": ON, **json.loads(body)}
@@ -73,7 +73,8 @@ def test_reserialising_keeps_unicode_and_lone_surrogates() -> None:
     ],
 )
 def test_nothing_to_add(body: bytes) -> None:
-    assert add_stream_usage(body) == StreamUsage(None, False, False)
+    # The model the body names is read all the same.
+    assert add_stream_usage(body) == StreamUsage(None, False, False, "gpt-4o")
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ def test_any_request_object(extra: dict[str, Any], stream: bool, indent: bool) -
     result = add_stream_usage(body)
     assert not result.unreadable
     if not stream:
-        assert result == StreamUsage(None, False, False)
+        assert (result.body, result.added, result.unreadable) == (None, False, False)
         return
     assert result.added
     assert result.body is not None

@@ -6,17 +6,21 @@ usage of a streamed chat completion, ``readers`` knows each provider's shape,
 ``sse`` frames event streams.
 """
 
+from vaultd.proxy.metering.endpoints import Billing, billing
 from vaultd.proxy.metering.meter import Meter
 from vaultd.proxy.metering.readers import Reading
-from vaultd.proxy.metering.request import StreamUsage, add_stream_usage
+from vaultd.proxy.metering.request import StreamUsage, add_stream_usage, responses_background
 from vaultd.proxy.metering.sse import SSEEvent, SSESplitter, parse_event
 
 __all__ = [
+    "Billing",
     "Meter",
     "Reading",
     "SSEEvent",
     "SSESplitter",
     "StreamUsage",
     "add_stream_usage",
+    "billing",
     "parse_event",
+    "responses_background",
 ]

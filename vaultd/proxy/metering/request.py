@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from vaultd.proxy.metering.readers import model_name
+
 _MEMBER = b'"stream_options":{"include_usage":true},'
 
 
@@ -33,10 +35,24 @@ class StreamUsage(NamedTuple):
     """include_usage was added: the answer's usage chunk is vaultd's to remove."""
     unreadable: bool
     """The body could not be read with certainty, and was left alone."""
+    model: str | None = None
+    """The model the body names (for an estimate when the answer does not say)."""
 
 
-_UNCHANGED = StreamUsage(None, False, False)
 _UNREADABLE = StreamUsage(None, False, True)
+
+
+def responses_background(body: bytes) -> bool:
+    """Whether a ``/v1/responses`` body asks to run in the background, or cannot be read.
+
+    A background response answers "queued" without usage; its output is
+    fetched later, unmetered. Under a budget either is refused.
+    """
+    try:
+        obj = _strict(body)
+    except _Unreadable:
+        return True
+    return type(obj) is not dict or obj.get("background", False) is not False
 
 
 class _Unreadable(Exception):
@@ -74,13 +90,15 @@ def _add(body: bytes) -> StreamUsage:
     obj = _strict(body)
     if type(obj) is not dict:
         raise _Unreadable("not an object")
+    model = model_name(obj.get("model"))
+    unchanged = StreamUsage(None, False, False, model)
     stream = obj.get("stream", False)
     if type(stream) is not bool:
         raise _Unreadable("stream")
     if not stream:
-        return _UNCHANGED
+        return unchanged
     if "stream_options" not in obj:
-        return _inserted(body, obj)
+        return _inserted(body, obj)._replace(model=model)
     options = obj["stream_options"]
     # null is the API's own "not given"; anything else but an object is nonsense.
     if options is None:
@@ -91,9 +109,9 @@ def _add(body: bytes) -> StreamUsage:
     if type(include) is not bool:
         raise _Unreadable("include_usage")
     if include:
-        return _UNCHANGED
+        return unchanged
     obj["stream_options"] = {**options, "include_usage": True}
-    return StreamUsage(_dumps(obj), True, False)
+    return StreamUsage(_dumps(obj), True, False, model)
 
 
 def _inserted(body: bytes, obj: dict[str, Any]) -> StreamUsage:
