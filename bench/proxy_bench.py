@@ -107,24 +107,45 @@ class UpstreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         while b"\r\n\r\n" in self.buffer:
-            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            head, rest = self.buffer.split(b"\r\n\r\n", 1)
+            length = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head)
+            if re.search(rb"(?i)\r\ntransfer-encoding: *chunked", head):
+                # Only looked into, never decoded: its last chunk ends it.
+                end = rest.find(b"0\r\n\r\n")
+                if end < 0:
+                    return  # the body is still on its way
+                size = end + 5
+            else:
+                size = int(length.group(1)) if length else 0
+            if len(rest) < size:
+                return  # the body is still on its way
+            body, self.buffer = rest[:size], rest[size:]
             target = head.split(b" ", 2)[1]
-            if target.startswith(b"/sse"):
-                task = asyncio.ensure_future(self.sse())
+            if target.startswith(b"/sse") or target.endswith(b"/chat/completions"):
+                # A POST streams as OpenAI does: with include_usage, "usage":null
+                # on every chunk and a usage-only chunk at the end.
+                chat = target.endswith(b"/chat/completions")
+                usage = not chat or b'"include_usage":true' in body
+                task = asyncio.ensure_future(self.sse(usage))
                 STREAMS.add(task)  # a strong reference until the stream ends
                 task.add_done_callback(STREAMS.discard)
             else:
                 self.transport.write(self.RESPONSE)
 
-    async def sse(self) -> None:
+    async def sse(self, include_usage: bool = True) -> None:
         t = self.transport
         t.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         for i in range(SSE_EVENTS):
-            t.write(_chunked(_chunk_event(i)))
+            event = _chunk_event(i)
+            if not include_usage:
+                event = event.replace(b',"usage":null', b"")
+            t.write(_chunked(event))
             await asyncio.sleep(SSE_GAP)
+        if include_usage:
+            t.write(_chunked(_chunk_event(SSE_EVENTS)))
         t.write(b"0\r\n\r\n")
 
 
@@ -136,7 +157,7 @@ def _chunk_event(i: int) -> bytes:
     """Event ``i`` of an OpenAI chat stream with include_usage: the last one is usage only."""
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1}
     base["model"] = "gpt-4o-mini-2024-07-18"
-    if i < SSE_EVENTS - 1:
+    if i < SSE_EVENTS:
         delta = {"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}
         body = {**base, "choices": [delta], "usage": None}
     else:
@@ -284,17 +305,33 @@ def load(url: str, token: str, connections: int, seconds: int) -> dict[str, floa
     return asyncio.run(python_load(url, token, connections, seconds))
 
 
-async def sse_timing(url: str, token: str, runs: int = 1) -> tuple[list[float], list[float]]:
-    """(first event ms, total ms) of each of ``runs`` 50-event streams on one session."""
+# A streamed chat completion as the official SDK sends one: no include_usage.
+CHAT_BODY = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+
+
+async def sse_timing(
+    url: str, token: str, runs: int = 1, *, post: bool = False
+) -> tuple[list[float], list[float]]:
+    """(first event ms, total ms) of each of ``runs`` streams on one session.
+
+    GET: the stream as the upstream sends it (its usage chunk included);
+    ``post``: a streamed chat completion without include_usage, which vaultd
+    asks for and then removes, so every client sees the same events.
+    """
     import aiohttp
 
     firsts, totals = [], []
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    expected = SSE_EVENTS if post else SSE_EVENTS + 1
     async with aiohttp.ClientSession() as session:
         for _ in range(runs):
             start = time.perf_counter()
             first = None
             count = 0
-            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+            method = "POST" if post else "GET"
+            async with session.request(
+                method, url, headers=headers, data=CHAT_BODY if post else None
+            ) as resp:
                 buffer = b""
                 async for chunk in resp.content.iter_any():
                     buffer += chunk
@@ -303,11 +340,46 @@ async def sse_timing(url: str, token: str, runs: int = 1) -> tuple[list[float], 
                         count += 1
                         if first is None:
                             first = (time.perf_counter() - start) * 1000
-            assert count == SSE_EVENTS, f"{count} events from {url}"
+            assert count == expected, f"{count} events from {url}"
             assert first is not None
             firsts.append(first)
             totals.append((time.perf_counter() - start) * 1000)
     return firsts, totals
+
+
+def sse_section(up_port: int, naive_port: int, vaultd_port: int, token: str, *, post: bool) -> None:
+    """First event and total time of streams, direct, naive, and vaultd metered and not."""
+    path = "/v1/chat/completions" if post else "/sse"
+    sse_urls = {
+        "direct": f"http://127.0.0.1:{up_port}{path}",
+        "naive": f"http://127.0.0.1:{naive_port}/proxy/openai{path}",
+        "vaultd": f"http://127.0.0.1:{vaultd_port}/proxy/openai{path}",
+        "unmetered": f"http://127.0.0.1:{vaultd_port}/proxy/unmetered{path}",
+    }
+    firsts: dict[str, list[float]] = {name: [] for name in sse_urls}
+    totals: dict[str, list[float]] = {name: [] for name in sse_urls}
+    for _ in range(SSE_RUNS):  # interleaved, so that drift hits all alike
+        for name, url in sse_urls.items():
+            first, total = asyncio.run(sse_timing(url, token, post=post))
+            firsts[name] += first
+            totals[name] += total
+    sse = {n: (statistics.median(firsts[n]), statistics.median(totals[n])) for n in sse_urls}
+    what = (
+        "POST chat/completions stream without include_usage (vaultd adds it, removes its chunk)"
+        if post
+        else "GET stream ending in a usage chunk (vaultd observes)"
+    )
+    print(f"\nSSE, {what}: {SSE_EVENTS} events {SSE_GAP * 1000:.0f} ms apart")
+    print(f"  (median of {SSE_RUNS}, each on a new connection, ms)")
+    for name in sse_urls:
+        later = sse[name][0] - sse["direct"][0]
+        print(
+            f"  {name:>9}: first {sse[name][0]:.2f}  total {sse[name][1]:.1f}"
+            + ("" if name == "direct" else f"   first event later by {later:+.2f}")
+        )
+    print("  (target: vaultd's first event at most 1 ms later than direct)")
+    metering = sse["vaultd"][0] - sse["unmetered"][0]
+    print(f"  metering delays the first event by {metering:+.2f} ms (target <= 0.2 ms)")
 
 
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -432,33 +504,8 @@ def main() -> None:
                 f"  {name:>6}: p50 {lat[name]['p50_ms']:.3f}  p99 {lat[name]['p99_ms']:.3f}{added}"
             )
         print("  (target: vaultd adds at most 0.5 ms at p50)")
-        sse_urls = {
-            "direct": f"http://127.0.0.1:{up_port}/sse",
-            "naive": f"http://127.0.0.1:{naive_port}/proxy/openai/sse",
-            "vaultd": f"http://127.0.0.1:{vaultd_port}/proxy/openai/sse",
-            "unmetered": f"http://127.0.0.1:{vaultd_port}/proxy/unmetered/sse",
-        }
-        firsts: dict[str, list[float]] = {name: [] for name in sse_urls}
-        totals: dict[str, list[float]] = {name: [] for name in sse_urls}
-        for _ in range(SSE_RUNS):  # interleaved, so that drift hits all three alike
-            for name, url in sse_urls.items():
-                first, total = asyncio.run(sse_timing(url, token))
-                firsts[name] += first
-                totals[name] += total
-        sse = {n: (statistics.median(firsts[n]), statistics.median(totals[n])) for n in sse_urls}
-        print(
-            f"\nSSE, {SSE_EVENTS} events {SSE_GAP * 1000:.0f} ms apart "
-            f"(median of {SSE_RUNS}, each on a new connection, ms)"
-        )
-        for name in sse_urls:
-            later = sse[name][0] - sse["direct"][0]
-            print(
-                f"  {name:>6}: first {sse[name][0]:.2f}  total {sse[name][1]:.1f}"
-                + ("" if name == "direct" else f"   first event later by {later:+.2f}")
-            )
-        print("  (target: vaultd's first event at most 1 ms later than direct)")
-        metering = sse["vaultd"][0] - sse["unmetered"][0]
-        print(f"  metering delays the first event by {metering:+.2f} ms (target <= 0.2 ms)")
+        for post in (False, True):
+            sse_section(up_port, naive_port, vaultd_port, token, post=post)
         print("\npeak RSS (MiB)")
         print(
             f"  naive {peak_rss_mib(naive.pid):.1f}   vaultd {peak_rss_mib(daemon.pid):.1f}"
