@@ -238,7 +238,22 @@ SCHEMAS: Doc = {
             "status": {"type": "integer"},
             "detail": {"type": "string"},
             "request_id": {"type": "string"},
-            "error": {"type": "string", "description": "the same text as detail"},
+            "error": {
+                "description": "the same text as detail; on answers vaultd makes on /proxy/,"
+                " an object whose message is that text (where the services' SDKs read it)",
+                "oneOf": [
+                    {"type": "string"},
+                    {
+                        "type": "object",
+                        "required": ["message", "type", "code"],
+                        "properties": {
+                            "message": {"type": "string"},
+                            "type": {"type": "string"},
+                            "code": {"type": "string"},
+                        },
+                    },
+                ],
+            },
             "errors": {
                 "type": "array",
                 "items": {

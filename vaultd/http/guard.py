@@ -198,7 +198,9 @@ class Guard:
         fault = self._check(request)
         if fault is None:
             return None
-        response = problem_response(status_problem(400, fault), request[REQUEST_ID])
+        response = problem_response(
+            status_problem(400, fault), request[REQUEST_ID], request.raw_path
+        )
         # Where one request ends is in doubt: nothing more is read from
         # this connection, so no bytes after it can pass as a request.
         response.force_close()

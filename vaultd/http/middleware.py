@@ -68,7 +68,7 @@ def _log_unexpected(request: web.Request, exc: BaseException, request_id: str) -
 def render_error(request: web.Request, exc: Exception, request_id: str) -> web.Response:
     """The problem response for ``exc``, logging what the operator needs to know."""
     if isinstance(exc, web.HTTPException):
-        return problem_response(from_http_exception(exc), request_id)
+        return problem_response(from_http_exception(exc), request_id, request.raw_path)
     if isinstance(exc, SERVER_SIDE):
         # Logged in full (paths are the operator's business), answered generically.
         log.error(
@@ -81,13 +81,15 @@ def render_error(request: web.Request, exc: Exception, request_id: str) -> web.R
         return problem_response(
             VaultUnavailable("the vault cannot be used right now; see the daemon's log"),
             request_id,
+            request.raw_path,
         )
     if isinstance(exc, VaultdError):
-        return problem_response(exc, request_id)
+        return problem_response(exc, request_id, request.raw_path)
     _log_unexpected(request, exc, request_id)
     return problem_response(
         InternalError(f"unexpected error; the daemon's log has request {request_id}"),
         request_id,
+        request.raw_path,
     )
 
 

@@ -60,7 +60,11 @@ def status_problem(status: int, detail: str) -> VaultdError:
     return error
 
 
-def problem_body(error: VaultdError, request_id: str) -> dict[str, Any]:
+PROXY_PREFIX = "/proxy/"
+
+
+def problem_body(error: VaultdError, request_id: str, *, proxied: bool = False) -> dict[str, Any]:
+    """The RFC 9457 body of ``error``; ``proxied``: an answer vaultd makes on ``/proxy/``."""
     detail = redact(error.message)
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + error.slug,
@@ -71,6 +75,11 @@ def problem_body(error: VaultdError, request_id: str) -> dict[str, Any]:
         # Same text as detail, for clients that only read a plain "error" field.
         "error": detail,
     }
+    if proxied:
+        # DESIGN 5: where the services' own SDKs look for the text they show
+        # (the OpenAI SDK's exception reads error.message; a string there
+        # leaves a bare "Error code: 429").
+        body["error"] = {"message": detail, "type": error.slug, "code": error.slug}
     if isinstance(error, ValidationError):
         body["errors"] = [
             {"pointer": redact(e.pointer), "message": redact(e.message)} for e in error.errors
@@ -81,10 +90,10 @@ def problem_body(error: VaultdError, request_id: str) -> dict[str, Any]:
     return body
 
 
-def problem_response(error: VaultdError, request_id: str) -> web.Response:
-    response = web.json_response(
-        problem_body(error, request_id), status=error.status, content_type=PROBLEM_CONTENT_TYPE
-    )
+def problem_response(error: VaultdError, request_id: str, path: str = "") -> web.Response:
+    """The problem response for ``error``, on the request to ``path`` (its raw path)."""
+    body = problem_body(error, request_id, proxied=path.startswith(PROXY_PREFIX))
+    response = web.json_response(body, status=error.status, content_type=PROBLEM_CONTENT_TYPE)
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="vaultd"'
     if isinstance(error, MethodNotAllowed):
