@@ -179,6 +179,54 @@ def config_string(
     return value
 
 
+def _setting(prefix: str, key: str, value: object) -> Any:
+    """One key of a ``[services.NAME]`` table, checked: its value as ``Service`` holds it."""
+    where = f"{prefix} {key}"
+    if key == "base_url":
+        return check_base_url(where, config_string(where, value))
+    elif key == "auth":
+        if value not in AUTH_STYLES:
+            raise ConfigError(f"{where} must be one of {', '.join(AUTH_STYLES)}")
+        return value
+    elif key == "header":
+        return config_string(where, value, pattern=_HEADER_NAME, what="an HTTP header name")
+    elif key == "template":
+        text = config_string(where, value)
+        if text.count("{secret}") != 1 or text.replace("{secret}", "").count("{"):
+            raise ConfigError(f"{where} must contain {{secret}} once and no other braces")
+        return text
+    elif key == "query_param":
+        return config_string(where, value, pattern=_QUERY_PARAM, what="a query parameter name")
+    elif key == "headers":
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table of header names to values")
+        return MappingProxyType(
+            {
+                config_string(
+                    f"{where}.{k}", k, pattern=_HEADER_NAME, what="an HTTP header name"
+                ): config_string(f"{where}.{k}", v)
+                for k, v in value.items()
+            }
+        )
+    elif key in ("env_key", "env_base_url"):
+        return config_string(where, value, pattern=_ENV_NAME, what="an environment variable name")
+    elif key == "usage":
+        if value not in USAGE_KINDS:
+            raise ConfigError(f"{where} must be one of {', '.join(USAGE_KINDS)}")
+        return value
+    elif key == "allow_range":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    elif key == "env_base_suffix":
+        text = config_string(where, value)
+        if text and not text.startswith("/"):
+            raise ConfigError(f"{where} must start with /")
+        return text.rstrip("/")
+    else:
+        raise ConfigError(f"unknown key {key!r} in {prefix}")
+
+
 def build_service(name: str, table: object, base: Service | None) -> Service:
     """A service from its ``[services.NAME]`` table, laid over the built-in of that name."""
     prefix = f"[services.{name}]"
@@ -188,58 +236,7 @@ def build_service(name: str, table: object, base: Service | None) -> Service:
         )
     if not isinstance(table, dict):
         raise ConfigError(f"{prefix} must be a table")
-    changes: dict[str, Any] = {}
-    for key, value in table.items():
-        where = f"{prefix} {key}"
-        if key == "base_url":
-            changes[key] = check_base_url(where, config_string(where, value))
-        elif key == "auth":
-            if value not in AUTH_STYLES:
-                raise ConfigError(f"{where} must be one of {', '.join(AUTH_STYLES)}")
-            changes[key] = value
-        elif key == "header":
-            changes[key] = config_string(
-                where, value, pattern=_HEADER_NAME, what="an HTTP header name"
-            )
-        elif key == "template":
-            text = config_string(where, value)
-            if text.count("{secret}") != 1 or text.replace("{secret}", "").count("{"):
-                raise ConfigError(f"{where} must contain {{secret}} once and no other braces")
-            changes[key] = text
-        elif key == "query_param":
-            changes[key] = config_string(
-                where, value, pattern=_QUERY_PARAM, what="a query parameter name"
-            )
-        elif key == "headers":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where} must be a table of header names to values")
-            changes[key] = MappingProxyType(
-                {
-                    config_string(
-                        f"{where}.{k}", k, pattern=_HEADER_NAME, what="an HTTP header name"
-                    ): config_string(f"{where}.{k}", v)
-                    for k, v in value.items()
-                }
-            )
-        elif key in ("env_key", "env_base_url"):
-            changes[key] = config_string(
-                where, value, pattern=_ENV_NAME, what="an environment variable name"
-            )
-        elif key == "usage":
-            if value not in USAGE_KINDS:
-                raise ConfigError(f"{where} must be one of {', '.join(USAGE_KINDS)}")
-            changes[key] = value
-        elif key == "allow_range":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where} must be true or false")
-            changes[key] = value
-        elif key == "env_base_suffix":
-            text = config_string(where, value)
-            if text and not text.startswith("/"):
-                raise ConfigError(f"{where} must start with /")
-            changes[key] = text.rstrip("/")
-        else:
-            raise ConfigError(f"unknown key {key!r} in {prefix}")
+    changes = {key: _setting(prefix, key, value) for key, value in table.items()}
     if base is not None:
         return replace(base, **changes)
     if "base_url" not in changes:

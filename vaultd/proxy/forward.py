@@ -39,10 +39,11 @@ from vaultd.http.errors import MalformedRequest, MethodNotAllowed, PayloadTooLar
 from vaultd.models import Credential
 from vaultd.prices import PriceTable
 from vaultd.proxy.answer import CLIENT_CLOSED, STREAM_BROKEN, relay_answer
+from vaultd.proxy.attempt import Attempt, audit_row, without_secret
 from vaultd.proxy.cache import ProxyCache, Secret
 from vaultd.proxy.charging import Answer, charge
 from vaultd.proxy.client import UpstreamClient
-from vaultd.proxy.counters import Counters, Ticket
+from vaultd.proxy.counters import Counters
 from vaultd.proxy.decisions import (
     CREDENTIAL_HEADER,
     outgoing_headers,
@@ -61,11 +62,10 @@ from vaultd.proxy.errors import (
     UpstreamUnreachable,
 )
 from vaultd.proxy.inflight import InFlight
-from vaultd.proxy.metering import Billing, Meter, Reading, billing
+from vaultd.proxy.metering import Billing, Meter, billing
 from vaultd.proxy.streamusage import model_hint, with_stream_usage
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.services import Service
-from vaultd.store.audit import AuditRow, audit_path
 
 log = logging.getLogger("vaultd.proxy")
 
@@ -148,62 +148,6 @@ def _stalled(config: Config) -> RequestBodyTimeout:
     return RequestBodyTimeout(f"no byte of the request body arrived for {config.body_timeout}s")
 
 
-class Attempt:
-    """What one request has come to so far: the audit row is made of it, however it ends."""
-
-    __slots__ = (
-        "billing",
-        "budget",
-        "credential",
-        "forwarded",
-        "injected",
-        "meter",
-        "reading",
-        "received",
-        "refusal",
-        "request_model",
-        "rest",
-        "secret",
-        "sent",
-        "service",
-        "session",
-        "stalled",
-        "status",
-        "ticket",
-        "upstream_status",
-    )
-
-    def __init__(self) -> None:
-        self.session: Session | None = None
-        self.service: Service | None = None
-        self.credential: Credential | None = None
-        self.rest = ""
-        self.status = 500
-        # A list, so that the body generator (``_limited``) can count into it.
-        self.sent = [0]
-        self.received = 0
-        # Set when the client's body stalled past body_timeout (a 408).
-        self.stalled = False
-        # Its place in the limits' counters, once admitted (proxy.counters).
-        self.ticket: Ticket | None = None
-        # Whether anything was sent upstream; if not, why vaultd refused it.
-        self.forwarded = False
-        self.refusal: str | None = None
-        # vaultd added stream_options.include_usage (its chunk is removed again).
-        self.injected = False
-        # What the answer said it used (None: not metered), read by ``meter``.
-        self.reading: Reading | None = None
-        self.meter: Meter | None = None
-        self.secret: Secret | None = None
-        self.upstream_status: int | None = None
-        # Under a token or cost budget (the session's or the credential's), and
-        # how the request's endpoint is billed (metering.endpoints).
-        self.budget = False
-        self.billing = Billing.UNSEEN
-        # The model the request body names, where vaultd read it.
-        self.request_model: str | None = None
-
-
 class Outgoing(NamedTuple):
     """What ``admit`` decided to send upstream (a tuple: made for every request)."""
 
@@ -268,7 +212,7 @@ class Forwarder:
             # log, as failed requests.)
             if attempt.session is not None:
                 cost = self._settle(attempt)
-                self.usage.record(_audit_row(request, request_id, attempt, started, cost))
+                self.usage.record(audit_row(request, request_id, attempt, started, cost))
 
     def admit(self, request: web.Request, attempt: Attempt) -> Outgoing:
         """Every refusal, before any byte goes upstream; else what to send."""
@@ -381,7 +325,7 @@ class Forwarder:
         meter = attempt.meter
         if meter is not None:
             complete = attempt.status not in (CLIENT_CLOSED, STREAM_BROKEN)
-            attempt.reading = _without_secret(meter.result(complete=complete), attempt.secret)
+            attempt.reading = without_secret(meter.result(complete=complete), attempt.secret)
         service = attempt.service
         if service is None:
             return None
@@ -398,46 +342,3 @@ class Forwarder:
         if ticket is not None:
             self.counters.charge(ticket, charged.tokens, charged.cost_usd)
         return charged.reported_cost_usd
-
-
-def _without_secret(reading: Reading | None, secret: Secret | None) -> Reading | None:
-    """``reading`` without a model name that holds the key (an upstream echoing it there).
-
-    The meter reads the answer before redaction; what it keeps goes to the
-    audit log, which read-scoped tokens can list.
-    """
-    if reading is None or reading.model is None or secret is None:
-        return reading
-    if secret.patterns.found_in(reading.model.encode("utf-8", "surrogateescape")):
-        return reading._replace(model=None)
-    return reading
-
-
-def _audit_row(
-    request: web.Request, request_id: str, attempt: Attempt, started: float, cost: float | None
-) -> AuditRow:
-    """The audit row of ``attempt``, in ``store.audit.ROW_FIELDS`` order (see there why a tuple)."""
-    credential, service, reading = attempt.credential, attempt.service, attempt.reading
-    assert attempt.session is not None  # only authenticated attempts are audited
-    return (
-        int(time.time()),
-        request_id,
-        attempt.session.id,
-        credential.id if credential else None,
-        # A configured name, never what the client typed for an unknown
-        # one (which could be anything, its token too).
-        service.name if service is not None else "?",
-        request.method[:16],
-        audit_path(attempt.rest),
-        attempt.status,
-        round((time.perf_counter() - started) * 1000, 3),
-        attempt.sent[0],
-        attempt.received,
-        reading.model if reading is not None else None,
-        reading.input_tokens if reading is not None else None,
-        reading.output_tokens if reading is not None else None,
-        reading.cached_input_tokens if reading is not None else None,
-        cost,
-        attempt.refusal,
-        None if reading is None else int(not reading.complete),
-    )

@@ -27,7 +27,8 @@ from vaultd.proxy.metering import add_stream_usage, responses_background
 from vaultd.services import Service
 
 if TYPE_CHECKING:
-    from vaultd.proxy.forward import Attempt, Outgoing
+    from vaultd.proxy.attempt import Attempt
+    from vaultd.proxy.forward import Outgoing
 
 # The OpenAI endpoints that take stream_options (chat and legacy completions),
 # and the one whose background mode answers without usage.
