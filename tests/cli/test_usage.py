@@ -17,7 +17,7 @@ from tests.support.cli import CLI
 from tests.support.http import bearer, mint_token, start_client
 from vaultd.store.usage import USAGE_BY
 
-HEADERS = ["REQUESTS", "INPUT", "OUTPUT", "CACHED", "COST", "UNMETERED"]
+HEADERS = ["REQUESTS", "INPUT", "OUTPUT", "CACHED", "COST", "UNMETERED", "UNPRICED"]
 
 
 @pytest.fixture
@@ -54,11 +54,11 @@ def test_by_credential_names_each_and_totals(logged: tuple[CLI, Ids]) -> None:
     rows = [cells(r) for r in table(env, "--by", "credential")]
     assert rows == [
         ["CREDENTIAL", *HEADERS],
-        ["openai/primary", "2", "4,000", "600", "100", "$0.0050", "0"],
-        ["anthropic/main", "1", "500", "50", "0", "$0.0020", "0"],
-        ["-", "1", "0", "0", "0", "$0.0000", "1"],
-        ["github/gh", "1", "0", "0", "0", "$0.0000", "1"],
-        ["TOTAL", "5", "4,500", "650", "100", "$0.0070", "2"],
+        ["openai/primary", "2", "4,000", "600", "100", "$0.0050", "0", "0"],
+        ["anthropic/main", "1", "500", "50", "0", "$0.0020", "0", "0"],
+        ["-", "1", "0", "0", "0", "$0.0000", "1", "0"],
+        ["github/gh", "1", "0", "0", "0", "$0.0000", "1", "0"],
+        ["TOTAL", "5", "4,500", "650", "100", "$0.0070", "2", "0"],
     ]
 
 

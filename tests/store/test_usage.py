@@ -59,6 +59,7 @@ def test_refused_rows_are_not_counted_whatever_they_carry(db: Database) -> None:
             "cached_input_tokens": 0,
             "cost_usd": 0.0,
             "unmetered_requests": 1,
+            "unpriced_requests": 0,
         }
     ]
 
@@ -94,6 +95,21 @@ def test_cost_is_rounded_to_a_millionth_of_a_dollar(db: Database) -> None:
     )
     # 0.1 + 0.2 + 3e-7 is 0.3000003000000000x in floats.
     assert groups(db, "model")[0]["cost_usd"] == 0.300000
+
+
+def test_metered_requests_without_a_price_are_counted_as_unpriced(db: Database) -> None:
+    insert_audit(
+        db,
+        [
+            audit_row(DAY1, model="priced", tokens=(10, 5, 0), cost_usd=0.25),
+            audit_row(DAY1 + 1, model="my-finetune", tokens=(10, 5, 0), cost_usd=None),
+            audit_row(DAY1 + 2),  # unmetered: neither
+        ],
+    )
+    (day,) = groups(db, "day")
+    assert (day["requests"], day["unmetered_requests"], day["unpriced_requests"]) == (3, 1, 1)
+    # Its cost is not in the sum, which is therefore a lower bound.
+    assert day["cost_usd"] == 0.25
 
 
 def test_sums_past_64_bits_do_not_fail(db: Database) -> None:

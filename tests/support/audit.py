@@ -136,6 +136,7 @@ def group(
     tokens: tuple[int, int, int] = (0, 0, 0),
     cost_usd: float = 0.0,
     unmetered: int = 0,
+    unpriced: int = 0,
 ) -> dict[str, object]:
     """One item of ``GET /api/usage``, for comparing with what came back."""
     return {
@@ -146,6 +147,7 @@ def group(
         "cached_input_tokens": tokens[2],
         "cost_usd": cost_usd,
         "unmetered_requests": unmetered,
+        "unpriced_requests": unpriced,
     }
 
 

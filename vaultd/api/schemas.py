@@ -222,6 +222,11 @@ SCHEMAS: Doc = {
             "cached_input_tokens": _COUNT,
             "cost_usd": {"type": "number", "minimum": 0},
             "unmetered_requests": {**_COUNT, "description": "of requests, those with no usage"},
+            "unpriced_requests": {
+                **_COUNT,
+                "description": "of metered requests, those whose model has no price: their"
+                " cost is not in cost_usd",
+            },
         },
     },
     "Health": {

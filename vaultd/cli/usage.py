@@ -21,7 +21,7 @@ from vaultd.units import parse_moment
 # two ids start alike (ids begin with their creation time, so sessions made
 # within a minute of each other share their first eight).
 SESSION_ID_SHOWN = 8
-NUMBER_HEADERS = ("REQUESTS", "INPUT", "OUTPUT", "CACHED", "COST", "UNMETERED")
+NUMBER_HEADERS = ("REQUESTS", "INPUT", "OUTPUT", "CACHED", "COST", "UNMETERED", "UNPRICED")
 
 
 @click.command(name="usage")
@@ -43,7 +43,8 @@ def usage(state: State, by: str, since: str | None, until: str | None, as_json: 
     """Requests, tokens and cost of proxied calls, grouped, with totals.
 
     Only requests that went upstream count; "unmetered" ones are those whose
-    answer gave no token counts.
+    answer gave no token counts, "unpriced" ones those whose model has no price
+    (their cost is not in COST).
     """
     at = now()
     start = _moment(since, "--since", at)
@@ -120,6 +121,7 @@ def _numbers(group: UsageGroup) -> list[str]:
         f"{group.cached_input_tokens:,}",
         f"${group.cost_usd:,.4f}",
         f"{group.unmetered_requests:,}",
+        f"{group.unpriced_requests:,}",
     ]
 
 
@@ -132,6 +134,7 @@ def _total(groups: Sequence[UsageGroup]) -> UsageGroup:
         cached_input_tokens=sum(g.cached_input_tokens for g in groups),
         cost_usd=round(sum(g.cost_usd for g in groups), 6),
         unmetered_requests=sum(g.unmetered_requests for g in groups),
+        unpriced_requests=sum(g.unpriced_requests for g in groups),
     )
 
 

@@ -9,6 +9,9 @@ The rules, the same for ``GET /api/usage`` and ``vaultd usage``:
   (``input_tokens IS NULL``): a service with ``usage = "none"``, or an answer
   with no usage in it. It counts in ``requests`` and in ``unmetered_requests``.
 - Sums skip nulls; a group with nothing metered sums to 0.
+- A metered request whose model has no price (``cost_usd IS NULL`` with
+  tokens counted) counts in ``unpriced_requests``: its cost is not in
+  ``cost_usd``, so that sum is a lower bound whenever this is not 0.
 - ``key`` is null for rows with no session, credential or model (a request
   that failed before a credential was chosen, an unmetered answer).
 - Days are UTC dates (``YYYY-MM-DD``) of ``at``.
@@ -49,7 +52,8 @@ _SELECT: Final = """
         total(output_tokens) AS output_tokens,
         total(cached_input_tokens) AS cached_input_tokens,
         total(cost_usd) AS cost_usd,
-        count(*) - count(input_tokens) AS unmetered_requests
+        count(*) - count(input_tokens) AS unmetered_requests,
+        count(input_tokens) - count(cost_usd) AS unpriced_requests
     FROM audit
     WHERE {where}
     GROUP BY 1
@@ -72,6 +76,7 @@ class UsageGroup(NamedTuple):
     cached_input_tokens: int
     cost_usd: float
     unmetered_requests: int
+    unpriced_requests: int
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -105,7 +110,7 @@ def usage_groups(
 
 
 def _group(row: tuple[Any, ...]) -> UsageGroup:
-    key, requests, input_tokens, output_tokens, cached, cost, unmetered = row
+    key, requests, input_tokens, output_tokens, cached, cost, unmetered, unpriced = row
     return UsageGroup(
         # The file is input too: a key column edited to a number reads as text.
         key=None if key is None else str(key),
@@ -116,6 +121,7 @@ def _group(row: tuple[Any, ...]) -> UsageGroup:
         # Rounded to a millionth of a dollar: sums of floats grow noise digits.
         cost_usd=round(_finite(cost), 6),
         unmetered_requests=unmetered,
+        unpriced_requests=max(unpriced, 0),
     )
 
 
