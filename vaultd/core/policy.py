@@ -1,0 +1,399 @@
+"""Request policy (DESIGN 11): which methods, paths and models a session's token may use.
+
+Pure decisions, no I/O: the proxy calls ``decide`` and ``model_allowed`` before
+any byte goes upstream and refuses (403 ``policy-denied``) with their reason.
+
+``METHODS`` is ``*`` or a comma list, written in any case and kept upper case:
+HTTP methods are case-sensitive (RFC 9110 9.1), so a rule for ``GET`` does not
+allow ``get``; under any rule a method not upper case is refused outright, so
+``delete`` cannot slip past a ``DELETE`` deny rule to a lenient upstream.
+``PATH`` is a glob: ``*`` is any run of characters within one segment (``/v1/*``
+matches ``/v1/``), a whole ``**`` segment is zero or more segments (``/v1/**``
+matches ``/v1``, ``/v1/`` and ``/v1/a/b``; ``/**`` every path), all else is
+literal, a trailing "/" too: ``/v1/models`` does not match ``/v1/models/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
+
+from vaultd.errors import ErrorList, FieldError, ValidationError, json_pointer
+from vaultd.models import check_name
+
+T = TypeVar("T")
+MAX_RULES = 200
+MAX_RULE_CHARS = 1024
+MAX_MODELS = 100
+MAX_MODEL_CHARS = 200
+FIELDS = ("allow", "deny", "models", "credential")
+# What ``--read-only`` stands for.
+READ_ONLY: tuple[str, ...] = ("GET,HEAD,OPTIONS /**",)
+# Headers some frameworks read as "run this method instead": they would let a
+# POST allowed by a rule run as a DELETE upstream.
+OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+
+# An RFC 9110 token, less "*" (which stands for "any method" in a rule) and
+# bounded: no real method name is long.
+_METHOD = re.compile(r"[!#$%&'+\-.^_`|~0-9A-Za-z]{1,32}")
+# RFC 3986 path characters (unreserved, sub-delims, ":", "@", "%", "/"): what a
+# path on the wire is made of. Anything else would have been percent-encoded.
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})?")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# A segment's glob ends where the segment does. Without this, a block inside
+# an atomic group (below) could end mid-segment, commit, and miss a match.
+_SEGMENT_END = r"(?=/|\Z)"
+_ANY_SEGMENTS = "(?:/[^/]*)*"
+
+
+def _stars(glob: str, any_char: str) -> str:
+    """A glob whose only special is ``*`` (a run of ``any_char``) as a regex for fullmatch.
+
+    Middle chunks are found leftmost-first, atomically: the earliest place never
+    loses a match, and ``*a*a*a*...*b`` over "aaa..." would backtrack exponentially."""
+    first, *rest = glob.split("*")
+    if not rest:
+        return re.escape(first)
+    *middle, last = rest
+    atomic = "".join(f"(?>{any_char}*?{re.escape(chunk)})" for chunk in middle if chunk)
+    return f"{re.escape(first)}{atomic}{any_char}*{re.escape(last)}"
+
+
+def _path_regex(glob: str) -> re.Pattern[str]:
+    """A path glob (checked by ``parse_rule``) as a regex for fullmatch. Between
+    ``**`` the first block is anchored at the start, the last at the end, and
+    the middle ones atomically at the first fit, as in ``_stars``: k ``**``
+    would otherwise cost O(n^k)."""
+    blocks: list[str] = [""]
+    for segment in glob.split("/")[1:]:
+        if segment == "**":
+            blocks.append("")
+        else:
+            blocks[-1] += "/" + _stars(segment, "[^/]") + _SEGMENT_END
+    pattern = blocks[0]
+    for block in blocks[1:-1]:
+        if block:  # "/**/**" is "/**"
+            pattern += f"(?>{_ANY_SEGMENTS}?{block})"
+    if len(blocks) > 1:
+        pattern += _ANY_SEGMENTS + blocks[-1]
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One ``METHODS PATH`` rule; build it with ``parse_rule``, which checks it."""
+
+    methods: frozenset[str] | None  # None: "*", any method
+    path: str
+    text: str
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Compiled once per rule, not per request.
+        object.__setattr__(self, "_regex", _path_regex(self.path))
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether ``method`` (compared exactly) and ``path`` (the whole of it) match."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        return self._regex.fullmatch(path) is not None
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a one-line message: escaped (no control characters) and cut."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return json.dumps(cut)
+
+
+def parse_rule(text: str) -> Rule:
+    """``METHODS PATH`` as a ``Rule``; ``ValueError`` with a one-line reason if malformed."""
+    if len(text) > MAX_RULE_CHARS:
+        raise ValueError(f"a rule must be at most {MAX_RULE_CHARS} characters")
+    if not text.isprintable():
+        raise ValueError("a rule must not contain control characters")
+    parts = text.split()
+    if not parts:
+        raise ValueError('a rule must not be empty; write METHODS PATH, as in "GET /v1/**"')
+    if len(parts) == 1:
+        missing = "methods before its path" if parts[0].startswith("/") else "a path"
+        raise ValueError(f'a rule needs {missing}, as in "GET /v1/**" or "* /**"')
+    if len(parts) > 2:
+        raise ValueError("a rule is METHODS PATH; write a method list without spaces (GET,HEAD)")
+    methods_text, path = parts
+    methods = _parse_methods(methods_text)
+    _check_glob(path)
+    shown = "*" if methods is None else ",".join(methods)
+    return Rule(None if methods is None else frozenset(methods), path, f"{shown} {path}")
+
+
+def _parse_methods(text: str) -> tuple[str, ...] | None:
+    if text == "*":
+        return None
+    for name in text.split(","):
+        if not _METHOD.fullmatch(name):
+            raise ValueError(f'{_shown(name)} is not a method name ("*" must stand alone)')
+    # Upper case: see the module docstring. Duplicates dropped, order kept.
+    return tuple(dict.fromkeys(text.upper().split(",")))
+
+
+def _check_glob(path: str) -> None:
+    if not path.startswith("/"):
+        raise ValueError(f'the path {_shown(path)} must start with "/"')
+    if "?" in path or "#" in path:
+        raise ValueError("the path must not have a query or fragment: only the path is matched")
+    if not _PATH_CHARS.fullmatch(path):
+        raise ValueError("the path must be URL path characters (RFC 3986); match others with *")
+    for escape in _ESCAPE.finditer(path):
+        if escape.group(1) is None:
+            raise ValueError('"%" must start a percent-escape of two hex digits')
+        char = chr(int(escape.group(1), 16))
+        if char in _UNRESERVED:
+            # Such escapes are decoded before matching, so this could never match.
+            raise ValueError(f"write {char!r}, not {escape.group(0)!r}: such escapes are decoded")
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        if "***" in segment:
+            raise ValueError('"***" is not a glob: use * within a segment or ** across segments')
+        if "**" in segment and segment != "**":
+            raise ValueError('"**" must be a whole segment, as in /v1/**/files')
+        if segment in (".", ".."):
+            raise ValueError('"." and ".." segments are refused in requests, so never match')
+        if not segment and i < len(segments) - 1:
+            raise ValueError('empty segments ("//") are refused in requests, so never match')
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A session's policy: every field optional; empty means "no constraint"."""
+
+    allow: tuple[Rule, ...] = ()
+    deny: tuple[Rule, ...] = ()
+    models: tuple[str, ...] = ()
+    credential: str | None = None
+    _model_regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # "*" also spans "/" in a model name (meta-llama/*); "**" is "*".
+        regexes = (re.compile(_stars(re.sub(r"\*+", "*", g), "."), re.DOTALL) for g in self.models)
+        object.__setattr__(self, "_model_regexes", tuple(regexes))
+
+    @property
+    def method_rules(self) -> bool:
+        """Any allow or deny rule: then method-override headers are refused too."""
+        return bool(self.allow or self.deny)
+
+    def to_json(self) -> dict[str, object]:
+        """The API's (and the stored row's) shape; ``check_policy`` reads it back."""
+        return {
+            "allow": [rule.text for rule in self.allow],
+            "deny": [rule.text for rule in self.deny],
+            "models": list(self.models),
+            "credential": self.credential,
+        }
+
+
+def check_policy(value: object, pointer: str = "/policy") -> Policy | None:
+    """A policy from JSON (API body, stored row, ``[policies.NAME]``); None if empty.
+    Raises every failure at once, pointers naming the element (``/policy/allow/3``)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            FieldError(pointer, f"must be an object with any of {', '.join(FIELDS)}, or null")
+        )
+    errors = ErrorList()
+    for key in (k for k in value if k not in FIELDS):
+        errors.add(pointer + json_pointer(str(key)), f"is not one of {', '.join(FIELDS)}")
+    allow = _check_list(value.get("allow"), f"{pointer}/allow", MAX_RULES, parse_rule, errors)
+    deny = _check_list(value.get("deny"), f"{pointer}/deny", MAX_RULES, parse_rule, errors)
+    models = _check_list(value.get("models"), f"{pointer}/models", MAX_MODELS, _model_glob, errors)
+    credential = value.get("credential")
+    if credential is not None:
+        credential = errors.check(check_name, credential, f"{pointer}/credential")
+    errors.raise_if_any()
+    if not (allow or deny or models or credential):
+        return None
+    return Policy(allow, deny, models, credential)
+
+
+def _model_glob(glob: str) -> str:
+    if not 1 <= len(glob) <= MAX_MODEL_CHARS:
+        raise ValueError(f"a model glob must be 1 to {MAX_MODEL_CHARS} characters")
+    if not glob.isprintable():
+        raise ValueError("a model glob must not contain control characters")
+    return glob
+
+
+def _check_list(
+    value: object, where: str, limit: int, check: Callable[[str], T], errors: ErrorList
+) -> tuple[T, ...]:
+    """A JSON array's strings (null: none), each through ``check``; failures noted."""
+    what = "model globs" if where.endswith("/models") else "rules"
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or len(value) > limit:
+        # Too many: one failure for the list, not one per item of 10,000.
+        errors.add(where, f"must be a list of at most {limit} {what}")
+        return ()
+    checked: list[T] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            errors.add(f"{where}/{i}", "must be a string")
+            continue
+        try:
+            checked.append(check(item))
+        except ValueError as exc:
+            errors.add(f"{where}/{i}", f"{_shown(item)}: {exc}")
+    return tuple(checked)
+
+
+class Decision(NamedTuple):
+    allowed: bool
+    reason: str | None  # None when allowed; else names the rule or the reason
+
+
+ALLOWED = Decision(True, None)
+
+
+def method_override(header_names: Iterable[str]) -> str | None:
+    """The first method-override header in ``header_names``, as sent, or None.
+
+    Public so that the proxy can answer it with 400 (DESIGN 11) before ``decide``.
+    "_" counts as "-": CGI-style servers read both alike.
+    """
+    for name in header_names:
+        if name.lower().replace("_", "-") in OVERRIDE_HEADERS:
+            return name
+    return None
+
+
+def _path_problem(path: str) -> str | None:
+    """Why a path is refused under any method rule, or None. Servers resolve dot
+    segments and "//" differently, so no rule can say what they reach."""
+    if not path.startswith("/"):
+        return f'the path {_shown(path)} does not start with "/"'
+    if not path.isprintable():
+        return f"the path {_shown(path)} contains control characters"
+    segments = path.split("/")[1:]
+    if any(segment in (".", "..") for segment in segments):
+        return f'the path {_shown(path)} has a "." or ".." segment'
+    if not all(segments[:-1]):
+        return f'the path {_shown(path)} has an empty segment ("//")'
+    return None
+
+
+def decide(policy: Policy | None, method: str, path: str, header_names: Iterable[str]) -> Decision:
+    """Whether the method and path rules let a request through: deny wins, and a
+    non-empty allow list is exclusive. ``path``: as the upstream will read it
+    (escapes of unreserved characters decoded), without the query."""
+    if policy is None or not policy.method_rules:
+        return ALLOWED
+    override = method_override(header_names)
+    if override is not None:
+        return Decision(False, f"the {override} header is refused under method rules")
+    if not _METHOD.fullmatch(method):
+        return Decision(False, f"the method {_shown(method)} is not an HTTP method name")
+    if method != method.upper():
+        return Decision(False, f'the method "{method}" is not upper case (RFC 9110)')
+    problem = _path_problem(path)
+    if problem is not None:
+        return Decision(False, problem)
+    for rule in policy.deny:
+        if rule.matches(method, path):
+            return Decision(False, f'denied by "{rule.text}"')
+    if policy.allow and not any(rule.matches(method, path) for rule in policy.allow):
+        shown = path if len(path) <= 200 else path[:200] + "..."
+        return Decision(False, f"no allow rule matches {method} {shown}")
+    return ALLOWED
+
+
+def model_allowed(policy: Policy | None, model: str | None) -> Decision:
+    """Whether ``model`` (None: the request names none) is in the policy's models."""
+    if policy is None or not policy.models or model is None:
+        return ALLOWED
+    if any(regex.fullmatch(model) for regex in policy._model_regexes):
+        return ALLOWED
+    return Decision(False, f"model {_shown(model)} is not in the allowed models")
+
+
+class ModelRead(NamedTuple):
+    model: str | None  # the model the body names, None if it names none
+    unreadable: str | None  # why the body cannot be read for it (fail closed), else None
+
+
+class _Unreadable(ValueError):
+    """A body that is JSON to some parsers and not to others."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # Parsers disagree on which of two equal keys wins: vaultd could check one
+    # model while the upstream runs the other.
+    found: dict[str, object] = {}
+    for key, item in pairs:
+        if key in found:
+            raise _Unreadable(f"the key {_shown(key, 40)} appears twice")
+        found[key] = item
+    return found
+
+
+def _no_constant(name: str) -> object:
+    raise _Unreadable(f"{name} is not JSON")
+
+
+def _json_type_problem(content_type: str | None) -> str | None:
+    media, *params = (content_type or "").split(";")
+    media = media.strip().lower()
+    subtype = media.removeprefix("application/")
+    if not (subtype == "json" or (subtype != media and subtype.endswith("+json") and subtype[:-5])):
+        return f"the body's type {_shown(media)} is not JSON"
+    for name, _, charset in (param.partition("=") for param in params):
+        # Another charset: the upstream might decode it otherwise than as UTF-8.
+        if name.strip().lower() == "charset" and charset.strip(' "').lower() != "utf-8":
+            return f"the body's charset {_shown(charset.strip())} is not UTF-8"
+    return None
+
+
+def model_from_body(
+    body: bytes, content_type: str | None, content_encoding: str | None
+) -> ModelRead:
+    """The top-level ``model`` of a JSON body. Whatever might be read one way here and
+    another upstream is ``unreadable``: fail closed. An empty body names none."""
+    if not body:
+        return ModelRead(None, None)
+    if content_encoding is not None and content_encoding.strip().lower() != "identity":
+        return ModelRead(None, f"the body has Content-Encoding {_shown(content_encoding, 40)}")
+    problem = _json_type_problem(content_type)
+    if problem is not None:
+        return ModelRead(None, problem)
+    try:
+        text = body.decode("utf-8")  # strict; a BOM then fails in json.loads
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        return ModelRead(None, "the body is not UTF-8")
+    except _Unreadable as exc:
+        return ModelRead(None, f"the body cannot be read: {exc}")
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and over-long integers.
+        return ModelRead(None, "the body is not JSON")
+    if not isinstance(value, dict):
+        return ModelRead(None, "the body is not a JSON object")
+    model = value.get("model")
+    if model is None and "model" not in value:
+        return ModelRead(None, None)
+    if not isinstance(model, str):
+        return ModelRead(None, 'the body\'s "model" is not a string')
+    return ModelRead(model, None)
+
+
+def model_from_path(path: str) -> str | None:
+    """The model of a Gemini path, ``.../models/{model}:{method}``, or None. With two
+    ":" the whole segment, so that no way of splitting it escapes the globs."""
+    segments = path.split("/")
+    if len(segments) < 3 or segments[-2].lower() != "models" or ":" not in segments[-1]:
+        return None
+    last = segments[-1]
+    return last.split(":")[0] if last.count(":") == 1 else last
