@@ -261,21 +261,25 @@ async def test_a_body_with_nan_limits_is_refused(rig: Rig) -> None:
 async def test_the_official_sdks_say_which_limit_was_reached(rig: Rig) -> None:
     token = rig.mint(limits={"max_requests": 1})
     base = str(rig.client.make_url("/proxy"))
-    oai = openai.OpenAI(base_url=base + "/openai/v1", api_key=token, max_retries=0)
-    claude = anthropic.Anthropic(base_url=base + "/anthropic", api_key=token, max_retries=0)
+    # Closed at the end: an SDK client left to the garbage collector leaves
+    # its pooled socket to a ResourceWarning in whichever test runs then.
+    with (
+        openai.OpenAI(base_url=base + "/openai/v1", api_key=token, max_retries=0) as oai,
+        anthropic.Anthropic(base_url=base + "/anthropic", api_key=token, max_retries=0) as claude,
+    ):
 
-    def chat() -> object:
-        return oai.chat.completions.create(model="gpt-test", messages=[])
+        def chat() -> object:
+            return oai.chat.completions.create(model="gpt-test", messages=[])
 
-    def message() -> object:
-        return claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=[])
+        def message() -> object:
+            return claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=[])
 
-    await asyncio.to_thread(chat)
-    with pytest.raises(openai.RateLimitError) as refused:
         await asyncio.to_thread(chat)
-    # The SDK's own message, not a bare "Error code: 429".
-    assert "session.max_requests is 1 and 1 is used" in str(refused.value)
-    with pytest.raises(anthropic.RateLimitError) as refused_too:
-        await asyncio.to_thread(message)
-    assert "session.max_requests" in str(refused_too.value)
+        with pytest.raises(openai.RateLimitError) as refused:
+            await asyncio.to_thread(chat)
+        # The SDK's own message, not a bare "Error code: 429".
+        assert "session.max_requests is 1 and 1 is used" in str(refused.value)
+        with pytest.raises(anthropic.RateLimitError) as refused_too:
+            await asyncio.to_thread(message)
+        assert "session.max_requests" in str(refused_too.value)
     assert len(rig.calls) == 1

@@ -205,18 +205,22 @@ async def test_an_unknown_model_is_counted_without_a_cost(rig: Rig) -> None:
 
 async def test_the_official_sdk_streams_as_if_vaultd_had_not_asked_for_usage(rig: Rig) -> None:
     base = str(rig.client.make_url("/proxy/openai/v1"))
-    sdk = openai.OpenAI(base_url=base, api_key=rig.token, max_retries=0)
+    with openai.OpenAI(base_url=base, api_key=rig.token, max_retries=0) as sdk:
 
-    def stream(**extra: Any) -> list[Any]:
-        chunks = sdk.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True, **extra
-        )
-        return list(chunks)
+        def stream(**extra: Any) -> list[Any]:
+            chunks = sdk.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                **extra,
+            )
+            return list(chunks)
 
-    plain = await asyncio.to_thread(stream)
+        plain = await asyncio.to_thread(stream)
+        asked = await asyncio.to_thread(stream, stream_options={"include_usage": True})
     assert "".join(c.choices[0].delta.content or "" for c in plain) == "Hello there!"
     # Not one chunk carries usage, and none is the usage-only one (no choices).
     assert all(c.usage is None and c.choices for c in plain)
-    assert (await rig.last_row())["output_tokens"] == COMPLETION_TOKENS
-    asked = await asyncio.to_thread(stream, stream_options={"include_usage": True})
+    rows = await rig.rig.audit()
+    assert [row["output_tokens"] for row in rows] == [COMPLETION_TOKENS] * 2
     assert asked[-1].choices == [] and asked[-1].usage.prompt_tokens == PROMPT_TOKENS

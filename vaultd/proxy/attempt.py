@@ -1,4 +1,4 @@
-"""What one proxied request has come to so far, and the audit row made of it.
+"""What one proxied request has come to so far, what is sent upstream, and its audit row.
 
 ``forward.Forwarder`` fills an ``Attempt`` in as the request passes each
 step; however the request ends (answered, refused, cancelled), its audit
@@ -8,8 +8,12 @@ row is made from it (``audit_row``).
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
 from vaultd.core.sessions import Session
 from vaultd.models import Credential
@@ -74,6 +78,18 @@ class Attempt:
         self.billing = Billing.UNSEEN
         # The model the request body names, where vaultd read it.
         self.request_model: str | None = None
+
+
+class Outgoing(NamedTuple):
+    """What ``admit`` decided to send upstream (a tuple: made for every request)."""
+
+    url: URL
+    headers: CIMultiDict[str]
+    body: AsyncIterator[bytes] | None
+    secret: Secret
+    # Who holds the request in flight, and where (proxy.inflight).
+    session_id: str
+    host: tuple[str | None, int | None]
 
 
 def without_secret(reading: Reading | None, secret: Secret | None) -> Reading | None:

@@ -18,12 +18,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
 from vaultd.config import Config
 from vaultd.core.limits import needs_metering
@@ -39,8 +36,8 @@ from vaultd.http.errors import MalformedRequest, MethodNotAllowed, PayloadTooLar
 from vaultd.models import Credential
 from vaultd.prices import PriceTable
 from vaultd.proxy.answer import CLIENT_CLOSED, STREAM_BROKEN, relay_answer
-from vaultd.proxy.attempt import Attempt, audit_row, without_secret
-from vaultd.proxy.cache import ProxyCache, Secret
+from vaultd.proxy.attempt import Attempt, Outgoing, audit_row, without_secret
+from vaultd.proxy.cache import ProxyCache
 from vaultd.proxy.charging import Answer, charge
 from vaultd.proxy.client import UpstreamClient
 from vaultd.proxy.counters import Counters
@@ -146,18 +143,6 @@ def _too_large(config: Config) -> PayloadTooLarge:
 
 def _stalled(config: Config) -> RequestBodyTimeout:
     return RequestBodyTimeout(f"no byte of the request body arrived for {config.body_timeout}s")
-
-
-class Outgoing(NamedTuple):
-    """What ``admit`` decided to send upstream (a tuple: made for every request)."""
-
-    url: URL
-    headers: CIMultiDict[str]
-    body: AsyncIterator[bytes] | None
-    secret: Secret
-    # Who holds the request in flight, and where (proxy.inflight).
-    session_id: str
-    host: tuple[str | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,7 @@ from vaultd.proxy.metering import add_stream_usage, responses_background
 from vaultd.services import Service
 
 if TYPE_CHECKING:
-    from vaultd.proxy.attempt import Attempt
-    from vaultd.proxy.forward import Outgoing
+    from vaultd.proxy.attempt import Attempt, Outgoing
 
 # The OpenAI endpoints that take stream_options (chat and legacy completions),
 # and the one whose background mode answers without usage.
