@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
+from vaultd.cli.limits import limits_text
 from vaultd.core.sessions import Used
 from vaultd.models import Credential, now
 from vaultd.units import format_ago
@@ -70,9 +71,7 @@ def describe(credential: Credential, used_today: Used | None = None) -> None:
         ("expires", expiry_text(credential, at)),
     ]
     if credential.limits:
-        rows.append(
-            ("limits", ", ".join(f"{k} {v:g}" for k, v in credential.limits.items()) + " (UTC day)")
-        )
+        rows.append(("limits", limits_text(credential.limits) + " (UTC day)"))
     if used_today is not None:
         rows.append(
             (

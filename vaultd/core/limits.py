@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from vaultd.core.sessions import Used
 from vaultd.models import Limits
+from vaultd.store import counts
 
 DAY = 86_400
 RPM_WINDOW = 60.0
@@ -21,11 +22,10 @@ RPM_WINDOW = 60.0
 # credential's: a request whose cost vaultd cannot see cannot be held to them
 # (403 unmeterable).
 METERED_LIMITS = ("max_tokens", "max_cost_usd", "max_tokens_per_day", "max_cost_usd_per_day")
-# Counts stop growing here: exact in a double and in SQLite's INTEGER, and
-# above every limit (models.LIMIT_MAX_COUNT), so a hostile upstream's huge
-# counts cannot overflow what the usage writer stores.
-COUNT_CEILING = 2**53 - 1
-COST_CEILING = 1e15
+# Counts stop growing at what a stored count can be (store.counts), so a
+# hostile upstream's huge counts cannot overflow what the usage writer stores.
+COUNT_CEILING = counts.MAX_COUNT
+COST_CEILING = counts.MAX_COST
 
 
 class Refusal(NamedTuple):

@@ -34,6 +34,7 @@ class Attempt:
         "forwarded",
         "injected",
         "meter",
+        "path",
         "reading",
         "received",
         "refusal",
@@ -54,6 +55,8 @@ class Attempt:
         self.service: Service | None = None
         self.credential: Credential | None = None
         self.rest = ""
+        # ``rest`` as the upstream reads it (decisions.upstream_path), once admitted.
+        self.path = ""
         self.status = 500
         # A list, so that the body generator (``_limited``) can count into it.
         self.sent = [0]

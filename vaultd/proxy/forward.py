@@ -221,7 +221,8 @@ class Forwarder:
         length = request.content_length
         if length is not None and length > config.max_request_body:
             raise _too_large(config)
-        attempt.billing = billing(service.usage, request.method, upstream_path(attempt.rest))
+        attempt.path = upstream_path(attempt.rest)
+        attempt.billing = billing(service.usage, request.method, attempt.path)
         attempt.budget = needs_metering(session.limits, credential.limits)
         if attempt.budget and attempt.billing is Billing.UNSEEN:
             raise Unmeterable(
@@ -260,7 +261,7 @@ class Forwarder:
                         status=upstream.status,
                         content_type=upstream.headers.get("Content-Type"),
                         strip_usage_chunk=attempt.injected,
-                        model_hint=model_hint(service, attempt.rest),
+                        model_hint=model_hint(service, attempt.path),
                     )
                 response, attempt.received, attempt.status = await relay_answer(
                     request, request_id, upstream, outgoing.secret.patterns, attempt.meter

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from vaultd.config import Config
-from vaultd.proxy.decisions import upstream_path
 from vaultd.proxy.errors import Unmeterable
 from vaultd.proxy.metering import add_stream_usage, responses_background
 from vaultd.services import Service
@@ -37,12 +36,12 @@ _RESPONSES_PATH = "/responses"
 _GEMINI_MODEL = re.compile(r"/models/([^/:]{1,200}):")
 
 
-def _inspection(method: str, service: Service, rest: str, budget: bool) -> str | None:
+def _inspection(method: str, service: Service, path: str, budget: bool) -> str | None:
     """What to read the body for: "stream" (add include_usage), "background"
-    (a budget must refuse a background response), or nothing."""
+    (a budget must refuse a background response), or nothing. ``path``: as the
+    upstream reads it (decisions.upstream_path)."""
     if service.usage != "openai" or method != "POST":
         return None
-    path = upstream_path(rest)
     if path.endswith(_STREAM_USAGE_PATHS):
         return "stream"
     if budget and path.endswith(_RESPONSES_PATH):
@@ -50,11 +49,11 @@ def _inspection(method: str, service: Service, rest: str, budget: bool) -> str |
     return None
 
 
-def model_hint(service: Service, rest: str) -> str | None:
-    """The model a request names in its path (Gemini), for answers that do not say."""
+def model_hint(service: Service, path: str) -> str | None:
+    """The model a request names in its ``path`` (Gemini), for answers that do not say."""
     if service.usage != "gemini":
         return None
-    match = _GEMINI_MODEL.search(upstream_path(rest))
+    match = _GEMINI_MODEL.search(path)
     return match.group(1) if match else None
 
 
@@ -65,7 +64,7 @@ async def with_stream_usage(
     service = attempt.service
     assert service is not None  # admitted
     budget = attempt.budget
-    what = _inspection(request.method, service, attempt.rest, budget)
+    what = _inspection(request.method, service, attempt.path, budget)
     if outgoing.body is None or what is None:
         return outgoing
     bound = config.max_inspect_body

@@ -19,7 +19,9 @@ Counts = tuple[int, int, float]  # requests, tokens, cost in US dollars
 KEEP_DAYS = 400
 # The most request times read back for one session's rpm window.
 MAX_RECENT = 100_000
-# What a stored count can be (core.limits' ceilings, which the counters keep to).
+# What a stored count can be, and where the live counters stop (core.limits):
+# exact in a double and in SQLite's INTEGER, and above every limit
+# (models.LIMIT_MAX_COUNT, LIMIT_MAX_USD).
 MAX_COUNT = 2**53 - 1
 MAX_COST = 1e15
 
