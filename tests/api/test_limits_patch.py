@@ -141,9 +141,9 @@ async def test_every_bad_limit_is_named_at_once(
 
 @pytest.mark.parametrize(
     ("body", "pointer"),
-    [({"name": "renamed"}, "/name"), ({"policy": {}}, "/policy"), ({"used": None}, "/used")],
+    [({"name": "renamed"}, "/name"), ({"status": "active"}, "/status"), ({"used": None}, "/used")],
 )
-async def test_session_patch_takes_only_limits(
+async def test_session_patch_takes_only_limits_and_policy(
     api_client: TestClient[Any, Any], mint: Mint, session: Target, body: object, pointer: str
 ) -> None:
     response = await api_client.patch(session.url, json=body, headers=bearer(mint("admin")))

@@ -26,6 +26,7 @@ SESSION_SHAPE = {
     "expires_at",
     "limits",
     "used",
+    "policy",
 }
 
 

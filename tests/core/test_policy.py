@@ -63,7 +63,7 @@ def pointers(value: object) -> list[str]:
         ),
         ("GET /v1/models/", {"GET"}, "/v1/models/", "GET /v1/models/"),
         ("GET /", {"GET"}, "/", "GET /"),
-        ("DELETE /a/%2F/x:y@z;b=c", {"DELETE"}, "/a/%2F/x:y@z;b=c", "DELETE /a/%2F/x:y@z;b=c"),
+        ("DELETE /a/%3A/x:y@z;b=c", {"DELETE"}, "/a/%3A/x:y@z;b=c", "DELETE /a/%3A/x:y@z;b=c"),
     ],
 )
 def test_a_rule_is_parsed_and_normalised(
@@ -109,6 +109,13 @@ def test_the_normal_text_keeps_the_methods_in_the_order_written() -> None:
         ("GET /a%zz", "percent-escape"),
         ("GET /chat/completion%73", "write 's', not '%73'"),
         ("GET /%2e%2e/x", "write '.', not '%2e'"),
+        ("GET /a/%2F/b", "encoded slashes"),
+        ("GET /a%2fb", "encoded slashes"),
+        ("GET /a%5Cb", "encoded slashes"),
+        ("GET /a%0Ab", "control characters"),
+        ("GET /a%C2%85b", "control characters"),
+        ("GET /a%C3", "must encode UTF-8"),
+        ("GET /a%FF%FE", "must encode UTF-8"),
         ("GET /a/./b", '"." and ".."'),
         ("GET /a/..", '"." and ".."'),
         ("GET /a//b", "empty segments"),
@@ -205,8 +212,18 @@ def test_rules_compare_and_hash_by_what_they_say() -> None:
         ("/v1/a+b", "/v1/a+b", True),
         ("/v1/$x", "/v1/$x", True),
         ("/v1/~a", "/v1/~a", True),
-        ("/v1/%2F", "/v1/%2F", True),
-        ("/v1/*", "/v1/%2F", True),
+        # Matched against the decoded path; a rule's escapes stand for their characters.
+        ("/v1/a%3Ab", "/v1/a:b", True),
+        ("/v1/a:b", "/v1/a:b", True),
+        ("/v1/a%3ab", "/v1/a:b", True),
+        ("/v1/%2A", "/v1/*", True),
+        ("/v1/%2A", "/v1/x", False),
+        ("/v1/%2A*", "/v1/*x", True),
+        ("/v1/%2A*", "/v1/x*", False),
+        ("/v1/caf%C3%A9", "/v1/caf\u00e9", True),
+        ("/v1/a%20b", "/v1/a b", True),
+        ("/v1/%25", "/v1/%", True),
+        ("/v1/*", "/v1/a:b c", True),
     ],
 )
 def test_glob_matching(glob: str, path: str, expected: bool) -> None:

@@ -84,7 +84,8 @@ _PROXY_RESPONSES: Doc = {
     "403": {
         "description": "a bad Host or Origin, a token without the proxy scope or the service,"
         " or (type slug unmeterable) a token or cost limit of the session or its credential"
-        " and a request whose cost vaultd cannot count",
+        " and a request whose cost vaultd cannot count, or (type slug policy-denied) a request"
+        " the session's policy refuses: its method and path, its model, its credential",
         "content": {"application/problem+json": {"schema": ref("Problem")}},
     },
     "429": {
@@ -185,7 +186,7 @@ PATHS: Doc = {
         "parameters": [_ID_PARAM],
         "patch": _operation(
             "updateSession",
-            "Set or clear a session's limits (its use so far stays)",
+            "Set or clear a session's limits and policy (its use so far stays)",
             "admin",
             {"200": _json(ref("Session"), "updated")},
             (400, 404, 413, 415, 422),

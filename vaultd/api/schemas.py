@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vaultd.core.policy import MAX_MODEL_CHARS, MAX_MODELS, MAX_RULE_CHARS, MAX_RULES
 from vaultd.core.sessions import SCOPES
 from vaultd.models import (
     CREDENTIAL_LIMITS,
@@ -57,6 +58,12 @@ _TTL = {
     ]
 }
 _SESSION_LIMITS = ref("SessionLimits")
+_POLICY = ref("Policy")
+_RULES = {
+    "type": ["array", "null"],
+    "maxItems": MAX_RULES,
+    "items": {"type": "string", "minLength": 1, "maxLength": MAX_RULE_CHARS},
+}
 _CREDENTIAL_LIMITS = ref("CredentialLimits")
 
 SCHEMAS: Doc = {
@@ -120,6 +127,31 @@ SCHEMAS: Doc = {
             "expires_at": _NULL_INT,
             "limits": _SESSION_LIMITS,
             "used": ref("Used"),
+            "policy": _POLICY,
+        },
+    },
+    "Policy": {
+        "type": ["object", "null"],
+        "description": "what the token may do (DESIGN 11); null when nothing beyond its"
+        " scopes and services constrains it",
+        "additionalProperties": False,
+        "properties": {
+            "allow": {
+                **_RULES,
+                "description": 'rules "METHODS PATH" (PATH a glob: * in a segment, ** across);'
+                " when not empty, a request must match one",
+            },
+            "deny": {**_RULES, "description": "rules as in allow; one that matches refuses"},
+            "models": {
+                "type": ["array", "null"],
+                "maxItems": MAX_MODELS,
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_CHARS},
+                "description": "globs; a request that names a model must name one of these",
+            },
+            "credential": {
+                "type": ["string", "null"],
+                "description": "the one credential name the session may use per service",
+            },
         },
     },
     "SessionLimits": _limits(
@@ -143,6 +175,7 @@ SCHEMAS: Doc = {
             "services": {"type": "array", "items": {"type": "string"}},
             "ttl": _TTL,
             "limits": _SESSION_LIMITS,
+            "policy": _POLICY,
         },
     },
     "SessionUpdate": {
@@ -150,6 +183,7 @@ SCHEMAS: Doc = {
         "additionalProperties": False,
         "properties": {
             "limits": {**_SESSION_LIMITS, "description": "replaced wholesale; null clears"},
+            "policy": {**_POLICY, "description": "replaced wholesale; null clears"},
         },
     },
     "SessionCreated": {

@@ -9,9 +9,11 @@ from aiohttp import web
 from vaultd import units
 from vaultd.api.auth import authenticate, requires
 from vaultd.config import Config
+from vaultd.core.policy import check_policy
 from vaultd.core.sessions import (
     ALL_SERVICES,
     DEFAULT_SCOPES,
+    KEEP,
     Session,
     check_scopes,
     check_services,
@@ -24,8 +26,8 @@ from vaultd.models import UUID_RE, check_name
 
 routes = web.RouteTableDef()
 
-CREATE_FIELDS = ("name", "scopes", "services", "ttl", "limits")
-PATCH_FIELDS = ("limits",)
+CREATE_FIELDS = ("name", "scopes", "services", "ttl", "limits", "policy")
+PATCH_FIELDS = ("limits", "policy")
 
 
 def session_json(request: web.Request, session: Session) -> dict[str, object]:
@@ -63,6 +65,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         "services": body.get("services", [ALL_SERVICES]),
         "ttl": body.get("ttl", config.default_ttl),
         "limits": body.get("limits"),
+        "policy": body.get("policy"),
     }
     # Every field is checked before anything is written, so one response
     # lists every mistake; the store checks the same again when it inserts.
@@ -72,6 +75,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         "services": lambda v: check_services(v, config.services),
         "ttl": lambda v: parse_ttl(v, config),
         "limits": check_session_limits,
+        "policy": check_policy,
     }
     errors = ErrorList()
     checked = {key: errors.check(check, values[key]) for key, check in checks.items()}
@@ -84,6 +88,7 @@ async def create_session(request: web.Request) -> web.StreamResponse:
         ttl=ttl if isinstance(ttl, int) else None,
         known_services=config.services,
         limits=values["limits"],
+        policy=values["policy"],
     )
     # The token exists in this response and nowhere else, ever.
     return web.json_response(
@@ -104,12 +109,14 @@ def _session_id(request: web.Request) -> str:
 @routes.patch("/api/sessions/{id}")
 @requires("admin")
 async def update_session(request: web.Request) -> web.StreamResponse:
-    """Change a session's limits (replaced wholesale; null clears them). Its use so far stays."""
+    """Change a session's limits and policy (each replaced wholesale; null clears
+    it). Its use so far stays; the proxy applies the change to the next request."""
     session_id = _session_id(request)
     body = await read_object(request, allowed=PATCH_FIELDS)
-    sessions = request.app[VAULT].sessions
-    session = sessions.set_limits(session_id, body["limits"]) if "limits" in body else None
-    return web.json_response(session_json(request, session or sessions.get(session_id)))
+    session = request.app[VAULT].sessions.update(
+        session_id, limits=body.get("limits", KEEP), policy=body.get("policy", KEEP)
+    )
+    return web.json_response(session_json(request, session))
 
 
 @routes.delete("/api/sessions/{id}")

@@ -11,6 +11,14 @@ allow ``get``; under any rule a method not upper case is refused outright, so
 matches ``/v1/``), a whole ``**`` segment is zero or more segments (``/v1/**``
 matches ``/v1``, ``/v1/`` and ``/v1/a/b``; ``/**`` every path), all else is
 literal, a trailing "/" too: ``/v1/models`` does not match ``/v1/models/``.
+
+Rules are matched against the path as the upstream reads it: every
+percent-escape decoded (``/v1/chat/completion%73`` is ``/v1/chat/completions``,
+``%3A`` is ``:``). The proxy refuses, before this, the escapes that would make
+decoding change the path's shape (``%2F``, dot segments, double encoding), and
+under a policy forwards the path it matched, written out anew (``decisions``).
+In a rule, an escape stands for the character it encodes (``%2A`` is a literal
+``*``), so a rule can name what a path may hold.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
+from urllib.parse import unquote
 
 from vaultd.errors import ErrorList, FieldError, ValidationError, json_pointer
 from vaultd.models import check_name
@@ -50,17 +59,27 @@ _SEGMENT_END = r"(?=/|\Z)"
 _ANY_SEGMENTS = "(?:/[^/]*)*"
 
 
-def _stars(glob: str, any_char: str) -> str:
-    """A glob whose only special is ``*`` (a run of ``any_char``) as a regex for fullmatch.
+def _literal(chunk: str) -> str:
+    return re.escape(chunk)
+
+
+def _decoded(chunk: str) -> str:
+    # Checked by ``_check_glob``: every escape is UTF-8, none a slash.
+    return re.escape(unquote(chunk, errors="strict"))
+
+
+def _stars(glob: str, any_char: str, literal: Callable[[str], str] = _literal) -> str:
+    """A glob whose only special is ``*`` (a run of ``any_char``) as a regex for fullmatch;
+    the chunks between stars as ``literal`` writes them.
 
     Middle chunks are found leftmost-first, atomically: the earliest place never
     loses a match, and ``*a*a*a*...*b`` over "aaa..." would backtrack exponentially."""
     first, *rest = glob.split("*")
     if not rest:
-        return re.escape(first)
+        return literal(first)
     *middle, last = rest
-    atomic = "".join(f"(?>{any_char}*?{re.escape(chunk)})" for chunk in middle if chunk)
-    return f"{re.escape(first)}{atomic}{any_char}*{re.escape(last)}"
+    atomic = "".join(f"(?>{any_char}*?{literal(chunk)})" for chunk in middle if chunk)
+    return f"{literal(first)}{atomic}{any_char}*{literal(last)}"
 
 
 def _path_regex(glob: str) -> re.Pattern[str]:
@@ -73,7 +92,7 @@ def _path_regex(glob: str) -> re.Pattern[str]:
         if segment == "**":
             blocks.append("")
         else:
-            blocks[-1] += "/" + _stars(segment, "[^/]") + _SEGMENT_END
+            blocks[-1] += "/" + _stars(segment, "[^/]", _decoded) + _SEGMENT_END
     pattern = blocks[0]
     for block in blocks[1:-1]:
         if block:  # "/**/**" is "/**"
@@ -152,8 +171,16 @@ def _check_glob(path: str) -> None:
             raise ValueError('"%" must start a percent-escape of two hex digits')
         char = chr(int(escape.group(1), 16))
         if char in _UNRESERVED:
-            # Such escapes are decoded before matching, so this could never match.
+            # Said plainly: the same rule, written as people read it.
             raise ValueError(f"write {char!r}, not {escape.group(0)!r}: such escapes are decoded")
+        if char in "/\\":
+            raise ValueError("encoded slashes are refused in requests, so never match")
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError("percent-escapes must encode UTF-8 (as %C3%A9 does)") from None
+    if not decoded.isprintable():
+        raise ValueError("escaped control characters are refused in requests, so never match")
     segments = path.split("/")[1:]
     for i, segment in enumerate(segments):
         if "***" in segment:
@@ -289,7 +316,7 @@ def _path_problem(path: str) -> str | None:
 def decide(policy: Policy | None, method: str, path: str, header_names: Iterable[str]) -> Decision:
     """Whether the method and path rules let a request through: deny wins, and a
     non-empty allow list is exclusive. ``path``: as the upstream will read it
-    (escapes of unreserved characters decoded), without the query."""
+    (every escape decoded: ``decisions.policy_path``), without the query."""
     if policy is None or not policy.method_rules:
         return ALLOWED
     override = method_override(header_names)

@@ -14,7 +14,15 @@ from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
-from vaultd.errors import ErrorList, FieldError, NotFound, Unauthorized, ValidationError
+from vaultd.core.policy import Policy, check_policy
+from vaultd.errors import (
+    ErrorList,
+    FieldError,
+    NotFound,
+    StorageError,
+    Unauthorized,
+    ValidationError,
+)
 from vaultd.models import (
     SESSION_LIMITS,
     Limits,
@@ -57,6 +65,30 @@ def check_session_limits(value: object, pointer: str = "/limits") -> Limits | No
     return check_limits(value, SESSION_LIMITS, pointer)
 
 
+def stored_policy(row: Mapping[str, Any]) -> Policy | None:
+    """The ``policy`` column of a row read back from the (possibly edited) file.
+
+    A damaged policy is an error, never "no policy": read as none, it would
+    let the token do everything its policy forbids.
+    """
+    if row["policy"] is None:
+        return None
+    try:
+        policy = check_policy(stored_json(row, "policy", dict))
+    except ValidationError:
+        policy = None
+    if policy is None:
+        raise StorageError(
+            f"the database row {str(row['id'])[:40]!r} is damaged: its policy is not "
+            "valid; revoke the session or restore a backup"
+        )
+    return policy
+
+
+# What ``update`` leaves as it is.
+KEEP: Any = object()
+
+
 @dataclass(frozen=True)
 class Session:
     id: str
@@ -72,6 +104,8 @@ class Session:
     # Use so far, as last written (the daemon holds newer counts in memory:
     # proxy.counters).
     used: Used = field(default_factory=lambda: Used(0, 0, 0.0))
+    # What the token may do (DESIGN 11); None: what its scopes and services allow.
+    policy: Policy | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Session:
@@ -89,6 +123,7 @@ class Session:
             used=Used(
                 *counts.checked((row["used_requests"], row["used_tokens"], row["used_cost_usd"]))
             ),
+            policy=stored_policy(row),
         )
 
     def status(self, at: int | None = None) -> str:
@@ -118,6 +153,7 @@ class Session:
             "expires_at": self.expires_at,
             "limits": None if self.limits is None else dict(self.limits),
             "used": self.used.to_json(),
+            "policy": None if self.policy is None else self.policy.to_json(),
         }
 
 
@@ -152,12 +188,16 @@ def check_services(
 
 _COLUMNS = (
     "id, name, key_prefix, scopes, services, created_at, last_used_at, expires_at, revoked_at,"
-    " limits, used_requests, used_tokens, used_cost_usd"
+    " limits, used_requests, used_tokens, used_cost_usd, policy"
 )
 
 
 def _limits_column(limits: Limits | None) -> str | None:
     return None if limits is None else json.dumps(limits, sort_keys=True)
+
+
+def _policy_column(policy: Policy | None) -> str | None:
+    return None if policy is None else json.dumps(policy.to_json())
 
 
 class SessionStore:
@@ -178,6 +218,7 @@ class SessionStore:
         ttl: int | None,
         known_services: Iterable[str],
         limits: object = None,
+        policy: object = None,
     ) -> tuple[Session, str]:
         """A new session and its token; the token is not kept anywhere after this."""
         errors = ErrorList()
@@ -186,6 +227,7 @@ class SessionStore:
             "scopes": errors.check(check_scopes, scopes),
             "services": errors.check(check_services, services, known_services),
             "limits": errors.check(check_session_limits, limits),
+            "policy": errors.check(check_policy, policy),
         }
         errors.raise_if_any()
         token = new_token()
@@ -194,8 +236,8 @@ class SessionStore:
         with write_transaction(self.db) as conn:
             conn.execute(
                 "INSERT INTO sessions (id, name, key_prefix, token_hash, scopes, services,"
-                " created_at, last_used_at, expires_at, revoked_at, limits)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?)",
+                " created_at, last_used_at, expires_at, revoked_at, limits, policy)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?)",
                 [
                     session_id,
                     checked["name"],
@@ -206,6 +248,7 @@ class SessionStore:
                     stamp,
                     None if ttl is None else stamp + ttl,
                     _limits_column(checked["limits"]),
+                    _policy_column(checked["policy"]),
                 ],
             )
         return self.get(session_id), token
@@ -245,12 +288,26 @@ class SessionStore:
 
     def set_limits(self, session_id: str, limits: object) -> Session:
         """Replace the session's limits (``None`` clears them); its use so far stays."""
-        checked = check_session_limits(limits)
+        return self.update(session_id, limits=limits)
+
+    def update(self, session_id: str, *, limits: object = KEEP, policy: object = KEEP) -> Session:
+        """Replace the session's limits and/or policy (``None`` clears one; ``KEEP``
+        leaves it), both checked first and written in one transaction."""
+        errors = ErrorList()
+        columns: dict[str, str | None] = {}
+        if limits is not KEEP:
+            columns["limits"] = _limits_column(errors.check(check_session_limits, limits))
+        if policy is not KEEP:
+            columns["policy"] = _policy_column(errors.check(check_policy, policy))
+        errors.raise_if_any()
         with write_transaction(self.db) as conn:
             self.get(session_id)
-            conn.execute(
-                "UPDATE sessions SET limits = ? WHERE id = ?", [_limits_column(checked), session_id]
-            )
+            for column, value in columns.items():
+                # ``column`` is one of the two names above; values are bound.
+                conn.execute(
+                    f"UPDATE sessions SET {column} = ? WHERE id = ?",  # noqa: S608
+                    [value, session_id],
+                )
         return self.get(session_id)
 
     def resolve(self, ref: str) -> Session:

@@ -169,7 +169,24 @@ def upstream_path(rest: str) -> str:
     or a control character before any of it is sent, so decoding here cannot
     make one path look like another.
     """
-    return ("/" + unquote(rest)).rstrip("/")
+    return policy_path(rest).rstrip("/")
+
+
+def policy_path(rest: str) -> str:
+    """The path a request policy matches (DESIGN 11): ``/`` + the tail, every escape
+    decoded, a trailing slash kept. ``rest`` must have passed ``checked_tail``."""
+    return "/" + unquote(rest)
+
+
+# RFC 3986 "pchar" less the escape sign: what a path segment may hold as it is.
+# (``quote`` keeps letters, digits and "_.-~" too.)
+_PATH_SAFE = "/!$&'()*+,;=:@"
+
+
+def canonical_tail(path: str) -> str:
+    """``path`` (as ``policy_path`` gives it) written out again for the upstream: what a
+    policy matched is exactly what is sent, however the client escaped it."""
+    return quote(path[1:], safe=_PATH_SAFE)
 
 
 @functools.lru_cache(maxsize=256)

@@ -101,3 +101,18 @@ class Unmeterable(Forbidden):
 
     slug = "unmeterable"
     title = "Request cannot be metered"
+
+
+class PolicyDenied(Forbidden):
+    """The session's policy (DESIGN 11) refuses the request: nothing went upstream."""
+
+    slug = "policy-denied"
+    title = "Denied by the session's policy"
+
+
+class MethodOverrideRefused(VaultdError):
+    """A method-override header under a policy's method rules (DESIGN 11: 400)."""
+
+    status = 400
+    slug = "method-override-refused"
+    title = "Method override refused"

@@ -1,14 +1,16 @@
 """One proxied request, in the contract's order (DESIGN 6).
 
 ``Forwarder.admit`` refuses what is not allowed before any byte goes
-upstream: the method, the path, the token, the service, the credential, the
-body's declared size, and last the limits (DESIGN 10), which count the
-request in; it returns what to send (``decisions`` chose the URL and
-headers). ``Forwarder.serve`` then sends it through the upstream client
-(``streamusage`` may first ask an OpenAI stream for its usage), relays the
-answer (``answer``) through a meter, and records the use behind: the audit
-row, with the tokens and cost, also for a refusal after the token was
-checked, and the counters the limits are checked against.
+upstream: the method, the path, the token, the service, the session's
+policy (DESIGN 11: method, path, a model in the path), the credential, the
+body's declared size; it returns what to send (``decisions`` chose the URL
+and headers). Where a decision needs the body (the policy's models, an
+OpenAI stream's usage), ``inspection`` reads it next. Last the limits
+(DESIGN 10) count the request in. ``Forwarder.serve`` then sends it through
+the upstream client, relays the answer (``answer``) through a meter, and
+records the use behind: the audit row, with the tokens and cost, also for a
+refusal after the token was checked, and the counters the limits are
+checked against.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp import web
 
 from vaultd.config import Config
 from vaultd.core.limits import needs_metering
+from vaultd.core.policy import Policy
 from vaultd.core.sessions import Session
 from vaultd.errors import (
     Forbidden,
@@ -59,8 +62,10 @@ from vaultd.proxy.errors import (
     UpstreamUnreachable,
 )
 from vaultd.proxy.inflight import InFlight
+from vaultd.proxy.inspection import inspected, needs_body
 from vaultd.proxy.metering import Billing, Meter, billing
-from vaultd.proxy.streamusage import model_hint, with_stream_usage
+from vaultd.proxy.policy import credential_chosen, credential_name, route
+from vaultd.proxy.streamusage import model_hint
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.services import Service
 
@@ -76,21 +81,30 @@ ALLOWED_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 MAX_SELECTOR = 300
 
 
-def pick_credential(cache: ProxyCache, service: Service, wanted: str | None) -> Credential:
-    """``X-Vaultd-Credential`` (name or id, of this service) or the service's default."""
+def pick_credential(
+    cache: ProxyCache, service: Service, wanted: str | None, policy: Policy | None = None
+) -> Credential:
+    """``X-Vaultd-Credential`` (name or id, of this service) or the service's default;
+    under a policy's ``credential``, that one only."""
     if wanted is not None and len(wanted) > MAX_SELECTOR:
         raise MalformedRequest(
             f"{CREDENTIAL_HEADER} must be a credential name or id "
             f"(at most {MAX_SELECTOR} characters)"
         )
-    credential = cache.credential(service.name, wanted)
+    name = credential_name(policy, service.name, wanted)
+    credential = cache.credential(service.name, name)
     if credential is None:
-        if wanted is None:
+        if name is None:
             raise NoCredential(
                 f"no default credential for {service.name}; add one with: "
                 f"vaultd add {service.name} NAME (or choose one with vaultd default)"
             )
-        raise NoCredential(f"{service.name} has no credential {wanted!r}")
+        if policy is not None and name == policy.credential:
+            raise NoCredential(
+                f"{service.name} has no credential {name!r}, the one this session may use"
+            )
+        raise NoCredential(f"{service.name} has no credential {name!r}")
+    credential_chosen(policy, credential.name)
     if credential.expired():
         raise NoCredential(f"credential {service.name}/{credential.name} has expired")
     return credential
@@ -170,6 +184,16 @@ class Forwarder:
         attempt = Attempt()
         try:
             outgoing = self.admit(request, attempt)
+            if needs_body(request, outgoing, attempt) is not None:
+                outgoing = await inspected(request, outgoing, attempt, self.config)
+            # Last: every other refusal leaves the counters as they were.
+            assert attempt.session is not None
+            assert attempt.credential is not None
+            attempt.ticket = self.counters.admit(
+                attempt.session,
+                attempt.credential,
+                in_flight=self.inflight.count(outgoing.session_id),
+            )
             try:
                 await self.inflight.enter(outgoing.session_id, outgoing.host)
             except BaseException:
@@ -213,9 +237,17 @@ class Forwarder:
         if service is None:
             raise NotFound(f"there is no service {service_name!r}; see GET /api/services")
         authorise(session, service)
-        url = upstream_url(service, attempt.rest, request.rel_url.raw_query_string)
+        raw_query = request.rel_url.raw_query_string
+        url = upstream_url(service, attempt.rest, raw_query)  # checks the path
+        policy = session.policy
+        if policy is not None:
+            checked = route(policy, request.method, attempt.rest, request.headers.keys())
+            attempt.model_in_path = checked.model_in_path
+            if checked.rest != attempt.rest:
+                attempt.rest = checked.rest
+                url = upstream_url(service, checked.rest, raw_query)
         credential = attempt.credential = pick_credential(
-            cache, service, request.headers.get(CREDENTIAL_HEADER)
+            cache, service, request.headers.get(CREDENTIAL_HEADER), policy
         )
         secret = cache.secret(credential, service)
         length = request.content_length
@@ -231,10 +263,6 @@ class Forwarder:
                 f"{service.usage!r}; under a budget it forwards only requests whose "
                 "answers report their usage, and those that cost nothing)"
             )
-        # Last: every other refusal leaves the counters as they were.
-        attempt.ticket = self.counters.admit(
-            session, credential, in_flight=self.inflight.count(session.id)
-        )
         attempt.secret = secret
         return Outgoing(
             with_query_secret(url, service, secret.value),
@@ -251,7 +279,6 @@ class Forwarder:
         try:
             service = attempt.service
             assert service is not None  # admitted
-            outgoing = await with_stream_usage(request, outgoing, attempt, self.config)
             upstream = await self._open(request.method, outgoing, attempt)
             async with upstream:
                 attempt.upstream_status = upstream.status

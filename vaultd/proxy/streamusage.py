@@ -3,9 +3,9 @@
 A streamed chat completion reports the tokens it used only when its request
 says ``stream_options.include_usage``; without it the answer cannot be
 metered. So for metered services vaultd reads such a request's body (up to
-``[policy] max_inspect_body``) and adds the option where the client did not
-(``metering.request``); the meter then removes what the option adds to the
-answer, and the client sees the stream it asked for.
+``[policy] max_inspect_body``, by ``inspection``) and adds the option where
+the client did not (``metering.request``); the meter then removes what the
+option adds to the answer, and the client sees the stream it asked for.
 
 A body that cannot be read for this is forwarded untouched and counted
 unmetered, except under a token or cost budget, which an unmetered answer
@@ -17,8 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
-
-from aiohttp import web
 
 from vaultd.config import Config
 from vaultd.proxy.errors import Unmeterable
@@ -36,7 +34,7 @@ _RESPONSES_PATH = "/responses"
 _GEMINI_MODEL = re.compile(r"/models/([^/:]{1,200}):")
 
 
-def _inspection(method: str, service: Service, path: str, budget: bool) -> str | None:
+def inspection(method: str, service: Service, path: str, budget: bool) -> str | None:
     """What to read the body for: "stream" (add include_usage), "background"
     (a budget must refuse a background response), or nothing. ``path``: as the
     upstream reads it (decisions.upstream_path)."""
@@ -57,30 +55,18 @@ def model_hint(service: Service, path: str) -> str | None:
     return match.group(1) if match else None
 
 
-async def with_stream_usage(
-    request: web.Request, outgoing: Outgoing, attempt: Attempt, config: Config
+def with_stream_usage(
+    what: str, body: bytes | None, outgoing: Outgoing, attempt: Attempt, config: Config
 ) -> Outgoing:
-    """``outgoing``, its body asking for the stream's usage where it did not."""
-    service = attempt.service
-    assert service is not None  # admitted
+    """``outgoing``, its body asking for the stream's usage where it did not.
+
+    ``what`` is ``inspection``'s answer; ``body`` the whole request body, or
+    None when it is larger than ``[policy] max_inspect_body`` (``outgoing``
+    then still sends all of it).
+    """
     budget = attempt.budget
-    what = _inspection(request.method, service, attempt.path, budget)
-    if outgoing.body is None or what is None:
-        return outgoing
-    bound = config.max_inspect_body
-    length = request.content_length
-    if length is not None and length > bound:
-        return _uninspected(outgoing, budget, bound)
-    head: list[bytes] = []
-    size = 0
-    async for chunk in outgoing.body:
-        head.append(chunk)
-        size += len(chunk)
-        if size > bound:
-            break
-    body = b"".join(head)
-    if size > bound:
-        return _uninspected(outgoing._replace(body=_then(body, outgoing.body)), budget, bound)
+    if body is None:
+        return _uninspected(outgoing, budget, config.max_inspect_body)
     if what == "background":
         if responses_background(body):
             raise Unmeterable(
@@ -89,9 +75,9 @@ async def with_stream_usage(
             )
     else:
         body = _asked_for_usage(body, attempt, config)
-    # The body is whole now: its length is known, whatever the client sent.
+    # The body is whole: its length is known, whatever the client sent.
     outgoing.headers["Content-Length"] = str(len(body))
-    return outgoing._replace(body=_then(body, None))
+    return outgoing._replace(body=then(body, None))
 
 
 _BUDGET = "this session or its credential has a token or cost limit"
@@ -133,7 +119,8 @@ def _uninspected(outgoing: Outgoing, budget: bool, bound: int) -> Outgoing:
     return outgoing
 
 
-async def _then(first: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+async def then(first: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    """``first``, then what ``rest`` still has: a body read in part, sent whole."""
     if first:
         yield first
     if rest is not None:

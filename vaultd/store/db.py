@@ -127,6 +127,12 @@ def _m0003_metering(db: Database) -> None:
     )
 
 
+@migrations(name="0004_policy")
+def _m0004_policy(db: Database) -> None:
+    """A session's request policy (DESIGN 11): the JSON its API shows, NULL for none."""
+    db.execute("ALTER TABLE sessions ADD COLUMN policy TEXT")
+
+
 def latest_migration() -> str:
     return migrations._migrations[-1].name
 

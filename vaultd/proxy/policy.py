@@ -1,0 +1,102 @@
+"""The session's request policy (DESIGN 11), applied to a proxied request.
+
+``core.policy`` decides; this applies its decisions to what the proxy holds,
+before any byte goes upstream: the method and path rules and a model named
+in the path (``route``), the one credential the session may use
+(``credential_name``), and the model a body names (``body_model``, once
+``inspection`` has read the body). Each refusal is a ``PolicyDenied`` (403)
+whose detail names the rule or the reason, or a ``MethodOverrideRefused``
+(400) for a method-override header under method rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from vaultd.core.policy import (
+    Policy,
+    decide,
+    method_override,
+    model_allowed,
+    model_from_body,
+    model_from_path,
+)
+from vaultd.proxy.decisions import canonical_tail, policy_path
+from vaultd.proxy.errors import MethodOverrideRefused, PolicyDenied
+
+
+class Route(NamedTuple):
+    """What ``route`` let through: the tail to forward, and whether its path names the model."""
+
+    rest: str
+    model_in_path: bool
+
+
+def route(policy: Policy, method: str, rest: str, header_names: Iterable[str]) -> Route:
+    """The method, path and path-model checks; ``rest`` has passed ``checked_tail``.
+
+    Under any check the path is forwarded as it was matched (``canonical_tail``):
+    an escape the upstream decodes another way cannot reach what the rules
+    did not see.
+    """
+    path = policy_path(rest)
+    if policy.method_rules:
+        override = method_override(header_names)
+        if override is not None:
+            raise MethodOverrideRefused(
+                f"the {override[:64]} header is refused: this session's policy has method rules"
+            )
+        decision = decide(policy, method, path, ())
+        if not decision.allowed:
+            raise PolicyDenied(decision.reason or "refused by the session's policy")
+    model = model_from_path(path) if policy.models else None
+    if model is not None:
+        _model_ok(policy, model)
+    return Route(canonical_tail(path), model is not None)
+
+
+def _model_ok(policy: Policy, model: str | None) -> None:
+    decision = model_allowed(policy, model)
+    if not decision.allowed:
+        raise PolicyDenied(decision.reason or "refused by the session's policy")
+
+
+def credential_name(policy: Policy | None, service: str, wanted: str | None) -> str | None:
+    """The credential to look up: the policy's one name, if it has one, else ``wanted``.
+
+    ``wanted`` (``X-Vaultd-Credential``) may still name that one credential, by
+    name; an id is checked by ``credential_chosen`` once it is looked up.
+    """
+    if policy is None or policy.credential is None:
+        return wanted
+    return wanted if wanted is not None else policy.credential
+
+
+def credential_chosen(policy: Policy | None, name: str) -> None:
+    """Refuse a credential other than the policy's one (``name``: the one found)."""
+    if policy is not None and policy.credential is not None and name != policy.credential:
+        raise PolicyDenied(f"this session may use only the credential named {policy.credential!r}")
+
+
+def body_model(
+    policy: Policy, body: bytes | None, content_type: str | None, content_encoding: str | None
+) -> str | None:
+    """The model a request body names, refused unless the policy's models allow it.
+
+    ``body`` is None when it is larger than ``[policy] max_inspect_body``: it
+    cannot be read for its model, so it is refused (fail closed).
+    """
+    if body is None:
+        raise PolicyDenied(
+            "the request body is larger than [policy] max_inspect_body, so vaultd cannot "
+            "read which model it names; this session's policy allows only some models"
+        )
+    read = model_from_body(body, content_type, content_encoding)
+    if read.unreadable is not None:
+        raise PolicyDenied(
+            f"{read.unreadable}, so vaultd cannot read which model it names; this session's "
+            "policy allows only some models (send a JSON object, each key once)"
+        )
+    _model_ok(policy, read.model)
+    return read.model
