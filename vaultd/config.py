@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -111,7 +112,9 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
     "policy": {"max_inspect_body": (_size, "1MiB")},
 }
 # Sections that are tables of tables, parsed by their own modules.
-_NAMED_TABLES = ("services", "prices")
+_NAMED_TABLES = ("services", "prices", "policies")
+# A named policy's name: what ``--policy NAME`` takes.
+_POLICY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ class Config:
     add_stream_usage: bool = True
     max_inspect_body: int = 1 << 20
     prices: Mapping[str, Price] = field(default_factory=dict)
+    # [policies.NAME] tables as written: checked by ``core.policy.check_policy``
+    # when ``--policy NAME`` copies one into a session (config sits below core).
+    policies: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:
@@ -218,9 +224,25 @@ def parse_settings(doc: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("[services] must be a table of [services.NAME] tables")
     settings["services"] = build_registry(services)
     settings["prices"] = parse_price_overrides(doc.get("prices", {}))
+    settings["policies"] = _policies(doc.get("policies", {}))
     if settings["default_ttl"] > settings["max_ttl"]:
         raise ConfigError("[sessions] default_ttl must not be longer than max_ttl")
     return settings
+
+
+def _policies(value: object) -> dict[str, Mapping[str, object]]:
+    if not isinstance(value, dict):
+        raise ConfigError("[policies] must be a table of [policies.NAME] tables")
+    for name, table in value.items():
+        if not _POLICY_NAME.fullmatch(name):
+            raise ConfigError(
+                f"[policies] {name[:64]!r} is not a policy name (letters, digits, '_.-', 1-64)"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"[policies.{name}] must be a table (allow, deny, models, credential)"
+            )
+    return dict(value)
 
 
 def load_config(
@@ -275,4 +297,5 @@ def load_config(
         add_stream_usage=settings["add_stream_usage"],
         max_inspect_body=settings["max_inspect_body"],
         prices=settings["prices"],
+        policies=settings["policies"],
     )

@@ -7,7 +7,13 @@ import sqlite3
 import pytest
 
 from vaultd.core.vault import Vault
-from vaultd.errors import AmbiguousReference, NotFound, Unauthorized, ValidationError
+from vaultd.errors import (
+    AmbiguousReference,
+    NotFound,
+    StorageError,
+    Unauthorized,
+    ValidationError,
+)
 from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_RE, token_hash
 
 
@@ -78,3 +84,50 @@ def test_sessions_by_id_prefix(opened_vault: Vault) -> None:
     assert ambiguous.value.status == 409  # as for credentials
     with pytest.raises(NotFound):
         opened_vault.sessions.resolve("ffff")
+
+
+POLICY = {"allow": ["POST /v1/chat/completions"], "models": ["gpt-4o-mini"]}
+
+
+def test_a_policy_is_stored_normalised_and_read_back(opened_vault: Vault) -> None:
+    _id, token = create(opened_vault, policy={**POLICY, "deny": ["delete /**"]})
+    session = opened_vault.sessions.authenticate(token)
+    assert session.policy is not None
+    assert session.to_json()["policy"] == {
+        "allow": ["POST /v1/chat/completions"],
+        "deny": ["DELETE /**"],
+        "models": ["gpt-4o-mini"],
+        "credential": None,
+    }
+    # An empty policy is none at all.
+    other, _ = create(opened_vault, policy={"allow": [], "models": None})
+    assert opened_vault.sessions.get(other).policy is None
+
+
+def test_update_checks_limits_and_policy_before_writing_either(opened_vault: Vault) -> None:
+    session_id, _ = create(opened_vault, policy=POLICY, limits={"max_requests": 5})
+    with pytest.raises(ValidationError) as refused:
+        opened_vault.sessions.update(
+            session_id, limits={"max_requests": 9}, policy={"allow": ["GET"]}
+        )
+    assert [e.pointer for e in refused.value.errors] == ["/policy/allow/0"]
+    kept = opened_vault.sessions.get(session_id)
+    assert kept.limits == {"max_requests": 5}
+    assert kept.policy is not None and kept.policy.to_json()["allow"] == POLICY["allow"]
+    changed = opened_vault.sessions.update(session_id, policy=None)
+    assert changed.policy is None and changed.limits == {"max_requests": 5}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ['{"allow": ["GET"]}', '{"nope": 1}', "[]", "not json", '{"allow": []}'],
+)
+def test_a_damaged_stored_policy_fails_closed(opened_vault: Vault, damage: str) -> None:
+    # Read as "no policy", a damaged one would let the token do all it forbids.
+    session_id, token = create(opened_vault, policy=POLICY)
+    conn = sqlite3.connect(opened_vault.config.db_path)
+    with conn:
+        conn.execute("UPDATE sessions SET policy = ? WHERE id = ?", [damage, session_id])
+    conn.close()
+    with pytest.raises(StorageError, match="is damaged: its policy"):
+        opened_vault.sessions.authenticate(token)

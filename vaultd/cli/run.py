@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -15,12 +16,14 @@ from vaultd.cli.common import (
     ttl_option,
 )
 from vaultd.cli.limits import SESSION_FLAGS, chosen_limits, session_limit_options
+from vaultd.cli.policy import chosen_policy, policy_options
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--service", "services_", multiple=True, help="A service CMD may use (repeatable).")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime of the session.")
 @session_limit_options
+@policy_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_state
 @one_line_errors
@@ -30,7 +33,7 @@ def run(
     services_: tuple[str, ...],
     ttl: str,
     command: tuple[str, ...],
-    **limit_flags: str | None,
+    **flags: Any,
 ) -> None:
     """Run COMMAND with proxy URLs and a session token in its environment.
 
@@ -41,12 +44,15 @@ def run(
     only when that service is asked for by name).
     Limits (--max-requests, --max-cost, ...) bound what COMMAND may use through
     the session; a request over one gets a 429 problem and never goes upstream.
+    A policy (--allow, --deny, --read-only, --model, --credential, --policy)
+    bounds what it may do; a request it refuses gets a 403 problem, likewise.
     Needs the daemon (VAULTD_URL, default http://127.0.0.1:3978).
     """
     from vaultd.cli import child
 
     config = state.config
-    limits = chosen_limits(limit_flags, SESSION_FLAGS)
+    limits = chosen_limits(flags, SESSION_FLAGS)
+    policy = chosen_policy(config, flags)
     lifetime = ttl_option(ttl, config)
     if lifetime is None:
         # The session is revoked when COMMAND exits; one left over by a
@@ -71,6 +77,7 @@ def run(
             ttl=lifetime,
             known_services=config.services,
             limits=limits or None,
+            policy=None if policy is None else policy.to_json(),
         )
         try:
             targets = [config.services[name] for name in chosen]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from vaultd.cli.common import (
@@ -21,6 +23,7 @@ from vaultd.cli.limits import (
     used_text,
 )
 from vaultd.cli.output import emit_json, listing
+from vaultd.cli.policy import chosen_policy, policy_options, policy_text
 from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES, SCOPES
 from vaultd.models import now
 from vaultd.units import format_ago
@@ -43,6 +46,7 @@ def session() -> None:
 )
 @click.option("--ttl", help='Lifetime such as "8h" or "never" [default: [sessions] default_ttl].')
 @session_limit_options
+@policy_options
 @pass_state
 @one_line_errors
 def session_create(
@@ -52,11 +56,17 @@ def session_create(
     services_: tuple[str, ...],
     scopes: tuple[str, ...],
     ttl: str | None,
-    **limit_flags: str | None,
+    **flags: Any,
 ) -> None:
-    """Mint a token; only the token goes to stdout, for TOKEN=$(vaultd session create)."""
+    """Mint a token; only the token goes to stdout, for TOKEN=$(vaultd session create).
+
+    A policy (--allow, --deny, --read-only, --model, --credential, --policy)
+    limits what the token may do; a request it refuses gets a 403 problem and
+    never goes upstream.
+    """
     config = state.config
-    limits = chosen_limits(limit_flags, SESSION_FLAGS)
+    limits = chosen_limits(flags, SESSION_FLAGS)
+    policy = chosen_policy(config, flags)
     lifetime = config.default_ttl if ttl is None else ttl_option(ttl, config)
     with opened(state) as vault:
         created, token = vault.sessions.create(
@@ -66,12 +76,13 @@ def session_create(
             ttl=lifetime,
             known_services=config.services,
             limits=limits or None,
+            policy=None if policy is None else policy.to_json(),
         )
     expires = "never" if created.expires_at is None else format_ago(created.expires_at, now())
     click.echo(
         f"session {created.id} ({created.name}): scopes {', '.join(created.scopes)}; "
         f"services {', '.join(created.services)}; expires {expires}; "
-        f"limits {limits_text(created.limits)}",
+        f"limits {limits_text(created.limits)}; policy {policy_text(created.policy)}",
         err=True,
     )
     click.echo(token)
@@ -140,6 +151,46 @@ def session_limit(
             f"session {updated.id} ({updated.name}): limits {limits_text(updated.limits)}; "
             f"used {used_text(updated.used, updated.limits)}"
         )
+
+
+@session.command(name="policy")
+@click.argument("session_id")
+@policy_options
+@click.option("--clear", is_flag=True, help="Remove the policy (the flags then set a new one).")
+@json_option
+@pass_state
+@one_line_errors
+def session_policy(
+    state: State, /, session_id: str, clear: bool, as_json: bool, **flags: Any
+) -> None:
+    """Show or set the policy of a session (by id or unique id prefix).
+
+    The flags add to its policy (--credential replaces its credential);
+    --clear starts from none. Without flags, it is shown. The daemon applies
+    a change to its next request.
+    """
+    given = any(flags.get(name) for name in ("allow", "deny", "read_only", "models", "credential"))
+    with opened(state) as vault:
+        found = vault.sessions.resolve(session_id)
+        if given or clear or flags.get("policy_name"):
+            current = {} if clear or found.policy is None else found.policy.to_json()
+            added = chosen_policy(state.config, flags)
+            merged = _merged(current, {} if added is None else added.to_json())
+            found = vault.sessions.update(found.id, policy=merged)
+    if as_json:
+        emit_json(found.to_json())
+    else:
+        click.echo(f"session {found.id} ({found.name}): policy {policy_text(found.policy)}")
+
+
+def _merged(current: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    """``current`` with ``added``'s rules and models after its own, and its credential if set."""
+    merged: dict[str, Any] = {
+        key: list(dict.fromkeys([*(current.get(key) or []), *(added.get(key) or [])]))
+        for key in ("allow", "deny", "models")
+    }
+    merged["credential"] = added.get("credential") or current.get("credential")
+    return merged
 
 
 @session.command(name="revoke")
