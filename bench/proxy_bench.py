@@ -9,6 +9,8 @@ from wrk when present, else from a Python client. Prints:
 * requests/s at 16 and 64 connections: direct, naive, vaultd (ratio vaultd/naive)
 * latency p50/p99 at 1 connection, and what each proxy adds over direct
 * SSE: time to first event and total for a 50-event stream, direct and via vaultd
+* request policy: POST chat completions (JSON) at 64 connections, a token with
+  5 rules and a model allow-list against one without a policy, same daemon
 * peak RSS of each proxy
 
 Every answer is shaped as OpenAI's (a chat completion with ``usage``; a chunk
@@ -121,7 +123,8 @@ class UpstreamProtocol(asyncio.Protocol):
                 return  # the body is still on its way
             body, self.buffer = rest[:size], rest[size:]
             target = head.split(b" ", 2)[1]
-            if target.startswith(b"/sse") or target.endswith(b"/chat/completions"):
+            streamed = b'"stream":true' in body
+            if target.startswith(b"/sse") or (target.endswith(b"/chat/completions") and streamed):
                 # A POST streams as OpenAI does: with include_usage, "usage":null
                 # on every chunk and a usage-only chunk at the end.
                 chat = target.endswith(b"/chat/completions")
@@ -245,7 +248,18 @@ def peak_rss_mib(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
-def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+def wrk(
+    url: str, token: str, connections: int, seconds: int, body: bytes | None = None
+) -> dict[str, float]:
+    script: list[str] = []
+    if body is not None:
+        lua = Path(tempfile.mkdtemp(prefix="vaultd-bench-wrk-")) / "post.lua"
+        lua.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        script = ["-s", str(lua)]
     out = subprocess.run(
         [
             "wrk",
@@ -253,6 +267,7 @@ def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float
             f"-c{connections}",
             f"-d{seconds}s",
             "--latency",
+            *script,
             "-H",
             f"Authorization: Bearer {token}",
             url,
@@ -272,19 +287,22 @@ def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float
     return result
 
 
-async def python_load(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+async def python_load(
+    url: str, token: str, connections: int, seconds: int, body: bytes | None = None
+) -> dict[str, float]:
     """Fallback when wrk is absent: ``connections`` keep-alive clients for ``seconds``."""
     import aiohttp
 
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    method = "GET" if body is None else "POST"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
 
         async def worker() -> None:
             while time.monotonic() < deadline:
                 start = time.perf_counter()
-                async with session.get(url, headers=headers) as resp:
+                async with session.request(method, url, headers=headers, data=body) as resp:
                     await resp.read()
                     if resp.status != 200:
                         raise SystemExit(f"{url} answered {resp.status}")
@@ -299,10 +317,45 @@ async def python_load(url: str, token: str, connections: int, seconds: int) -> d
     }
 
 
-def load(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+def load(
+    url: str, token: str, connections: int, seconds: int, body: bytes | None = None
+) -> dict[str, float]:
     if shutil.which("wrk"):
-        return wrk(url, token, connections, seconds)
-    return asyncio.run(python_load(url, token, connections, seconds))
+        return wrk(url, token, connections, seconds, body)
+    return asyncio.run(python_load(url, token, connections, seconds, body))
+
+
+# A chat completion as the official SDK sends one, not streamed.
+CHAT_JSON = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+# Five rules and a model allow-list: what the issue's speed target names.
+POLICY_FLAGS = (
+    *("--allow", "POST /v1/chat/completions"),
+    *("--allow", "POST /v1/completions"),
+    *("--allow", "POST /v1/embeddings"),
+    *("--allow", "GET /v1/models/*"),
+    *("--deny", "DELETE /**"),
+    *("--model", "gpt-4o-mini"),
+    *("--model", "gpt-4.1-*"),
+)
+POLICY_ROUNDS = 3
+
+
+def policy_section(vaultd_port: int, token: str, policed: str, seconds: int) -> None:
+    """POST chat completions at 64 connections, with and without a policy, alternated."""
+    url = f"http://127.0.0.1:{vaultd_port}/proxy/openai/v1/chat/completions"
+    runs: dict[str, list[float]] = {"none": [], "policy": []}
+    for tok in (token, policed):
+        load(url, tok, 4, 1, CHAT_JSON)  # warm up
+    for _ in range(POLICY_ROUNDS):  # alternated, so that drift hits both alike
+        for name, tok in (("none", token), ("policy", policed)):
+            runs[name].append(load(url, tok, 64, seconds, CHAT_JSON)["rps"])
+    none, policy = statistics.median(runs["none"]), statistics.median(runs["policy"])
+    print("\nrequest policy: POST chat/completions (JSON, metered), 64 connections")
+    print(
+        f"  (median of {POLICY_ROUNDS} alternated runs) no policy {none:.0f} req/s   "
+        f"5 rules + models {policy:.0f} req/s   ratio {policy / none:.3f}"
+        "  (target >= 0.97)"
+    )
 
 
 # A streamed chat completion as the official SDK sends one: no include_usage.
@@ -438,6 +491,13 @@ def main() -> None:
             capture_output=True,
             text=True,
         ).stdout.strip()
+        policed = subprocess.run(
+            [vaultd, "session", "create", "--ttl", "1h", *POLICY_FLAGS],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         me = [sys.executable, __file__]
         procs.append(start([*me, "--role", "upstream", "--port", str(up_port)]))
         procs.append(
@@ -506,6 +566,7 @@ def main() -> None:
         print("  (target: vaultd adds at most 0.5 ms at p50)")
         for post in (False, True):
             sse_section(up_port, naive_port, vaultd_port, token, post=post)
+        policy_section(vaultd_port, token, policed, args.seconds)
         print("\npeak RSS (MiB)")
         print(
             f"  naive {peak_rss_mib(naive.pid):.1f}   vaultd {peak_rss_mib(daemon.pid):.1f}"

@@ -22,6 +22,7 @@ from vaultd.core.policy import (
     check_policy,
     decide,
     method_override,
+    method_override_param,
     model_allowed,
     model_from_body,
     model_from_path,
@@ -712,7 +713,9 @@ def test_a_body_that_cannot_be_read_for_its_model_fails_closed(
         ("/v1beta/models", None),
         ("/v1beta/models/", None),
         ("/v1/chat/completions", None),
-        ("/v1beta/tunedModels/x:generateContent", None),
+        ("/v1beta/tunedModels/x:generateContent", "tunedModels/x"),
+        ("/v1beta/TunedModels/x:generateContent", "TunedModels/x"),
+        ("/v1beta/models/gemini-pro:generateContent/", "gemini-pro"),
         ("/models/a/b:generateContent", None),
         ("/", None),
         ("", None),
@@ -726,3 +729,57 @@ def test_a_gemini_path_with_two_colons_is_held_to_the_globs_whole() -> None:
     p = policy(models=["gemini-flash"])
     model = model_from_path("/v1beta/models/gemini-flash:x:generateContent")
     assert not model_allowed(p, model).allowed
+
+
+def test_a_deny_rule_holds_with_or_without_a_trailing_slash_and_in_any_case() -> None:
+    # Servers that read "/x/" as "/x", or route "/X" as "/x", must not reach
+    # past a deny rule; allow rules stay exact (which refuses, not allows).
+    deny = policy(deny=["DELETE /v1/items/*", "POST /v1/chat/completions/"])
+    for method, path in (
+        ("DELETE", "/v1/items/7"),
+        ("DELETE", "/v1/items/7/"),
+        ("DELETE", "/V1/Items/7"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/chat/completions/"),
+        ("POST", "/V1/CHAT/completions"),
+    ):
+        assert not decide(deny, method, path, ()).allowed, path
+    assert decide(deny, "DELETE", "/v1/other/7", ()).allowed
+    allow = policy(allow=["GET /v1/models"])
+    assert decide(allow, "GET", "/v1/models", ()).allowed
+    for path in ("/v1/models/", "/V1/models"):
+        assert not decide(allow, "GET", path, ()).allowed, path
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("", False),
+        ("a=1&b=2", False),
+        ("_method=DELETE", True),
+        ("x=1&_METHOD=delete", True),
+        ("%5Fmethod=DELETE", True),
+        ("_method", True),
+        ("+_method+=PUT", True),
+        ("_methods=1", False),
+        ("method=DELETE", False),
+        ("a=_method", False),
+    ],
+)
+def test_the_method_override_parameter_is_found_however_it_is_written(
+    query: str, found: bool
+) -> None:
+    assert method_override_param(query) is found
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"gpt-4o-mini","Model":"gpt-4o"}',
+        b'{"MODEL":"gpt-4o"}',
+        b'{"mod\\u0065l":"gpt-4o-mini","model":"gpt-4o"}',
+    ],
+)
+def test_a_key_some_parsers_read_as_model_fails_closed(body: bytes) -> None:
+    read = model_from_body(body, JSON, None)
+    assert read.model is None and read.unreadable is not None

@@ -16,16 +16,18 @@ import json
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.support.http import bearer, mint_token
-from tests.support.upstream import vaultd_for
+from tests.support.config import write_proxy_config
+from tests.support.http import DaemonTestServer, bearer, mint_token
+from tests.support.upstream import seed_vault, vaultd_for
 from vaultd.config import Config
+from vaultd.daemon.app import create_app
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.routes import USAGE
 
@@ -336,12 +338,22 @@ async def provider_rig(
     *,
     gap: float = 0.0,
     extra: str = TEST_PRICES,
+    max_request_body: int | None = None,
 ) -> ProviderRig:
+    """``max_request_body``: bytes, instead of the test config's 64 KiB (for bodies
+    larger than ``[policy] max_inspect_body``)."""
     calls: list[Call] = []
     upstream = await aiohttp_server(provider_app(calls, gap=gap), host="127.0.0.1")
     url = f"http://127.0.0.1:{upstream.port}"
     extra += f'\n[services.gemini]\nbase_url = "{url}"\n'
-    client, config, ids = await vaultd_for(url, tmp_path, aiohttp_client, extra)
+    if max_request_body is None:
+        client, config, ids = await vaultd_for(url, tmp_path, aiohttp_client, extra)
+    else:
+        # As ``vaultd_for``, the limit changed before the app is built on it.
+        written = write_proxy_config(tmp_path / "config.toml", url, extra)
+        config = replace(written, max_request_body=max_request_body)
+        ids = seed_vault(config)
+        client = await aiohttp_client(DaemonTestServer(create_app(config), host="127.0.0.1"))
     vault = client.app[VAULT]
     ids["gemini/g"] = vault.credentials.add(
         vault.unlock(), service="gemini", name="g", secret="AIzaGEMINIKEYgeminikey0008"

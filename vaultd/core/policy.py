@@ -10,7 +10,8 @@ allow ``get``; under any rule a method not upper case is refused outright, so
 ``PATH`` is a glob: ``*`` is any run of characters within one segment (``/v1/*``
 matches ``/v1/``), a whole ``**`` segment is zero or more segments (``/v1/**``
 matches ``/v1``, ``/v1/`` and ``/v1/a/b``; ``/**`` every path), all else is
-literal, a trailing "/" too: ``/v1/models`` does not match ``/v1/models/``.
+literal, a trailing "/" too: ``/v1/models`` does not match ``/v1/models/``
+(but a deny rule refuses both: ``decide``).
 
 Rules are matched against the path as the upstream reads it: every
 percent-escape decoded (``/v1/chat/completion%73`` is ``/v1/chat/completions``,
@@ -82,7 +83,7 @@ def _stars(glob: str, any_char: str, literal: Callable[[str], str] = _literal) -
     return f"{literal(first)}{atomic}{any_char}*{literal(last)}"
 
 
-def _path_regex(glob: str) -> re.Pattern[str]:
+def _path_regex(glob: str, flags: int = 0) -> re.Pattern[str]:
     """A path glob (checked by ``parse_rule``) as a regex for fullmatch. Between
     ``**`` the first block is anchored at the start, the last at the end, and
     the middle ones atomically at the first fit, as in ``_stars``: k ``**``
@@ -99,7 +100,7 @@ def _path_regex(glob: str) -> re.Pattern[str]:
             pattern += f"(?>{_ANY_SEGMENTS}?{block})"
     if len(blocks) > 1:
         pattern += _ANY_SEGMENTS + blocks[-1]
-    return re.compile(pattern)
+    return re.compile(pattern, flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +111,20 @@ class Rule:
     path: str
     text: str
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _any_case: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Compiled once per rule, not per request.
         object.__setattr__(self, "_regex", _path_regex(self.path))
+        object.__setattr__(self, "_any_case", _path_regex(self.path, re.IGNORECASE))
 
-    def matches(self, method: str, path: str) -> bool:
-        """Whether ``method`` (compared exactly) and ``path`` (the whole of it) match."""
+    def matches(self, method: str, path: str, *, any_case: bool = False) -> bool:
+        """Whether ``method`` (compared exactly) and ``path`` (the whole of it) match;
+        with ``any_case``, the path in any letter case."""
         if self.methods is not None and method not in self.methods:
             return False
-        return self._regex.fullmatch(path) is not None
+        regex = self._any_case if any_case else self._regex
+        return regex.fullmatch(path) is not None
 
 
 def _shown(text: str, limit: int = 80) -> str:
@@ -286,6 +291,22 @@ class Decision(NamedTuple):
 ALLOWED = Decision(True, None)
 
 
+# The query parameter some frameworks (Laravel, Symfony, Rails' Rack) read as
+# the method of a POST, as they read the override headers.
+OVERRIDE_PARAM = "_method"
+
+
+def method_override_param(raw_query: str) -> bool:
+    """Whether the (encoded) query names ``_method``, in any case or escaping."""
+    if "_" not in raw_query and "%" not in raw_query:
+        return False  # the common case, without decoding a thing
+    for pair in raw_query.split("&"):
+        name = unquote(pair.partition("=")[0].replace("+", " "))
+        if name.strip().lower() == OVERRIDE_PARAM:
+            return True
+    return False
+
+
 def method_override(header_names: Iterable[str]) -> str | None:
     """The first method-override header in ``header_names``, as sent, or None.
 
@@ -329,8 +350,15 @@ def decide(policy: Policy | None, method: str, path: str, header_names: Iterable
     problem = _path_problem(path)
     if problem is not None:
         return Decision(False, problem)
+    # A deny rule holds for the path with and without a trailing slash, in any
+    # letter case: many servers (Express by default; vaultd's own
+    # ``upstream_path``) read "/x/" as "/x", and some (Express, ASP.NET Core)
+    # route "/X" as "/x", so neither may slip past a rule for "/x". This only
+    # ever refuses more; allow rules stay exact, which fails closed.
+    bare = path[:-1] if len(path) > 1 and path.endswith("/") else path
+    variants = (bare,) if bare == "/" else (bare, bare + "/")
     for rule in policy.deny:
-        if rule.matches(method, path):
+        if any(rule.matches(method, variant, any_case=True) for variant in variants):
             return Decision(False, f'denied by "{rule.text}"')
     if policy.allow and not any(rule.matches(method, path) for rule in policy.allow):
         shown = path if len(path) <= 200 else path[:200] + "..."
@@ -408,6 +436,14 @@ def model_from_body(
         return ModelRead(None, "the body is not JSON")
     if not isinstance(value, dict):
         return ModelRead(None, "the body is not a JSON object")
+    # Go's encoding/json (and parsers like it) match keys in any letter case,
+    # the last match winning: {"model":"ok","Model":"other"}, or "MODEL" alone,
+    # would run another model upstream than the one checked here.
+    other = next((k for k in value if k != "model" and k.casefold() == "model"), None)
+    if other is not None:
+        return ModelRead(
+            None, f'the body has the key {_shown(other, 40)}, which some parsers read as "model"'
+        )
     model = value.get("model")
     if model is None and "model" not in value:
         return ModelRead(None, None)
@@ -418,9 +454,17 @@ def model_from_body(
 
 def model_from_path(path: str) -> str | None:
     """The model of a Gemini path, ``.../models/{model}:{method}``, or None. With two
-    ":" the whole segment, so that no way of splitting it escapes the globs."""
-    segments = path.split("/")
-    if len(segments) < 3 or segments[-2].lower() != "models" or ":" not in segments[-1]:
+    ":" the whole segment, so that no way of splitting it escapes the globs. A
+    tuned model (``.../tunedModels/{id}:{method}``) is ``tunedModels/{id}``: no
+    glob for base models lets it through."""
+    # A trailing slash dropped first: servers that ignore it still read the
+    # model there (``/models/gemini-pro:generateContent/``).
+    segments = path.removesuffix("/").split("/")
+    if len(segments) < 3 or ":" not in segments[-1]:
+        return None
+    kind = segments[-2].lower()
+    if kind not in ("models", "tunedmodels"):
         return None
     last = segments[-1]
-    return last.split(":")[0] if last.count(":") == 1 else last
+    model = last.split(":")[0] if last.count(":") == 1 else last
+    return model if kind == "models" else f"{segments[-2]}/{model}"

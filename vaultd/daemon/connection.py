@@ -60,6 +60,11 @@ class DaemonRunner(web.AppRunner):
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
         kwargs.setdefault("access_log_class", AccessLogger)
         kwargs.setdefault("access_log", logging.getLogger("vaultd.access"))
+        # A request body is the client's bytes, passed on as they came: the
+        # proxy forwards its Content-Encoding header, so the body must stay
+        # encoded too (decoded here, an upstream would be sent plain bytes
+        # labelled gzip). No vaultd endpoint takes a compressed body.
+        kwargs.setdefault("auto_decompress", False)
         config = app.get(CONFIG)
         if config is not None:
             # aiohttp's keep-alive timer starts when a connection opens and

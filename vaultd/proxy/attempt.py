@@ -34,7 +34,6 @@ class Attempt:
         "forwarded",
         "injected",
         "meter",
-        "model_in_path",
         "path",
         "reading",
         "received",
@@ -82,8 +81,6 @@ class Attempt:
         self.billing = Billing.UNSEEN
         # The model the request body names, where vaultd read it.
         self.request_model: str | None = None
-        # The path names the model (Gemini), which the session's policy checked.
-        self.model_in_path = False
 
 
 class Outgoing(NamedTuple):

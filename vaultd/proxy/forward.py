@@ -241,11 +241,10 @@ class Forwarder:
         url = upstream_url(service, attempt.rest, raw_query)  # checks the path
         policy = session.policy
         if policy is not None:
-            checked = route(policy, request.method, attempt.rest, request.headers.keys())
-            attempt.model_in_path = checked.model_in_path
-            if checked.rest != attempt.rest:
-                attempt.rest = checked.rest
-                url = upstream_url(service, checked.rest, raw_query)
+            rest = route(policy, request.method, attempt.rest, raw_query, request.headers.keys())
+            if rest != attempt.rest:
+                attempt.rest = rest
+                url = upstream_url(service, rest, raw_query)
         credential = attempt.credential = pick_credential(
             cache, service, request.headers.get(CREDENTIAL_HEADER), policy
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from vaultd.config import Config
+from vaultd.http.errors import MalformedRequest
 from vaultd.proxy.attempt import Attempt, Outgoing
 from vaultd.proxy.policy import body_model
 from vaultd.proxy.streamusage import inspection, then, with_stream_usage
@@ -27,7 +28,7 @@ def needs_body(request: web.Request, outgoing: Outgoing, attempt: Attempt) -> st
     assert session is not None
     assert service is not None
     policy = session.policy
-    if policy is not None and policy.models and not attempt.model_in_path:
+    if policy is not None and policy.models:
         return "model"
     return inspection(request.method, service, attempt.path, attempt.budget)
 
@@ -41,17 +42,26 @@ async def inspected(
     assert service is not None
     body, outgoing = await _read(request, outgoing, config.max_inspect_body)
     policy = session.policy
-    if policy is not None and policy.models and not attempt.model_in_path:
+    if policy is not None and policy.models:
         attempt.request_model = body_model(
-            policy,
-            body,
-            request.headers.get("Content-Type"),
-            request.headers.get("Content-Encoding"),
+            policy, body, _every(request, "Content-Type"), _every(request, "Content-Encoding")
         )
     what = inspection(request.method, service, attempt.path, attempt.budget)
     if what is not None:
         return with_stream_usage(what, body, outgoing, attempt, config)
     return outgoing
+
+
+def _every(request: web.Request, name: str) -> str | None:
+    """Every value of the header ``name``, joined as one (None: none sent).
+
+    All of them, not the first: a request that sends ``Content-Encoding:
+    identity`` and then ``Content-Encoding: gzip`` must not be read as
+    identity here while the upstream decodes it by the second. Joined, the
+    values read as no single type or coding, and the model check fails closed.
+    """
+    values = request.headers.getall(name, [])
+    return ", ".join(values) if values else None
 
 
 async def _read(
@@ -64,11 +74,22 @@ async def _read(
         return None, outgoing  # not a byte read: refused or streamed as it comes
     head: list[bytes] = []
     size = 0
-    async for chunk in outgoing.body:
-        head.append(chunk)
-        size += len(chunk)
-        if size > bound:
-            return None, outgoing._replace(body=then(b"".join(head), outgoing.body))
+    try:
+        async for chunk in outgoing.body:
+            head.append(chunk)
+            size += len(chunk)
+            if size > bound:
+                return None, outgoing._replace(body=then(b"".join(head), outgoing.body))
+    except web.RequestPayloadError:
+        # A body whose framing breaks as it arrives (a bad chunk size; and a
+        # Content-Encoding it does not have, where a server decodes bodies:
+        # vaultd's does not, see DaemonRunner) is the client's mistake: a
+        # 400, not the 500 an unexpected exception becomes. Nothing has gone
+        # upstream.
+        raise MalformedRequest(
+            "the request body could not be read as its headers describe it "
+            "(its Content-Encoding or chunked framing)"
+        ) from None
     body = b"".join(head)
     # Whole: its length is known, whatever the client sent (chunked, say).
     outgoing.headers["Content-Length"] = str(len(body))

@@ -6,18 +6,19 @@ in the path (``route``), the one credential the session may use
 (``credential_name``), and the model a body names (``body_model``, once
 ``inspection`` has read the body). Each refusal is a ``PolicyDenied`` (403)
 whose detail names the rule or the reason, or a ``MethodOverrideRefused``
-(400) for a method-override header under method rules.
+(400) for a method-override header or `_method` parameter under method rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from vaultd.core.policy import (
+    OVERRIDE_PARAM,
     Policy,
     decide,
     method_override,
+    method_override_param,
     model_allowed,
     model_from_body,
     model_from_path,
@@ -26,15 +27,11 @@ from vaultd.proxy.decisions import canonical_tail, policy_path
 from vaultd.proxy.errors import MethodOverrideRefused, PolicyDenied
 
 
-class Route(NamedTuple):
-    """What ``route`` let through: the tail to forward, and whether its path names the model."""
-
-    rest: str
-    model_in_path: bool
-
-
-def route(policy: Policy, method: str, rest: str, header_names: Iterable[str]) -> Route:
+def route(
+    policy: Policy, method: str, rest: str, raw_query: str, header_names: Iterable[str]
+) -> str:
     """The method, path and path-model checks; ``rest`` has passed ``checked_tail``.
+    Returns the tail to forward.
 
     Under any check the path is forwarded as it was matched (``canonical_tail``):
     an escape the upstream decodes another way cannot reach what the rules
@@ -47,13 +44,19 @@ def route(policy: Policy, method: str, rest: str, header_names: Iterable[str]) -
             raise MethodOverrideRefused(
                 f"the {override[:64]} header is refused: this session's policy has method rules"
             )
+        if method_override_param(raw_query):
+            raise MethodOverrideRefused(
+                f"the query parameter {OVERRIDE_PARAM} is refused: this session's policy "
+                "has method rules"
+            )
         decision = decide(policy, method, path, ())
         if not decision.allowed:
             raise PolicyDenied(decision.reason or "refused by the session's policy")
-    model = model_from_path(path) if policy.models else None
-    if model is not None:
-        _model_ok(policy, model)
-    return Route(canonical_tail(path), model is not None)
+    if policy.models:
+        # The body, if any, is read for its model too (``inspection``): a
+        # request may name one in both places, and each must pass.
+        _model_ok(policy, model_from_path(path))
+    return canonical_tail(path)
 
 
 def _model_ok(policy: Policy, model: str | None) -> None:
