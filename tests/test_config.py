@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultd.config import SCHEMA, Config, load_config
+from vaultd.config import SCHEMA, Config, config_digest, load_config, setting_items
 from vaultd.errors import ConfigError
 from vaultd.services import BUILTINS
 
@@ -450,3 +450,54 @@ def test_bad_service_names(tmp_path: Path, env: dict[str, str], name: str) -> No
 def test_service_that_is_not_a_table(tmp_path: Path, env: dict[str, str]) -> None:
     message = config_error(tmp_path, env, "[services]\nmine = 1\n")
     assert "[services.mine]" in message
+
+
+# -- what a reload compares (issue 17, item 3) -------------------------------------
+
+
+def test_sessions_keep_defaults_to_a_week(tmp_path: Path, env: dict[str, str]) -> None:
+    assert load_text(tmp_path, env, "").sessions_keep == 7 * DAY
+    assert load_text(tmp_path, env, '[sessions]\nkeep = "36h"\n').sessions_keep == 36 * 3600
+    assert "keep" in config_error(tmp_path, env, '[sessions]\nkeep = "0s"\n')
+
+
+def test_setting_items_name_keys_and_tables_as_the_file_does(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    items = setting_items(
+        load_text(
+            tmp_path,
+            env,
+            '[proxy]\nread_timeout = "2m"\n[services."my.api"]\nbase_url = "https://a.example"\n'
+            '[prices."openai/gpt-x"]\ninput_per_mtok = 1\noutput_per_mtok = 2\n'
+            '[policies.agent]\ndeny = ["DELETE /**"]\n',
+        )
+    )
+    assert items["[proxy] read_timeout"] == 120
+    assert items["[audit] max_rows"] == 100_000
+    assert items["[sessions] keep"] == 7 * DAY
+    assert items['[services."my.api"]']["base_url"] == "https://a.example"  # type: ignore[index]
+    assert items["[services.openai]"]["auth"] == "bearer"  # type: ignore[index]
+    assert '[prices."openai/gpt-x"]' in items
+    assert items["[policies.agent]"] == {"deny": ["DELETE /**"]}
+
+
+def test_config_digest_follows_the_settings_not_the_paths(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    base = '[services.openai]\nbase_url = "https://gw.example"\n'
+    digest = config_digest(load_text(tmp_path, env, base))
+    # Comments, layout, and where the vault and key are: the same config to a daemon.
+    same = load_text(
+        tmp_path,
+        {**env, "VAULTD_DATA_DIR": str(tmp_path / "elsewhere")},
+        f'# a comment\n[crypto]\nkey_file = "{tmp_path}/k"\n\n{base}',
+    )
+    assert config_digest(same) == digest
+    for changed in (
+        '[services.openai]\nbase_url = "https://gw2.example"\n',
+        base + '[prices."openai/gpt-x"]\ninput_per_mtok = 1\noutput_per_mtok = 2\n',
+        base + "[server]\nport = 4001\n",
+        base + '[policies.p]\nmodels = ["gpt-*"]\n',
+    ):
+        assert config_digest(load_text(tmp_path, env, changed)) != digest, changed

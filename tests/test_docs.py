@@ -33,7 +33,7 @@ def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
     return {
         (section, key)
         for section, table in doc.items()
-        if section not in ("services", "prices")
+        if section not in ("services", "prices", "policies")
         for key in table
     }
 

@@ -115,7 +115,15 @@ def test_format_duration_round_trips_through_parse_duration(seconds: int) -> Non
         (NOW, "just now"),
         (NOW - 59, "just now"),
         (NOW - 60, "1 min ago"),
-        (NOW - 59 * MINUTE - 59, "59 min ago"),
+        (NOW - 59 * MINUTE - 29, "59 min ago"),
+        # Rounded to the nearest unit, halves up; into the next unit when that
+        # rounds to 60 min or 24 h.
+        (NOW - 2 * MINUTE - 29, "2 min ago"),
+        (NOW - 2 * MINUTE - 30, "3 min ago"),
+        (NOW - 59 * MINUTE - 30, "1 h ago"),
+        (NOW - 23 * HOUR - 29 * MINUTE, "23 h ago"),
+        (NOW - 23 * HOUR - 30 * MINUTE, "1 day ago"),
+        (NOW - 5 * DAY - 13 * HOUR, "6 days ago"),
         (NOW - HOUR, "1 h ago"),
         (NOW - 23 * HOUR, "23 h ago"),
         (NOW - DAY, "1 day ago"),
@@ -125,6 +133,10 @@ def test_format_duration_round_trips_through_parse_duration(seconds: int) -> Non
         (NOW + 2 * HOUR, "in 2 h"),
         (NOW + DAY, "in 1 day"),
         (NOW + 4 * DAY, "in 4 days"),
+        # `add --expires 90d`, shown a few seconds later.
+        (NOW + 90 * DAY - 5, "in 90 days"),
+        (NOW + 90 * DAY - 12 * HOUR, "in 90 days"),
+        (NOW + 90 * DAY - 12 * HOUR - 1, "in 89 days"),
     ],
 )
 def test_format_ago(then: int | None, text: str) -> None:

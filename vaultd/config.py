@@ -7,6 +7,9 @@ two equal. A wrong key, type or value is a ``ConfigError`` that names the key.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import pwd
 import re
@@ -95,7 +98,12 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
     },
     "storage": {"data_dir": (_path, None)},
     "crypto": {"key_file": (_path, None)},
-    "sessions": {"default_ttl": (_duration, "8h"), "max_ttl": (_duration, "365d")},
+    "sessions": {
+        "default_ttl": (_duration, "8h"),
+        "max_ttl": (_duration, "365d"),
+        # How long the daemon keeps a revoked or expired session's row.
+        "keep": (_duration, "7d"),
+    },
     "proxy": {
         "connect_timeout": (_duration, "10s"),
         "read_timeout": (_duration, "300s"),
@@ -110,6 +118,8 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
     # The most of a request body vaultd reads to decide about it (metering's
     # stream_options, and the request policy's model rules).
     "policy": {"max_inspect_body": (_size, "1MiB")},
+    # More paths `vaultd run --isolate` keeps from the command (DESIGN 12).
+    "run": {"hide": (_str_list, [])},
 }
 # Sections that are tables of tables, parsed by their own modules.
 _NAMED_TABLES = ("services", "prices", "policies")
@@ -145,6 +155,12 @@ class Config:
     # [policies.NAME] tables as written: checked by ``core.policy.check_policy``
     # when ``--policy NAME`` copies one into a session (config sits below core).
     policies: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    # Seconds a revoked or expired session is kept before the daemon prunes it.
+    sessions_keep: int = 7 * 86400
+    run_hide: tuple[str, ...] = ()
+    # ``load_config``'s config_path and data_dir arguments: a reload reads the
+    # config again exactly as this one was read (``reload_config``).
+    load_args: tuple[str | None, str | None] = field(default=(None, None), compare=False)
 
     @property
     def db_path(self) -> Path:
@@ -298,4 +314,93 @@ def load_config(
         max_inspect_body=settings["max_inspect_body"],
         prices=settings["prices"],
         policies=settings["policies"],
+        sessions_keep=settings["keep"],
+        run_hide=settings["hide"],
+        load_args=(config_path, data_dir),
     )
+
+
+def reload_config(config: Config) -> Config:
+    """The config read again as ``config`` was (same file, same overrides), now."""
+    return load_config(*config.load_args)
+
+
+# The Config attribute of each schema key whose name is not the key's own.
+_ATTRIBUTES = {
+    "max_rows": "audit_max_rows",
+    "max_age": "audit_max_age",
+    "keep": "sessions_keep",
+    "hide": "run_hide",
+}
+# "[section] key" -> the Config attribute that holds it, for every schema key.
+SETTING_ATTRIBUTES: Mapping[str, str] = {
+    f"[{section}] {key}": _ATTRIBUTES.get(key, key)
+    for section, keys in SCHEMA.items()
+    for key in keys
+}
+# Where the daemon and a CLI may rightly differ (--data-dir, systemd's
+# $CREDENTIALS_DIRECTORY): left out of the digest.
+_PATH_SETTINGS = ("[storage] data_dir", "[crypto] key_file")
+
+
+def _plain(value: object) -> object:
+    """``value`` as JSON data: dataclasses and mappings as objects, paths as text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _table(kind: str, name: str) -> str:
+    # As it is written in the file: a name with a dot (or a price's "/") is quoted.
+    return f"[{kind}.{name}]" if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'[{kind}."{name}"]'
+
+
+def setting_items(config: Config) -> dict[str, object]:
+    """Every setting of ``config`` by the name it has in the file, as JSON data:
+    ``"[proxy] read_timeout"`` for a key, ``"[services.openai]"`` for a table
+    (built-in services too, as vaultd completes them). What a reload compares."""
+    items: dict[str, object] = {
+        name: _plain(getattr(config, attribute)) for name, attribute in SETTING_ATTRIBUTES.items()
+    }
+    for kind, tables in (
+        ("services", config.services),
+        ("prices", config.prices),
+        ("policies", config.policies),
+    ):
+        for name, table in tables.items():
+            items[_table(kind, name)] = _plain(table)
+    return items
+
+
+def config_digest(config: Config) -> str:
+    """A SHA-256 over every setting but the paths: equal for a daemon and a CLI that
+    read the same file, whichever --data-dir or key file each was given."""
+    items = {k: v for k, v in setting_items(config).items() if k not in _PATH_SETTINGS}
+    # default=str: a policy table may hold any TOML value (a date, say).
+    text = json.dumps(items, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class LiveConfig:
+    """The config a running daemon uses now: replaced whole when a reload (SIGHUP)
+    succeeds. Held in the app from its start, since a started aiohttp app's own
+    entries are not to be changed."""
+
+    __slots__ = ("config", "digest", "pending_restart")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.digest = config_digest(config)
+        # Keys the file changed that only a restart applies (their old values stay).
+        self.pending_restart: tuple[str, ...] = ()
+
+    def replace(self, config: Config, pending_restart: tuple[str, ...]) -> None:
+        self.config = config
+        self.digest = config_digest(config)
+        self.pending_restart = pending_restart

@@ -21,6 +21,9 @@ class FieldError:
 
     pointer: str
     message: str
+    # The message says what it is about ("unknown service 'x'"): its one-line
+    # form needs no field name, which for a list item would be a bare "0:".
+    whole: bool = False
 
 
 def json_pointer(*parts: str) -> str:
@@ -91,7 +94,7 @@ class ErrorList:
 
 
 def _describe(error: FieldError) -> str:
-    field = error.pointer.rsplit("/", 1)[-1] if error.pointer else ""
+    field = error.pointer.rsplit("/", 1)[-1] if error.pointer and not error.whole else ""
     return f"{field}: {error.message}" if field else error.message
 
 

@@ -13,12 +13,12 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from vaultd.errors import ErrorList, FieldError, StorageError, ValidationError, json_pointer
-from vaultd.services import SERVICE_NAME
+from vaultd.services import SERVICE_NAME, closest_service, unknown_service
 
 NAME_MAX = 255
 SECRET_MAX = 16 * 1024
@@ -26,6 +26,10 @@ METADATA_MAX_KEYS = 50
 METADATA_KEY_MAX = 40
 METADATA_VALUE_MAX = 500
 KNOWN_TYPES = ("api_key", "oauth_token", "basic_auth", "git_pat", "generic_secret")
+# Types whose secrets a service issued: those never look like a placeholder or
+# a line of shell, so such a "secret" is a paste gone wrong. Passwords people
+# chose (basic_auth, generic_secret, types of their own) may, and are stored as given.
+ISSUED_TYPES = ("api_key", "oauth_token", "git_pat")
 # The type is an open enum: the known ones above, or any short snake_case word.
 _TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 HINT_MIN_SECRET = 20
@@ -102,6 +106,21 @@ def check_service_name(value: object, pointer: str = "/service") -> str:
     return value
 
 
+def check_known_service(value: object, known: Iterable[str], pointer: str = "/service") -> str:
+    """The name of a service vaultd knows, or the one unknown-service message.
+
+    The value is echoed only when it is a service name or a near miss of
+    one: a client that sent something else in this field (a key, even) gets
+    the naming rule instead.
+    """
+    names = list(known)
+    if isinstance(value, str) and value in names:
+        return value
+    near_miss = isinstance(value, str) and closest_service(value, names) is not None
+    name = value if near_miss else check_service_name(value, pointer)  # raises if no name
+    raise ValidationError(FieldError(pointer, unknown_service(str(name), names), whole=True))
+
+
 def check_name(value: object, pointer: str = "/name") -> str:
     if not isinstance(value, str):
         raise ValidationError(FieldError(pointer, "must be a string"))
@@ -120,7 +139,42 @@ def check_type(value: object, pointer: str = "/type") -> str:
     return value
 
 
-def check_secret(value: object, pointer: str = "/secret") -> str:
+# ``export NAME=...`` or a .env line's ``NAME=...``. Bare names are upper case,
+# as variables are, and the "=" must be followed by something other than "=":
+# a base64 key ends in "=" or "==" and has no other.
+_ASSIGNMENT = re.compile(r"(?:export\s+[A-Za-z_][A-Za-z0-9_]*|[A-Z_][A-Z0-9_]*)=[^=]")
+# YOUR_KEY, YOUR_API_KEY, your-openai-token, sk-YOUR_SECRET_HERE: "your" at the
+# start of a word, then a word ending in key, token or secret.
+_YOUR_KEY = re.compile(r"(?i)(?:^|[^a-z0-9])your[-_]?[a-z0-9_-]*?(?:key|token|secret)")
+# xxxx, sk-xxxxxxxx, sk-proj-XXXX, ghp_****: a prefix, then only x's or stars.
+_FILLER = re.compile(r"(?i)(?:[a-z0-9]+[-_])*(?:x{3,}|\*{3,})")
+
+
+def secret_mistake(value: str, kind: str = "api_key") -> str | None:
+    """What makes ``value`` something other than an issued key, in words that never quote it.
+
+    None when it may be one, and always for types whose secrets people choose
+    (``ISSUED_TYPES``). Checked by the API and the CLI alike.
+    """
+    if kind not in ISSUED_TYPES:
+        return None
+    if _ASSIGNMENT.match(value):
+        return "looks like a NAME=value line (from a .env file or an export), not the key alone"
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
+        return "is wrapped in quotes, which would be sent as part of the key"
+    if "..." in value or "\u2026" in value:
+        return "looks like a placeholder (it contains ...), not a key"
+    if value.startswith("<") and value.endswith(">"):
+        return "looks like a placeholder (it is wrapped in < >), not a key"
+    if _YOUR_KEY.search(value):
+        return "looks like a placeholder (YOUR_..._KEY), not a key"
+    if _FILLER.fullmatch(value):
+        return "looks like a placeholder (only x's or *'s after its prefix), not a key"
+    return None
+
+
+def check_secret(value: object, pointer: str = "/secret", *, kind: object = "api_key") -> str:
+    """A secret to seal; ``kind``, the credential's type, says whether it must look issued."""
     if not isinstance(value, str):
         raise ValidationError(FieldError(pointer, "must be a string"))
     if not value:
@@ -132,6 +186,9 @@ def check_secret(value: object, pointer: str = "/secret") -> str:
         raise ValidationError(FieldError(pointer, "must not contain control characters"))
     if value != value.strip():
         raise ValidationError(FieldError(pointer, "must not start or end with white space"))
+    mistake = secret_mistake(value, kind) if isinstance(kind, str) else None
+    if mistake is not None:
+        raise ValidationError(FieldError(pointer, f"{mistake}; send the key itself"))
     return value
 
 

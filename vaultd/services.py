@@ -6,9 +6,10 @@ style), and which environment variables its SDKs read, for ``vaultd run``.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
@@ -122,6 +123,22 @@ BUILTINS: Mapping[str, Service] = MappingProxyType(
 
 # The keys a [services.NAME] table may hold, as documented in config.example.toml.
 SERVICE_KEYS = tuple(f.name for f in fields(Service) if f.name not in ("name", "builtin"))
+
+
+def closest_service(name: str, known: Iterable[str]) -> str | None:
+    """The known service ``name`` is most likely a typo of (case aside: ``OpenAI``), if any."""
+    close = difflib.get_close_matches(name.lower(), list(known), n=1)
+    return close[0] if close else None
+
+
+def unknown_service(name: str, known: Iterable[str]) -> str:
+    """The one message, for every verb and the API, about a service vaultd does not know.
+
+    It names the nearest known service and where the whole list is.
+    """
+    close = closest_service(name, known)
+    guess = f"; did you mean {close!r}?" if close else ""
+    return f"unknown service {name!r}{guess} (vaultd services lists them)"
 
 
 def is_loopback_host(host: str) -> bool:

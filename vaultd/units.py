@@ -72,23 +72,37 @@ def format_duration(seconds: int) -> str:
 
 
 def format_ago(then: int | None, now: int) -> str:
-    """ "never", "just now", "3 min ago", "2 h ago", "5 days ago", or "in 4 days"."""
+    """ "never", "just now", "3 min ago", "2 h ago", "5 days ago", or "in 4 days".
+
+    Rounded to the nearest unit, so that a key made with ``--expires 90d``
+    expires "in 90 days", not in 89, a few seconds later.
+    """
     if then is None:
         return "never"
     delta = now - then
     future = delta < 0
     delta = abs(delta)
     if delta < 60:
-        text = "just now" if not future else "in under a minute"
-        return text
-    if delta < 3600:
-        amount = f"{delta // 60} min"
-    elif delta < 86400:
-        amount = f"{delta // 3600} h"
-    else:
-        days = delta // 86400
-        amount = f"{days} day" + ("s" if days != 1 else "")
+        return "in under a minute" if future else "just now"
+    amount = _rounded(delta)
     return f"in {amount}" if future else f"{amount} ago"
+
+
+def _rounded(seconds: int) -> str:
+    """``seconds`` (60 or more) to the nearest minute, or hour once that is 60 min, or day."""
+    minutes = _nearest(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours = _nearest(seconds, 3600)
+    if hours < 24:
+        return f"{hours} h"
+    days = _nearest(seconds, 86400)
+    return f"{days} day" + ("s" if days != 1 else "")
+
+
+def _nearest(seconds: int, unit: int) -> int:
+    """Whole ``unit``s nearest to ``seconds``, halves up (``round`` would go to even)."""
+    return (seconds + unit // 2) // unit
 
 
 class TTLTooLong(ValueError):

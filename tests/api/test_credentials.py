@@ -253,6 +253,10 @@ async def test_create_defaults(api_client: TestClient[Any, Any], mint: Mint) -> 
         ({"service": "openai", "name": "n", "secret": " padded "}, ["/secret"]),
         ({"service": "openai", "name": "n", "secret": ""}, ["/secret"]),
         ({"service": "openai", "name": "n", "secret": "x" * 20000}, ["/secret"]),
+        # Not the key alone (issue 17): a placeholder, a .env line, quotes.
+        ({"service": "openai", "name": "n", "secret": "sk-proj-..."}, ["/secret"]),
+        ({"service": "openai", "name": "n", "secret": "OPENAI_API_KEY=sk-a"}, ["/secret"]),
+        ({"service": "openai", "name": "n", "secret": '"sk-abc"'}, ["/secret"]),
         ({**OK, "metadata": {f"k{i}": "v" for i in range(60)}}, ["/metadata"]),
         ({**OK, "metadata": {"k": 1}}, ["/metadata/k"]),
         ({**OK, "metadata": {"k" * 41: "v"}}, ["/metadata/" + "k" * 41]),

@@ -161,7 +161,7 @@ def test_cli_add_and_rotate_refuse_a_rekey_made_while_the_secret_is_typed(
     item = initialised.add("openai", "first", FIRST)
     real_read_secret = common.read_secret
 
-    def rekey_while_typing(prompt: str) -> str:
+    def rekey_while_typing(prompt: str, **how: str | None) -> str:
         # The CLI has unlocked the vault by now; the user is typing the secret.
         with open_vault(load_config()) as other:
             rekey(other)

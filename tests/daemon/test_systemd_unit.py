@@ -32,6 +32,8 @@ def test_unit_has_the_contracted_settings() -> None:
     s = settings()
     assert s["Type"] == ["notify"]
     assert s["ExecStart"][0].endswith("vaultd serve")
+    # `systemctl --user reload vaultd` reloads the config (issue 17, item 3).
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["Restart"] == ["on-failure"]
     assert s["UMask"] == ["0077"]
     assert s["LimitCORE"] == ["0"]

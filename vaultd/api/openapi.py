@@ -34,12 +34,15 @@ def _operation(
     errors: tuple[int, ...],
     **extra: Any,
 ) -> Doc:
-    """One operation; ``scope`` is "none", a scope name, or "admin-or-self".
+    """One operation; ``scope`` is "none", a scope name, "admin-or-self", or "any"
+    (any valid token).
 
     Each status in ``errors`` answers a plain problem, unless ``responses``
     describes it more closely.
     """
-    if scope != "none":
+    if scope == "any":
+        errors = (401, *errors)
+    elif scope != "none":
         errors = (401, 403, *errors)
     problems = {str(code): _PROBLEM for code in sorted(errors)}
     op: Doc = {
@@ -206,6 +209,15 @@ PATHS: Doc = {
             "Services and how many credentials each has",
             "read",
             {"200": _json({"type": "array", "items": ref("Service")}, "all services")},
+            (),
+        )
+    },
+    "/api/daemon": {
+        "get": _operation(
+            "getDaemon",
+            "The daemon's version, its services this token may use, and its config's digest",
+            "any",
+            {"200": _json(ref("Daemon"), "the daemon")},
             (),
         )
     },

@@ -268,6 +268,29 @@ SCHEMAS: Doc = {
         "required": ["status", "version"],
         "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
     },
+    "Daemon": {
+        "type": "object",
+        "required": ["version", "services", "config_digest", "pending_restart"],
+        "properties": {
+            "version": {"type": "string"},
+            "services": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the services the daemon has that this token may use",
+            },
+            "config_digest": {
+                "type": ["string", "null"],
+                "description": "SHA-256 of the config it runs with, paths aside (read scope;"
+                " null otherwise): vaultd doctor compares it with the file's",
+            },
+            "pending_restart": {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "keys the file changed that only a restart applies (read"
+                " scope; null otherwise)",
+            },
+        },
+    },
     "Problem": {
         "type": "object",
         "required": ["type", "title", "status", "detail", "request_id", "error"],

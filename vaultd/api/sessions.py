@@ -20,7 +20,7 @@ from vaultd.core.sessions import (
     check_session_limits,
 )
 from vaultd.errors import ErrorList, FieldError, Forbidden, NotFound, ValidationError
-from vaultd.http.appkeys import CONFIG, LIVE_USE, VAULT
+from vaultd.http.appkeys import LIVE_CONFIG, LIVE_USE, VAULT
 from vaultd.http.jsonio import read_object
 from vaultd.models import UUID_RE, check_name
 
@@ -58,7 +58,7 @@ async def list_sessions(request: web.Request) -> web.StreamResponse:
 @requires("admin")
 async def create_session(request: web.Request) -> web.StreamResponse:
     body = await read_object(request, allowed=CREATE_FIELDS, required=("name",))
-    config = request.app[CONFIG]
+    config = request.app[LIVE_CONFIG].config
     values = {
         "name": body["name"],
         "scopes": body.get("scopes", list(DEFAULT_SCOPES)),

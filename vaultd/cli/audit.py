@@ -8,6 +8,7 @@ import click
 
 from vaultd.cli.common import (
     State,
+    check_service_filter,
     json_option,
     one_line_errors,
     opened,
@@ -48,6 +49,7 @@ def audit_(state: State, service: str | None, since: str | None, limit: int, as_
         entries = list_entries(vault.db, service=service, since=start, limit=limit)
         names = {c.id: f"{c.service}/{c.name}" for c in vault.credentials.list()}
         sessions = {s.id: s.name for s in vault.sessions.list()}
+    check_service_filter(state.config, service, entries)
     listing(
         entries,
         as_json=as_json,
@@ -73,7 +75,8 @@ def audit_(state: State, service: str | None, since: str | None, limit: int, as_
             str(e.status) if e.refusal is None else f"{e.status} {e.refusal}",
             f"{e.duration_ms:.0f}",
             names.get(e.credential_id or "", e.credential_id or "-"),
-            sessions.get(e.session_id or "", "-"),
+            # A session pruned since ([sessions] keep) by its id, as a deleted credential.
+            sessions.get(e.session_id or "", e.session_id or "-"),
             _tokens(e),
             "-" if e.cost_usd is None else f"${e.cost_usd:.4f}",
         ],

@@ -1,7 +1,7 @@
 """``vaultd run``: a command that sees proxy URLs and a session token, never a key.
 
-Kept free of aiohttp: the daemon is asked one question (``/healthz``) with the
-standard library, and the token is minted in the database directly.
+Kept free of aiohttp: the daemon is asked (``/healthz``, ``/api/daemon``) with
+the standard library, and the token is minted in the database directly.
 """
 
 from __future__ import annotations
@@ -16,24 +16,57 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import FrameType
 
 from vaultd.cli.listener import NoListener, check_listener_is_ours
+from vaultd.config import DEFAULT_PORT, Config
 from vaultd.errors import VaultdError
 from vaultd.services import Service
 
-DEFAULT_URL = "http://127.0.0.1:3978"
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+# How to have a running daemon read its config again (README, "Changing the config").
+RELOAD_HINT = "systemctl --user reload vaultd, or kill -HUP the daemon's pid"
 
 
 class DaemonUnreachable(VaultdError):
     pass
 
 
-def daemon_url(env: Mapping[str, str]) -> str:
-    url = env.get("VAULTD_URL", DEFAULT_URL).rstrip("/")
+def daemon_url(env: Mapping[str, str], config: Config | None = None) -> str:
+    """Where clients find the daemon: ``VAULTD_URL``, else ``config``'s [server]
+    host and port (without a config: ``DEFAULT_URL``)."""
+    given = env.get("VAULTD_URL", "")
+    if not given:
+        return DEFAULT_URL if config is None else _config_url(config)
+    url = given.rstrip("/")
     if not url.startswith(("http://", "https://")) or not url.isprintable():
         raise DaemonUnreachable(f"VAULTD_URL must be an http:// URL, not {url!r}")
     return url
+
+
+def _config_url(config: Config) -> str:
+    """``http://HOST:PORT`` of the daemon ``config`` describes, reached on loopback."""
+    if config.port == 0:
+        raise DaemonUnreachable(
+            "[server] port is 0 (any free port), so clients cannot tell where the daemon "
+            'listens: set VAULTD_URL to the address its log shows ("listening on ...")'
+        )
+    host = config.host
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_unspecified:
+        # Listening on every address, loopback among them.
+        ip = ipaddress.ip_address("127.0.0.1" if ip.version == 4 else "::1")
+    if (ip is not None and not ip.is_loopback) or (ip is None and host.lower() != "localhost"):
+        raise DaemonUnreachable(
+            f"[server] host {host!r} is not a loopback address, and a token is handed only "
+            "to a daemon on this machine's loopback: listen on 127.0.0.1, or set VAULTD_URL"
+        )
+    name = host if ip is None else (f"[{ip}]" if ip.version == 6 else str(ip))
+    return f"http://{name}:{config.port}"
 
 
 def check_daemon(url: str, timeout: float = 3.0) -> str:
@@ -61,6 +94,74 @@ def check_daemon(url: str, timeout: float = 3.0) -> str:
     # Whoever answered was listening then: still only this user's sockets.
     _check_owner(url, host, port)
     return str(body.get("version", "?"))
+
+
+@dataclass(frozen=True)
+class DaemonView:
+    """What ``GET /api/daemon`` says: the daemon's version, the services it has that
+    the token may use, and (for a ``read`` token) its config's digest and the keys
+    a reload could not apply."""
+
+    version: str
+    services: tuple[str, ...]
+    config_digest: str | None
+    pending_restart: tuple[str, ...]
+
+
+def daemon_view(url: str, token: str, timeout: float = 3.0) -> DaemonView | None:
+    """``GET /api/daemon`` with ``token`` (any scope); None from a daemon too old to have it.
+
+    The daemon at ``url`` must already have passed ``check_daemon``. A daemon
+    that does not know the token, just minted in this vault, serves another one.
+    """
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(  # noqa: S310 - url passed check_daemon: loopback http
+        f"{url}/api/daemon", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with opener.open(request, timeout=timeout) as reply:
+            body = json.loads(reply.read(1 << 20))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        if exc.code == 401:
+            raise VaultdError(
+                f"the daemon at {url} does not know a token made in this vault: it serves "
+                "another one (a different --data-dir or [storage] data_dir)"
+            ) from None
+        raise VaultdError(f"the daemon at {url} answered {exc.code} to GET /api/daemon") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DaemonUnreachable(f"the vaultd daemon at {url} did not answer ({reason})") from None
+    try:
+        return DaemonView(
+            version=str(body["version"]),
+            services=tuple(str(name) for name in body["services"]),
+            config_digest=None if body["config_digest"] is None else str(body["config_digest"]),
+            pending_restart=tuple(str(key) for key in body["pending_restart"] or ()),
+        )
+    except (KeyError, TypeError):
+        raise VaultdError(f"{url} did not answer GET /api/daemon like a vaultd daemon") from None
+
+
+def check_daemon_services(url: str, token: str, services: Sequence[str]) -> None:
+    """Refuse (``VaultdError``) if the daemon at ``url`` lacks one of ``services``.
+
+    ``token`` is the session ``vaultd run`` made for its command (a proxy
+    scope is enough). The config the CLI read may be newer than the one the
+    daemon runs with: a command given a token for a service the daemon does
+    not have would only get 404s. A daemon too old to say is not asked.
+    """
+    view = daemon_view(url, token)
+    if view is None:
+        return
+    missing = [name for name in services if name not in view.services]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        raise VaultdError(
+            f"the daemon has no service {names} (added to the config since it last read "
+            f"it?): reload it ({RELOAD_HINT}) and run again"
+        )
 
 
 def _loopback_address(url: str) -> tuple[str, int]:

@@ -7,18 +7,20 @@ them in one group. Nothing here imports aiohttp.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from vaultd.config import Config, load_config
 from vaultd.core.vault import Vault, open_vault
 from vaultd.errors import VaultdError
-from vaultd.models import now
+from vaultd.models import now, secret_mistake
+from vaultd.services import unknown_service
 from vaultd.units import TTLTooLong, parse_duration, parse_ttl
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +54,8 @@ def one_line_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            quiet_broken_pipe()
         except VaultdError as exc:
             raise click.ClickException(str(exc)) from None
         except sqlite3.Error as exc:
@@ -63,6 +67,29 @@ def one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# How a shell reports a process that SIGPIPE ended (128 + 13), as `yes | head -1` does.
+EXIT_BROKEN_PIPE = 141
+
+
+def quiet_broken_pipe() -> NoReturn:
+    """The reader of our output left (``vaultd doctor | head -1``): stop without a word.
+
+    What the Python docs advise for SIGPIPE: point the standard streams at
+    /dev/null, so that the interpreter's last flush cannot fail and print a
+    traceback, and exit as a process that SIGPIPE ended would, which is what
+    ``set -o pipefail`` scripts already expect of ``head``'s other writers.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, ValueError, OSError):  # not a real file (a test's buffer)
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
 def opened(state: State) -> Vault:
     """The existing vault, to use in a ``with`` block (it closes the database)."""
     return open_vault(state.config, passphrase_file=state.passphrase_file)
@@ -72,8 +99,14 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON shape.")(fn)
 
 
-def read_secret(prompt: str) -> str:
-    """A hidden prompt on a terminal, else the first line of stdin; never argv."""
+def read_secret(prompt: str, *, kind: str, again: str, env_key: str | None) -> str:
+    """A hidden prompt on a terminal, else the first line of stdin; never argv.
+
+    A pasted line that is not a key of ``kind`` alone (a placeholder, quotes,
+    ``NAME=value``) is refused here, before anything is written, with how to
+    pass the key itself: ``again`` is the command to run, ``env_key`` the
+    variable the key usually sits in.
+    """
     if sys.stdin.isatty():
         value: str = click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
     else:
@@ -87,7 +120,23 @@ def read_secret(prompt: str) -> str:
         raise click.ClickException(
             "no secret given: type it at the prompt, or pipe it as the first line of stdin"
         )
+    mistake = secret_mistake(value, kind)
+    if mistake is not None:
+        # Never any of the value itself: it may be the key with a stray quote.
+        raise click.ClickException(
+            f"the secret {mistake}; pass only the key: paste it at the hidden prompt of "
+            f"{again}, or: printenv {env_key or 'VARIABLE'} | {again}"
+        )
     return value
+
+
+def check_service_filter(config: Config, service: str | None, found: Sized) -> None:
+    """``--service S`` that matched nothing and is no service vaultd knows: a typo, said so.
+
+    A service gone from the config still lists what it left behind.
+    """
+    if service is not None and not found and service not in config.services:
+        raise click.ClickException(unknown_service(service, config.services))
 
 
 def parse_meta(pairs: Sequence[str]) -> dict[str, str]:

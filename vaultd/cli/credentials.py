@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
 
 from vaultd.cli.common import (
     State,
+    check_service_filter,
     expiry_from,
     json_option,
     one_line_errors,
@@ -27,7 +29,8 @@ from vaultd.cli.output import (
 from vaultd.core.limits import utc_day
 from vaultd.core.sessions import Used
 from vaultd.core.vault import Vault, init_vault
-from vaultd.models import Credential, now
+from vaultd.errors import Conflict
+from vaultd.models import Credential, check_known_service, now
 from vaultd.store import counts
 from vaultd.units import format_ago
 
@@ -92,24 +95,52 @@ def add(
     """Store a new key for SERVICE under NAME.
 
     The secret is read from a hidden prompt on a terminal, else from the first
-    line of standard input (printf 'sk-...\\n' | vaultd add openai primary);
-    never from the command line, where other users could see it.
+    line of standard input (printenv OPENAI_API_KEY | vaultd add openai primary);
+    never from the command line, where other users could see it. A line that is
+    plainly not the key alone (a placeholder such as sk-proj-..., NAME=value,
+    quotes) is refused, unless --type says the secret is one people choose
+    (generic_secret, basic_auth).
     """
     metadata = parse_meta(meta)
     expires_at = expiry_from(expires)
     with opened(state) as vault:
+        # What can be wrong without the secret is said before it is asked for.
+        _check_addable(vault, service, name)
         dek = vault.unlock()
-        secret = read_secret(f"Secret for {service}/{name}")
-        credential = vault.credentials.add(
-            dek,
-            service=service,
-            name=name,
-            secret=secret,
-            type=type_,
-            metadata=metadata,
-            expires_at=expires_at,
+        secret = read_secret(
+            f"Secret for {service}/{name}",
+            kind=type_,
+            again=shlex.join(["vaultd", "add", service, name]),
+            env_key=_env_key(state, service),
         )
+        try:
+            credential = vault.credentials.add(
+                dek,
+                service=service,
+                name=name,
+                secret=secret,
+                type=type_,
+                metadata=metadata,
+                expires_at=expires_at,
+            )
+        except Conflict:
+            # Taken while the secret was typed.
+            raise _name_taken(service, name) from None
     show_credential(credential, as_json=as_json)
+
+
+def _check_addable(vault: Vault, service: str, name: str) -> None:
+    """A known service and a free name (``add`` checks both again as it writes)."""
+    check_known_service(service, vault.config.services)
+    if vault.credentials.find(service, name) is not None:
+        raise _name_taken(service, name)
+
+
+def _name_taken(service: str, name: str) -> click.ClickException:
+    return click.ClickException(
+        f"a credential named {service}/{name} already exists; use "
+        f"{shlex.join(['vaultd', 'rotate', f'{service}/{name}'])} to replace its secret"
+    )
 
 
 @click.command(name="list")
@@ -121,6 +152,7 @@ def list_(state: State, service: str | None, as_json: bool) -> None:
     """List stored credentials, oldest first (metadata only: secrets never leave)."""
     with opened(state) as vault:
         credentials = vault.credentials.list(service=service)
+    check_service_filter(state.config, service, credentials)
     listing(
         credentials,
         as_json=as_json,
@@ -188,9 +220,20 @@ def rotate(state: State, ref: str, as_json: bool) -> None:
     with opened(state) as vault:
         credential = vault.credentials.resolve(ref)
         dek = vault.unlock()
-        secret = read_secret(f"New secret for {credential.service}/{credential.name}")
+        secret = read_secret(
+            f"New secret for {credential.service}/{credential.name}",
+            kind=credential.type,
+            again=shlex.join(["vaultd", "rotate", f"{credential.service}/{credential.name}"]),
+            env_key=_env_key(state, credential.service),
+        )
         credential = vault.credentials.update(credential.id, dek=dek, secret=secret)
     show_credential(credential, as_json=as_json)
+
+
+def _env_key(state: State, service: str) -> str | None:
+    """The variable a service's key usually sits in (a service gone from the config has none)."""
+    known = state.config.services.get(service)
+    return None if known is None else known.env_key
 
 
 @click.command()

@@ -16,7 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaultd.config import Config, config_home, load_config
+from vaultd.config import Config, config_digest, config_home, load_config
+from vaultd.core.sessions import SessionStore
 from vaultd.core.vault import PASSPHRASE_MODE, Vault
 from vaultd.errors import VaultdError
 from vaultd.fsperms import unsafe_reason
@@ -122,19 +123,69 @@ def _vault_checks(config: Config, passphrase_file: Path | None) -> Iterator[Chec
         vault.close()
 
 
-def _daemon(env: Mapping[str, str]) -> Check:
+def _daemon(env: Mapping[str, str], config: Config) -> Iterator[Check]:
     from vaultd.cli.child import check_daemon, daemon_url
     from vaultd.cli.listener import ListenerNotOurs
 
     try:
-        url = daemon_url(env)
+        url = daemon_url(env, config)
         version = check_daemon(url, timeout=2.0)
     except ListenerNotOurs as exc:
         # Not a daemon that is down: someone else holds its port.
-        return Check("FAIL", "daemon", str(exc))
+        yield Check("FAIL", "daemon", str(exc))
+        return
     except VaultdError as exc:
-        return Check("warn", "daemon", str(exc))
-    return Check("ok", "daemon", f"vaultd {version} at {url}")
+        yield Check("warn", "daemon", str(exc))
+        return
+    yield Check("ok", "daemon", f"vaultd {version} at {url}")
+    yield _daemon_config(url, config)
+
+
+def _daemon_config(url: str, config: Config) -> Check:
+    """Whether the daemon runs with the config the file holds now (by digest).
+
+    The daemon says only to a ``read`` token: one is made for a minute in the
+    vault and revoked at once (the daemon prunes it later, with the others).
+    """
+    from vaultd.cli.child import RELOAD_HINT, daemon_view
+
+    name = "daemon config"
+    where = str(config.config_file or "the defaults (no config file)")
+    try:
+        db = connect(config.db_path)
+    except VaultdError:
+        return Check("info", name, "not compared: no vault to make a token in")
+    try:
+        sessions = SessionStore(db)
+        session, token = sessions.create(
+            name="vaultd doctor",
+            scopes=["read"],
+            services=["*"],
+            ttl=60,
+            known_services=config.services,
+        )
+        try:
+            view = daemon_view(url, token, timeout=2.0)
+        finally:
+            sessions.revoke(session.id)
+    except (VaultdError, sqlite3.Error) as exc:
+        return Check("warn", name, f"not compared: {exc}")
+    finally:
+        db.close()
+    if view is None or view.config_digest is None:
+        return Check("info", name, "not compared: the daemon is too old to tell")
+    if view.config_digest == config_digest(config):
+        return Check("ok", name, f"the daemon runs with {where}")
+    if view.pending_restart:
+        return Check(
+            "warn",
+            name,
+            f"{where} changed {', '.join(view.pending_restart)}, which only a restart of "
+            "the daemon applies (systemctl --user restart vaultd)",
+        )
+    return Check(
+        "warn", name, f"the daemon runs with an older version of {where}: reload it ({RELOAD_HINT})"
+    )
 
 
 def _unit(env: Mapping[str, str]) -> Check:
@@ -142,6 +193,18 @@ def _unit(env: Mapping[str, str]) -> Check:
     if unit.exists():
         return Check("info", "systemd", f"user unit {unit} is installed")
     return Check("info", "systemd", f"no user unit at {unit} (see README, Operations)")
+
+
+def _isolation() -> Iterator[Check]:
+    """Whether `vaultd run --isolate` (and its --net proxy-only) can confine here."""
+    from vaultd.isolation.check import problems
+
+    for net, name in (("all", "isolate"), ("proxy-only", "isolate --net proxy-only")):
+        missing = problems(net)
+        if missing:
+            yield Check("warn", name, "not available here: " + "; ".join(missing))
+        else:
+            yield Check("ok", name, "available (bubblewrap and Landlock)")
 
 
 def run_checks(
@@ -164,6 +227,7 @@ def run_checks(
         checks.extend(_vault_checks(config, passphrase_file))
     else:
         checks.append(Check("FAIL", "database", f"no vault at {config.db_path}; run: vaultd init"))
-    checks.append(_daemon(env))
+    checks.extend(_daemon(env, config))
     checks.append(_unit(env))
+    checks.extend(_isolation())
     return checks

@@ -69,7 +69,13 @@ def passwd(state: State, new_passphrase_file: Path | None) -> None:
             new = read_passphrase_file(new_passphrase_file)
         else:
             new = get_passphrase(
-                None, what="New vault passphrase", confirm=True, env={}, use_credentials=False
+                None,
+                what="New vault passphrase",
+                confirm=True,
+                env={},
+                use_credentials=False,
+                no_source="no terminal to ask for the new passphrase on: give "
+                "--new-passphrase-file FILE (a 0600 file, the passphrase its first line)",
             )
         change_passphrase(vault, new)
     click.echo("passphrase changed; restart the daemon with the new one", err=True)

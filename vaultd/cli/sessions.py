@@ -89,17 +89,30 @@ def session_create(
 
 
 @session.command(name="list")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Revoked and expired ones too (kept for [sessions] keep, 7 days by default).",
+)
 @json_option
 @pass_state
 @one_line_errors
-def session_list(state: State, as_json: bool) -> None:
-    """List sessions (never their tokens)."""
+def session_list(state: State, show_all: bool, as_json: bool) -> None:
+    """List active sessions (never their tokens); --all for every one kept."""
+    at = now()
     with opened(state) as vault:
         sessions = vault.sessions.list()
+    shown = sessions if show_all else [s for s in sessions if s.status(at) == "active"]
+    ended = len(sessions) - len(shown)
     listing(
-        sessions,
+        shown,
         as_json=as_json,
-        empty="no sessions; create one with: vaultd session create",
+        empty=(
+            f"no active sessions ({ended} revoked or expired: vaultd session list --all)"
+            if ended
+            else "no sessions; create one with: vaultd session create"
+        ),
         headers=[
             "ID",
             "NAME",
@@ -198,7 +211,8 @@ def _merged(current: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
 @pass_state
 @one_line_errors
 def session_revoke(state: State, session_id: str) -> None:
-    """Revoke a session by id (or unique id prefix); effective on the next request."""
+    """Revoke a session by id, unique id prefix, the key prefix the list shows
+    (fn_sess_AbCd) or its whole token; effective on the next request."""
     with opened(state) as vault:
         found = vault.sessions.resolve(session_id)
         vault.sessions.revoke(found.id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from sqlite_utils import Database
@@ -29,11 +30,11 @@ from vaultd.models import (
     Credential,
     Limits,
     check_expires_at,
+    check_known_service,
     check_limits,
     check_metadata,
     check_name,
     check_secret,
-    check_service_name,
     check_type,
     hint_for,
     now,
@@ -161,18 +162,6 @@ class CredentialStore:
 
     # -- writing ---------------------------------------------------------
 
-    def _check_service(self, service: object) -> str:
-        name = check_service_name(service)
-        if name not in self.services:
-            known = ", ".join(self.services)
-            raise ValidationError(
-                FieldError(
-                    "/service",
-                    f"unknown service {name!r}; known: {known} (add others in [services.NAME])",
-                )
-            )
-        return name
-
     def _conflict(self, service: str, name: str) -> Conflict:
         existing = self.find(service, name)
         return Conflict(
@@ -195,9 +184,10 @@ class CredentialStore:
         checked: dict[str, Any] = {
             key: errors.check(check, value)
             for key, check, value in (
-                ("service", self._check_service, service),
+                ("service", partial(check_known_service, known=self.services), service),
                 ("name", check_name, name),
-                ("secret", check_secret, secret),
+                # Whether it must look like an issued key depends on the type.
+                ("secret", partial(check_secret, kind=type), secret),
                 ("type", check_type, type),
                 ("metadata", check_metadata, {} if metadata is None else metadata),
                 ("expires_at", check_expires_at, expires_at),
@@ -258,7 +248,7 @@ class CredentialStore:
                 ("name", check_name, name),
                 ("metadata", check_metadata, metadata),
                 ("expires_at", check_expires_at, expires_at),
-                ("secret", check_secret, secret),
+                ("secret", partial(check_secret, kind=current.type), secret),
                 ("limits", check_credential_limits, limits),
             )
             if value is not UNSET

@@ -65,8 +65,13 @@ def get_passphrase(
     confirm: bool = False,
     env: Mapping[str, str] | None = None,
     use_credentials: bool = True,
+    no_source: str | None = None,
 ) -> bytes:
-    """The passphrase from the first source that has one, or ``CryptoError``."""
+    """The passphrase from the first source that has one, or ``CryptoError``.
+
+    ``no_source`` is what to say when there is none (no file and no terminal);
+    by default, that the vault is locked and how to unlock it.
+    """
     env = os.environ if env is None else env
     named = explicit or (Path(env[PASSPHRASE_FILE_ENV]) if env.get(PASSPHRASE_FILE_ENV) else None)
     if named is not None:
@@ -77,6 +82,7 @@ def get_passphrase(
     if terminal_available():
         return _prompt(what, confirm)
     raise CryptoError(
-        "this vault is locked by a passphrase: give --passphrase-file FILE "
+        no_source
+        or "this vault is locked by a passphrase: give --passphrase-file FILE "
         f"(or ${PASSPHRASE_FILE_ENV}), or run on a terminal to be asked"
     )

@@ -16,6 +16,7 @@ from sqlite_utils import Database
 
 from vaultd.core.policy import Policy, check_policy
 from vaultd.errors import (
+    AmbiguousReference,
     ErrorList,
     FieldError,
     NotFound,
@@ -26,6 +27,7 @@ from vaultd.errors import (
 from vaultd.models import (
     SESSION_LIMITS,
     Limits,
+    check_known_service,
     check_limits,
     check_name,
     now,
@@ -33,11 +35,10 @@ from vaultd.models import (
     stored_limits,
     uuid7,
 )
-from vaultd.services import SERVICE_NAME
 from vaultd.store import counts
 from vaultd.store.db import write_transaction
 from vaultd.store.refs import id_by_prefix
-from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_RE, new_token, token_hash
+from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_PREFIX, TOKEN_RE, new_token, token_hash
 
 SCOPES = ("proxy", "read", "admin")
 DEFAULT_SCOPES = ("read", "proxy")
@@ -173,14 +174,10 @@ def check_services(
 ) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not value:
         raise ValidationError(FieldError(pointer, 'must be a non-empty list of services or ["*"]'))
-    known_set = set(known)
+    names = list(known)
     for i, service in enumerate(value):
-        if service == ALL_SERVICES:
-            continue
-        if not isinstance(service, str) or not SERVICE_NAME.fullmatch(service):
-            raise ValidationError(FieldError(f"{pointer}/{i}", "is not a service name"))
-        if service not in known_set:
-            raise ValidationError(FieldError(f"{pointer}/{i}", f"unknown service {service!r}"))
+        if service != ALL_SERVICES:
+            check_known_service(service, names, f"{pointer}/{i}")
     if ALL_SERVICES in value:
         return (ALL_SERVICES,)
     return tuple(dict.fromkeys(value))
@@ -311,5 +308,45 @@ class SessionStore:
         return self.get(session_id)
 
     def resolve(self, ref: str) -> Session:
-        """A session by id or unique id prefix."""
-        return self.get(id_by_prefix(self.db, "sessions", ref, noun="session"))
+        """A session by id or unique id prefix, by the key prefix ``session list``
+        shows (``fn_sess_AbCd``, or the start of one), or by its whole token."""
+        if not ref.startswith(TOKEN_PREFIX):
+            return self.get(id_by_prefix(self.db, "sessions", ref, noun="session"))
+        if TOKEN_RE.fullmatch(ref):
+            rows = self._rows("WHERE token_hash = ?", [token_hash(ref)])
+            if not rows:
+                raise NotFound("no session has that token")
+            return rows[0]
+        if len(ref) > KEY_PREFIX_LEN:
+            # Longer than a key prefix: a mistyped token, never to be repeated.
+            raise NotFound(
+                f"that is neither a session's key prefix ({KEY_PREFIX_LEN} characters) "
+                "nor a whole token"
+            )
+        rows = self._rows("WHERE substr(key_prefix, 1, ?) = ?", [len(ref), ref])
+        if not rows:
+            raise NotFound(f"no session with key prefix {ref!r}")
+        if len(rows) > 1:
+            # Key prefixes are 24 random bits: two sessions can share one.
+            ids = ", ".join(s.id for s in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise AmbiguousReference(
+                f"{ref!r} is the key prefix of {len(rows)} sessions ({ids}); give the id"
+            )
+        return rows[0]
+
+    def prune(self, ended_before: int) -> int:
+        """Delete the sessions revoked or expired before ``ended_before``; how many.
+
+        Audit rows name their session by id with no foreign key, so those of a
+        deleted session stay (listings then show the id).
+        """
+        with write_transaction(self.db) as conn:
+            # A session ended at whichever of revoked_at and expires_at came
+            # first; with neither, it has not ended (SQLite's two-argument
+            # min() is NULL if either is).
+            cursor = conn.execute(
+                "DELETE FROM sessions WHERE min(coalesce(revoked_at, expires_at),"
+                " coalesce(expires_at, revoked_at)) < ?",
+                [ended_before],
+            )
+        return cursor.rowcount

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nacl.utils import random as nacl_random
@@ -126,6 +126,12 @@ class Vault:
         self.credentials = CredentialStore(self.db, self.config.services, self.check_dek)
         self.sessions = SessionStore(self.db)
 
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config``'s services from now on (the daemon's reload); the key
+        file and data dir it was opened with stay."""
+        self.config = replace(config, data_dir=self.config.data_dir, key_file=self.config.key_file)
+        self.credentials.services = config.services
+
     def meta(self, key: str) -> bytes | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return None if row is None else bytes(row[0])
@@ -226,9 +232,14 @@ class Vault:
 
 
 def _check_files(config: Config) -> None:
+    """Every verb's first check: nothing that holds vault material is open to others."""
     check_private(config.data_dir, "data directory")
     for suffix in ("", "-wal", "-shm"):
         check_private(Path(f"{config.db_path}{suffix}"), "database file")
+    if config.key_file.exists():
+        # Others who can list it learn of the key; who can write it can swap it.
+        # Without a key file (passphrase mode) it holds nothing of the vault's.
+        check_private(config.key_file.parent, "key directory")
     check_private(config.key_file, "key file")
 
 
@@ -254,6 +265,11 @@ def init_vault(
     With ``passphrase``, a new vault's data key is wrapped by a passphrase-derived
     key instead and no key file is made.
     """
+    new_passphrase = None
+    if passphrase and not config.db_path.exists():
+        # Asked before anything is made: without a terminal or a file, a
+        # failed init leaves nothing behind.
+        new_passphrase = _new_vault_passphrase(passphrase_file)
     ensure_private_dir(config.data_dir, "data directory")
     _check_files(config)
     if not passphrase and not config.db_path.exists() and not config.key_file.exists():
@@ -266,9 +282,7 @@ def init_vault(
             vault.unlock()  # an existing vault must open with the key we have
             return vault, False
         if passphrase:
-            secret = get_passphrase(
-                passphrase_file, what="New vault passphrase", confirm=True, use_credentials=False
-            )
+            secret = new_passphrase or _new_vault_passphrase(passphrase_file)
             params = passphrase_params()
             kek = kek_from_passphrase(secret, dict(params))
             rows: list[tuple[str, bytes]] = [("kek_mode", PASSPHRASE_MODE), *params.items()]
@@ -283,6 +297,18 @@ def init_vault(
     except BaseException:
         vault.close()
         raise
+
+
+def _new_vault_passphrase(passphrase_file: Path | None) -> bytes:
+    return get_passphrase(
+        passphrase_file,
+        what="New vault passphrase",
+        confirm=True,
+        use_credentials=False,
+        no_source="no terminal to ask for the new vault's passphrase on: give "
+        "--passphrase-file FILE (a 0600 file, the passphrase its first line), "
+        "or run vaultd init --passphrase on a terminal",
+    )
 
 
 def _store_new_dek(vault: Vault, kek: bytes, rows: list[tuple[str, bytes]]) -> tuple[Vault, bool]:

@@ -3,7 +3,7 @@
 Start-up failures a user can cause (a taken port, a second daemon on the same
 vault, a wrong key, unsafe permissions) are one ``Error:`` line on stderr and
 a return value of 1; a signal drains requests in flight, bounded by
-``DRAIN_TIMEOUT``, and returns 0.
+``DRAIN_TIMEOUT``, and returns 0. SIGHUP reloads the config (``reload``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aiohttp import web
 
 from vaultd.config import Config, load_config
 from vaultd.daemon.app import create_app
+from vaultd.daemon.reload import reload_app
 from vaultd.daemon.runners import daemon_runner
 from vaultd.daemon.sdnotify import notify
 from vaultd.errors import VaultdError
@@ -165,10 +166,12 @@ async def _until_signal(
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    # Its default action would end the daemon (exit 129).
+    loop.add_signal_handler(signal.SIGHUP, reload_app, app)
     try:
         return await run_app(app, host, port, stop, sock=sock)
     finally:
-        for sig in signals:
+        for sig in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 

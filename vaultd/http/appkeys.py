@@ -10,7 +10,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from vaultd.config import Config
+from vaultd.config import Config, LiveConfig
 from vaultd.core.sessions import Session, Used
 from vaultd.core.vault import Vault
 
@@ -23,7 +23,11 @@ class LiveUse(Protocol):
     def credential_used_today(self, credential_id: str) -> Used | None: ...
 
 
+# The config the app was built with: what only a restart changes (where it
+# listens, the data dir) and what is built once at start reads this one.
 CONFIG = web.AppKey("config", Config)
+# The config as of the last reload (SIGHUP): what requests read.
+LIVE_CONFIG = web.AppKey("live_config", LiveConfig)
 # Set by the vault cleanup context for the life of the running app only.
 VAULT = web.AppKey("vault", Vault)
 

@@ -103,6 +103,14 @@ class ProxyCache:
             return True
         return False
 
+    def clear(self) -> None:
+        """Forget everything now (a reload changed what the cached answers were made by:
+        a service's auth style shapes a secret's redaction patterns)."""
+        self._sessions.clear()
+        self._credentials.clear()
+        self._secrets.clear()
+        self._stamp = None
+
     def rewarm(self) -> None:
         """Look up again, now, what the cache held, if the database changed meanwhile.
 

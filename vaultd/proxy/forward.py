@@ -159,12 +159,14 @@ def _stalled(config: Config) -> RequestBodyTimeout:
     return RequestBodyTimeout(f"no byte of the request body arrived for {config.body_timeout}s")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forwarder:
     """What a proxied request needs from the app, gathered once at startup.
 
     (Per-request ``request.app[...]`` lookups were a visible share of a
-    proxied call's CPU time.)
+    proxied call's CPU time.) A config reload (SIGHUP) swaps ``config`` and
+    ``prices`` through ``reconfigure``; a request in flight keeps the ones it
+    started with where it holds them.
     """
 
     config: Config
@@ -174,6 +176,11 @@ class Forwarder:
     inflight: InFlight
     counters: Counters
     prices: PriceTable
+
+    def reconfigure(self, config: Config) -> None:
+        """Serve the next request by ``config`` (``daemon.reload``)."""
+        self.config = config
+        self.prices = PriceTable(config.prices)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         """One proxied request, from the checks to the audit row (after ``middleware.checked``)."""

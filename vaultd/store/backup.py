@@ -9,6 +9,7 @@ key file (or passphrase) as the vault it came from, so keep the two apart.
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import stat
 from pathlib import Path
@@ -30,6 +31,7 @@ def backup_database(db: Database, target: Path) -> int:
     opening it by name (see ``_others_can_replace_in``); checks afterwards
     that the file SQLite wrote is still the one created.
     """
+    _check_directory(target.parent)
     reason = _others_can_replace_in(target.absolute().parent)
     if reason is not None:
         raise StorageError(reason)
@@ -53,6 +55,26 @@ def backup_database(db: Database, target: Path) -> int:
     finally:
         os.close(fd)
     return target.stat().st_size
+
+
+def _check_directory(directory: Path) -> None:
+    """The directory the backup goes in exists; a backup never makes one.
+
+    Said here, naming the directory: SQLite or ``open`` would name the file,
+    as if the file were what is missing.
+    """
+    not_one = StorageError(f"{directory} is not a directory; back up into one")
+    try:
+        st = directory.stat()
+    except FileNotFoundError:
+        raise StorageError(
+            f"the directory {directory} does not exist; create it first "
+            f"(mkdir -p {shlex.quote(str(directory))}) or back up elsewhere"
+        ) from None
+    except NotADirectoryError:  # a file where a directory on the way should be
+        raise not_one from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise not_one
 
 
 def _copy(db: Database, target: Path) -> None:
