@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
-from typing import Any
+import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,11 +19,28 @@ from vaultd.cli.common import (
 )
 from vaultd.cli.limits import SESSION_FLAGS, chosen_limits, session_limit_options
 from vaultd.cli.policy import chosen_policy, policy_options
+from vaultd.isolation.plan import NETS
+
+if TYPE_CHECKING:
+    from vaultd.isolation.plan import Plan
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--service", "services_", multiple=True, help="A service CMD may use (repeatable).")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime of the session.")
+@click.option(
+    "--isolate",
+    is_flag=True,
+    help="Confine COMMAND: it cannot reach vaultd's files, the daemon or this process "
+    "(Linux: bubblewrap and Landlock; refused where they are missing).",
+)
+@click.option(
+    "--net",
+    type=click.Choice(NETS),
+    default="all",
+    show_default=True,
+    help="With --isolate: proxy-only lets COMMAND reach the daemon and nothing else.",
+)
 @session_limit_options
 @policy_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -32,6 +51,8 @@ def run(
     /,
     services_: tuple[str, ...],
     ttl: str,
+    isolate: bool,
+    net: str,
     command: tuple[str, ...],
     **flags: Any,
 ) -> None:
@@ -46,7 +67,9 @@ def run(
     the session; a request over one gets a 429 problem and never goes upstream.
     A policy (--allow, --deny, --read-only, --model, --credential, --policy)
     bounds what it may do; a request it refuses gets a 403 problem, likewise.
-    Needs the daemon (VAULTD_URL, default http://127.0.0.1:3978).
+    --isolate keeps COMMAND and all it starts from vaultd's config and data
+    directories, key and passphrase files, [run] hide, and the daemon.
+    Needs the daemon (VAULTD_URL, else the config's [server] host and port).
     """
     from vaultd.cli import child
 
@@ -58,7 +81,11 @@ def run(
         # The session is revoked when COMMAND exits; one left over by a
         # killed `vaultd run` must still end.
         raise click.BadParameter("must be a duration, not never", param_hint="--ttl")
-    url = child.daemon_url(os.environ)
+    if net != "all" and not isolate:
+        raise click.UsageError("--net proxy-only needs --isolate")
+    url = child.daemon_url(os.environ, config)
+    # Before anything is minted or run: what --isolate asks is given, or nothing runs.
+    plan = _isolation_plan(state, url, net) if isolate else None
     child.check_daemon(url)
     with opened(state) as vault:
         if services_:
@@ -80,6 +107,7 @@ def run(
             policy=None if policy is None else policy.to_json(),
         )
         try:
+            child.check_daemon_services(url, token, chosen)
             targets = [config.services[name] for name in chosen]
             if not services_:
                 # Unasked, a token variable whose tool cannot be pointed at the
@@ -88,7 +116,43 @@ def run(
             env = child.child_env(os.environ, url, token, targets)
             for line in child.base_url_warnings(url, targets):
                 click.echo(line, err=True)
-            code = child.run_command(command, env)
+            if plan is None:
+                code = child.run_command(command, env)
+            else:
+                from vaultd.isolation.launch import run_confined
+
+                code = run_confined(plan, command, env)
         finally:
             vault.sessions.revoke(created.id)
     sys.exit(code)
+
+
+def _isolation_plan(state: State, url: str, net: str) -> Plan:
+    """What ``--isolate`` will hide and how, once this machine is known to give it all."""
+    from vaultd.isolation.check import problems
+    from vaultd.isolation.plan import IsolationUnavailable, make_plan
+
+    missing = problems(net)
+    if missing:
+        raise IsolationUnavailable("--isolate is not available here: " + "; ".join(missing))
+    proxy = _daemon_address(url) if net == "proxy-only" else None
+    return make_plan(state.config, os.environ, state.passphrase_file, net, proxy)
+
+
+def _daemon_address(url: str) -> tuple[str, int]:
+    """The loopback address and port of ``url``, which the sandbox's relay listens on."""
+    from vaultd.isolation.plan import IsolationUnavailable
+
+    parts = urllib.parse.urlsplit(url)
+    host = "127.0.0.1" if parts.hostname == "localhost" else (parts.hostname or "")
+    try:
+        loopback = (
+            ipaddress.ip_address(host).version == 4 and ipaddress.ip_address(host).is_loopback
+        )
+    except ValueError:
+        loopback = False
+    if parts.scheme != "http" or not loopback or parts.port is None:
+        raise IsolationUnavailable(
+            f"--net proxy-only needs the daemon on an http://127.x.x.x:PORT address, not {url}"
+        )
+    return host, parts.port
