@@ -446,6 +446,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument(
+        "--only",
+        choices=["all", "policy"],
+        default="all",
+        help="policy: only the request-policy section (its own target, in a minute)",
+    )
+    parser.add_argument(
         "--fast-paths",
         default="auto",
         help="VAULTD_FAST_PATHS for vaultd: auto, off (aiohttp's public API alone), client, server",
@@ -526,6 +532,9 @@ def main() -> None:
             "vaultd": f"http://127.0.0.1:{vaultd_port}/proxy/openai/v1/models",
             "unmetered": f"http://127.0.0.1:{vaultd_port}/proxy/unmetered/v1/models",
         }
+        if args.only == "policy":
+            policy_section(vaultd_port, token, policed, args.seconds)
+            return
         for url in urls.values():  # warm up connections and code paths
             load(url, token, 4, 1)
         tool = "wrk" if shutil.which("wrk") else "python client"

@@ -35,7 +35,7 @@ from tests.support.upstream import OPENAI_KEY, OTHER_KEY, raw_upstream, vaultd_f
 from vaultd.core.policy import READ_ONLY, check_policy, decide
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.decisions import checked_tail, policy_path
-from vaultd.proxy.errors import BadProxyPath
+from vaultd.proxy.errors import BadProxyPath, MethodOverrideRefused, PolicyDenied
 
 DENIED = "policy-denied"
 OVERRIDE = "method-override-refused"
@@ -813,3 +813,25 @@ async def test_every_bad_rule_is_named_at_once(rig: Rig) -> None:
         "/policy/deny/0",
         "/policy/models/0",
     ]
+
+
+def test_route_remembers_its_decisions_within_bounds() -> None:
+    from vaultd.proxy.policy import MEMO_ENTRIES, route
+
+    policy = check_policy({"deny": ["DELETE /**"], "models": ["gpt-*"]})
+    assert policy is not None
+    for i in range(3 * MEMO_ENTRIES):
+        assert route(policy, "GET", f"v1/item%73/{i}", "", ()) == f"v1/items/{i}"
+    assert 0 < len(policy.memo) <= MEMO_ENTRIES
+    # A refusal remembered is a refusal again, and so is a header's, which
+    # is never remembered (it is not part of the key).
+    for _ in range(2):
+        with pytest.raises(PolicyDenied, match='denied by "DELETE /\\*\\*"'):
+            route(policy, "DELETE", "v1/items/1", "", ())
+    route(policy, "POST", "v1/chat", "", ())
+    with pytest.raises(MethodOverrideRefused):
+        route(policy, "POST", "v1/chat", "", ("X-HTTP-Method-Override",))
+    # A path too long to be worth remembering is decided each time.
+    long_tail = "v1/" + "a" * 600
+    route(policy, "GET", long_tail, "", ())
+    assert ("GET", long_tail) not in policy.memo

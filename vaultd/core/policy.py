@@ -207,11 +207,16 @@ class Policy:
     models: tuple[str, ...] = ()
     credential: str | None = None
     _model_regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    # Decisions about a (method, path) already made for this policy, kept by
+    # the caller (``proxy.policy``): each a pure function of the policy and
+    # its key, and a client calls the same few endpoints over and over.
+    memo: dict[tuple[str, str], object] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # "*" also spans "/" in a model name (meta-llama/*); "**" is "*".
         regexes = (re.compile(_stars(re.sub(r"\*+", "*", g), "."), re.DOTALL) for g in self.models)
         object.__setattr__(self, "_model_regexes", tuple(regexes))
+        object.__setattr__(self, "memo", {})
 
     @property
     def method_rules(self) -> bool:
@@ -378,6 +383,9 @@ def model_allowed(policy: Policy | None, model: str | None) -> Decision:
 class ModelRead(NamedTuple):
     model: str | None  # the model the body names, None if it names none
     unreadable: str | None  # why the body cannot be read for it (fail closed), else None
+    # The JSON object read (every key once, no NaN), for a reader as strict
+    # that would otherwise parse the same bytes again (metering's stream usage).
+    document: dict[str, object] | None = None
 
 
 class _Unreadable(ValueError):
@@ -446,10 +454,10 @@ def model_from_body(
         )
     model = value.get("model")
     if model is None and "model" not in value:
-        return ModelRead(None, None)
+        return ModelRead(None, None, value)
     if not isinstance(model, str):
         return ModelRead(None, 'the body\'s "model" is not a string')
-    return ModelRead(model, None)
+    return ModelRead(model, None, value)
 
 
 def model_from_path(path: str) -> str | None:

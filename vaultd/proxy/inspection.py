@@ -42,13 +42,15 @@ async def inspected(
     assert service is not None
     body, outgoing = await _read(request, outgoing, config.max_inspect_body)
     policy = session.policy
+    document = None
     if policy is not None and policy.models:
-        attempt.request_model = body_model(
+        read = body_model(
             policy, body, _every(request, "Content-Type"), _every(request, "Content-Encoding")
         )
+        attempt.request_model, document = read.model, read.document
     what = inspection(request.method, service, attempt.path, attempt.budget)
     if what is not None:
-        return with_stream_usage(what, body, outgoing, attempt, config)
+        return with_stream_usage(what, body, outgoing, attempt, config, document)
     return outgoing
 
 

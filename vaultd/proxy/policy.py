@@ -12,9 +12,11 @@ whose detail names the rule or the reason, or a ``MethodOverrideRefused``
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from vaultd.core.policy import (
     OVERRIDE_PARAM,
+    ModelRead,
     Policy,
     decide,
     method_override,
@@ -37,7 +39,6 @@ def route(
     an escape the upstream decodes another way cannot reach what the rules
     did not see.
     """
-    path = policy_path(rest)
     if policy.method_rules:
         override = method_override(header_names)
         if override is not None:
@@ -49,14 +50,40 @@ def route(
                 f"the query parameter {OVERRIDE_PARAM} is refused: this session's policy "
                 "has method rules"
             )
+    key = (method, rest)
+    routed = cast("tuple[str | None, str] | None", policy.memo.get(key))
+    if routed is None:
+        routed = _routed(policy, method, rest)
+        if len(rest) <= MEMO_PATH_CHARS:
+            if len(policy.memo) >= MEMO_ENTRIES:
+                policy.memo.clear()  # a client that varies its paths starts it over
+            policy.memo[key] = routed
+    reason, tail = routed
+    if reason is not None:
+        raise PolicyDenied(reason)
+    return tail
+
+
+# What route() remembers per policy: bounded in entries and in key length.
+MEMO_ENTRIES = 256
+MEMO_PATH_CHARS = 512
+
+
+def _routed(policy: Policy, method: str, rest: str) -> tuple[str | None, str]:
+    """(why refused, or None; the tail to forward) for ``method`` and ``rest``:
+    everything ``route`` decides that depends on nothing else."""
+    path = policy_path(rest)
+    if policy.method_rules:
         decision = decide(policy, method, path, ())
         if not decision.allowed:
-            raise PolicyDenied(decision.reason or "refused by the session's policy")
+            return decision.reason or "refused by the session's policy", ""
     if policy.models:
         # The body, if any, is read for its model too (``inspection``): a
         # request may name one in both places, and each must pass.
-        _model_ok(policy, model_from_path(path))
-    return canonical_tail(path)
+        decision = model_allowed(policy, model_from_path(path))
+        if not decision.allowed:
+            return decision.reason or "refused by the session's policy", ""
+    return None, canonical_tail(path)
 
 
 def _model_ok(policy: Policy, model: str | None) -> None:
@@ -84,8 +111,9 @@ def credential_chosen(policy: Policy | None, name: str) -> None:
 
 def body_model(
     policy: Policy, body: bytes | None, content_type: str | None, content_encoding: str | None
-) -> str | None:
-    """The model a request body names, refused unless the policy's models allow it.
+) -> ModelRead:
+    """The model a request body names (and the JSON object read), refused unless the
+    policy's models allow it.
 
     ``body`` is None when it is larger than ``[policy] max_inspect_body``: it
     cannot be read for its model, so it is refused (fail closed).
@@ -102,4 +130,4 @@ def body_model(
             "policy allows only some models (send a JSON object, each key once)"
         )
     _model_ok(policy, read.model)
-    return read.model
+    return read

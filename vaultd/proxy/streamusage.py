@@ -56,13 +56,19 @@ def model_hint(service: Service, path: str) -> str | None:
 
 
 def with_stream_usage(
-    what: str, body: bytes | None, outgoing: Outgoing, attempt: Attempt, config: Config
+    what: str,
+    body: bytes | None,
+    outgoing: Outgoing,
+    attempt: Attempt,
+    config: Config,
+    document: dict[str, object] | None = None,
 ) -> Outgoing:
     """``outgoing``, its body asking for the stream's usage where it did not.
 
     ``what`` is ``inspection``'s answer; ``body`` the whole request body, or
     None when it is larger than ``[policy] max_inspect_body`` (``outgoing``
-    then still sends all of it).
+    then still sends all of it). ``document``: ``body`` as a strict reader
+    (every key once, no NaN) has already read it, to be read again.
     """
     budget = attempt.budget
     if body is None:
@@ -74,7 +80,7 @@ def with_stream_usage(
                 "to tell) answers without its usage"
             )
     else:
-        body = _asked_for_usage(body, attempt, config)
+        body = _asked_for_usage(body, attempt, config, document)
     # The body is whole: its length is known, whatever the client sent.
     outgoing.headers["Content-Length"] = str(len(body))
     return outgoing._replace(body=then(body, None))
@@ -83,9 +89,11 @@ def with_stream_usage(
 _BUDGET = "this session or its credential has a token or cost limit"
 
 
-def _asked_for_usage(body: bytes, attempt: Attempt, config: Config) -> bytes:
+def _asked_for_usage(
+    body: bytes, attempt: Attempt, config: Config, document: dict[str, object] | None
+) -> bytes:
     """The body to send: with include_usage where the stream would have gone without."""
-    rewritten = add_stream_usage(body)
+    rewritten = add_stream_usage(body, document)
     attempt.request_model = rewritten.model
     if rewritten.unreadable:
         if attempt.budget:

@@ -78,16 +78,21 @@ def _strict(body: bytes) -> Any:
         raise _Unreadable from e
 
 
-def add_stream_usage(body: bytes) -> StreamUsage:
-    """``body`` with ``stream_options.include_usage`` set, when it streams without it."""
+def add_stream_usage(body: bytes, document: dict[str, Any] | None = None) -> StreamUsage:
+    """``body`` with ``stream_options.include_usage`` set, when it streams without it.
+
+    ``document``: ``body`` already read by a reader as strict as this one
+    (every key once, no NaN or Infinity), so as not to parse it twice; it may
+    be changed here.
+    """
     try:
-        return _add(body)
+        return _add(body, document)
     except _Unreadable:
         return _UNREADABLE
 
 
-def _add(body: bytes) -> StreamUsage:
-    obj = _strict(body)
+def _add(body: bytes, document: dict[str, Any] | None) -> StreamUsage:
+    obj = _strict(body) if document is None else document
     if type(obj) is not dict:
         raise _Unreadable("not an object")
     model = model_name(obj.get("model"))
