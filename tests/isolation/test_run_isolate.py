@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.support.daemon import DaemonEnv, stop, vaultd_argv
 from tests.support.providers import Call, provider_app
-from vaultd.isolation.check import problems
+from vaultd.isolation.check import NOT_INSTALLED, problems
 
 KEY = "sk-proj-ISOLATEDkey0123456789abcdefghij"
 PYTHON = sys.executable
@@ -311,10 +311,7 @@ def test_unavailable_isolation_refuses_in_one_line_and_runs_nothing(
     done = confined.run("--", "touch", str(marker), PATH=str(tmp_path))
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
-    assert line == (
-        "Error: --isolate is not available here: bubblewrap is not installed "
-        "(apt install bubblewrap; dnf install bubblewrap)"
-    )
+    assert line == f"Error: --isolate is not available here: {NOT_INSTALLED}"
     assert not marker.exists()
     assert _sessions(confined) == sessions_before  # nothing was minted either
 
@@ -375,3 +372,113 @@ async def test_the_openai_sdk_works_end_to_end_confined_to_the_proxy(
     (call,) = calls
     # The real key went upstream from the daemon; the command held a token only.
     assert call.headers["Authorization"] == f"Bearer {KEY}"
+
+
+SYSTEM_PROBE = """
+import os, stat, sys
+problems = []
+for path in ("/proc/sys", "/sys"):
+    if not os.statvfs(path).f_flag & os.ST_RDONLY:
+        problems.append(path + " is writable")
+try:
+    open("/proc/sys/kernel/core_pattern", "r+").close()
+    problems.append("core_pattern opens for writing")
+except OSError:
+    pass
+for name in os.listdir("/dev"):
+    try:
+        mode = os.stat(os.path.join("/dev", name)).st_mode
+    except OSError:
+        continue
+    if stat.S_ISBLK(mode):
+        problems.append("block device /dev/" + name)
+others = [n for n in os.listdir("/dev/pts") if n.isdigit()]
+if len(others) > 1:
+    problems.append("other terminals: " + ",".join(others))
+print("; ".join(problems))
+sys.exit(1 if problems else 0)
+"""
+
+
+def test_the_kernel_the_disks_and_other_terminals_are_out_of_reach(
+    confined: Vault, tmp_path: Path
+) -> None:
+    # As root (CI): sysctls such as core_pattern would run a program as real
+    # root, a raw disk holds the key's blocks, cgroup.kill stops the daemon.
+    probe = tmp_path / "probe.py"
+    probe.write_text(SYSTEM_PROBE)
+    done = confined.run("--", PYTHON, str(probe))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_bwrap_planted_earlier_on_path_is_never_run(confined: Vault, tmp_path: Path) -> None:
+    planted = tmp_path / "bin"
+    planted.mkdir()
+    fake = planted / "bwrap"
+    marker = tmp_path / "fake-ran"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 0\n")
+    fake.chmod(0o755)
+    path = f"{planted}:{confined.env.vars['PATH']}"
+    done = confined.run("--", "sh", "-c", f"cat {confined.key}", PATH=path)
+    assert done.returncode != 0
+    assert not marker.exists()
+
+
+def test_the_passphrase_file_named_in_the_environment_is_hidden(
+    confined: Vault, tmp_path: Path
+) -> None:
+    secret = tmp_path / "passphrase"
+    secret.write_text("correct horse battery staple\n")
+    secret.chmod(0o600)
+    done = confined.run("--", "sh", "-c", f"cat {secret}", VAULTD_PASSPHRASE_FILE=str(secret))
+    assert done.returncode != 0
+    assert "horse" not in done.stdout
+
+
+def test_a_symlinked_config_dir_the_command_could_swap_is_refused(tmp_path: Path) -> None:
+    env = DaemonEnv(tmp_path)
+    real = tmp_path / "dotfiles" / "vaultd"
+    real.mkdir(parents=True, mode=0o700)
+    config_dir = Path(env.vars["XDG_CONFIG_HOME"]) / "vaultd"
+    config_dir.parent.mkdir(parents=True)
+    config_dir.symlink_to(real)
+    done = subprocess.run(
+        vaultd_argv("init"), env=env.vars, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    daemon, log = env.start()
+    try:
+        env.wait_healthy(daemon, log)
+        marker = tmp_path / "ran"
+        done = subprocess.run(
+            vaultd_argv("run", "--isolate", "--", "touch", str(marker)),
+            env=env.vars,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        stop(daemon)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "through the symlink" in line and str(config_dir) in line
+    assert not marker.exists()
+
+
+def test_the_session_sockets_are_hidden_and_their_variables_dropped(
+    confined: Vault, tmp_path: Path
+) -> None:
+    tmux = tmp_path / "tmux-sockets"
+    tmux.mkdir(mode=0o700)
+    (tmux / "default").write_text("a socket stands here")
+    done = confined.run(
+        "--",
+        "sh",
+        "-c",
+        f'test -z "$TMUX" && test -z "$DBUS_SESSION_BUS_ADDRESS" && ! ls {tmux}',
+        TMUX=f"{tmux}/default,123,0",
+        DBUS_SESSION_BUS_ADDRESS=f"unix:path={tmux}/bus",
+    )
+    assert done.returncode == 0, done.stderr

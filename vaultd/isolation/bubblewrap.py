@@ -39,17 +39,29 @@ def namespaces(*, root: bool, new_session: bool, private_net: bool) -> list[str]
     """The options that make the namespaces and drop every privilege."""
     args = [
         *("--bind", "/", "/"),
-        *("--dev-bind", "/dev", "/dev"),
+        # bwrap's own minimal /dev (null, zero, tty, random, a devpts of its
+        # own...): not the host's, where root could read a disk raw (the key
+        # from the file system's blocks) and a user the other terminals.
+        *("--dev", "/dev"),
         *("--proc", "/proc"),
-        *("--tmpfs", "/dev/shm"),  # noqa: S108 - a private, empty one
+        # Root (mapped to root) may write sysctls without any capability:
+        # kernel.core_pattern would run a program of its choosing as real
+        # root. bwrap leaves /proc/sys writable where it cannot tell it is.
+        *("--ro-bind", "/proc/sys", "/proc/sys"),
+        # sysfs holds the user's own cgroups (cgroup.kill, cgroup.freeze of
+        # the daemon's unit) and, for root, tunables of the machine.
+        *("--ro-bind", "/sys", "/sys"),
         "--unshare-pid",
         "--unshare-ipc",
+        "--unshare-cgroup-try",
         "--unshare-user",
         "--disable-userns",
         "--assert-userns-disabled",
         "--die-with-parent",
         *("--cap-drop", "ALL"),
     ]
+    if os.path.exists("/proc/sysrq-trigger"):
+        args += ["--ro-bind", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]
     if root:
         # Files root owns stay root's inside (not "nobody"'s).
         args += ["--uid", "0", "--gid", "0"]
@@ -89,6 +101,14 @@ def command_line(
         args += ["--bind", directory, directory]
     for path in plan.read_only:
         args += ["--ro-bind", path, path]
+    if plan.writable_cwd is not None:
+        # The working directory lies in a read-only one (root in /etc/...):
+        # it stays the command's, the rest stays read-only.
+        args += ["--bind", plan.writable_cwd, plan.writable_cwd]
+    for path in plan.emptied:
+        # Sockets that would start or reach an unconfined process: the
+        # system bus and systemd (root is root to them), Docker, X11.
+        args += ["--tmpfs", path]
     files = dict(zip(hidden_files(plan), empty_fds, strict=True))
     for path in sorted(plan.hidden, key=lambda p: p.count("/")):
         if path in files:

@@ -17,6 +17,43 @@ from vaultd.isolation.bubblewrap import namespaces
 from vaultd.isolation.scope import SCOPE_ABI, landlock_abi, scoped_ruleset
 
 TRIAL_TIMEOUT = 10
+# Where a bwrap is taken from: system directories, root's alone. A bwrap found
+# earlier on PATH (~/.local/bin comes first in many profiles) could have been
+# planted by the last confined command, to run the next one unconfined.
+TRUSTED_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin")
+NOT_INSTALLED = (
+    "bubblewrap is not installed (apt install bubblewrap; dnf install bubblewrap): "
+    "a root-owned bwrap in /usr/bin, /bin or /usr/local/bin on PATH"
+)
+
+
+def _root_only(path: str) -> bool:
+    """Whether ``path`` and every directory above it are root's and no one else's to change."""
+    current = os.path.realpath(path)
+    while True:
+        try:
+            info = os.stat(current)
+        except OSError:
+            return False
+        if info.st_uid != 0 or info.st_mode & 0o022:
+            return False
+        if current == "/":
+            return True
+        current = os.path.dirname(current)
+
+
+def trusted_bwrap(path: str | None = None) -> str | None:
+    """The bwrap to run: on ``path`` (PATH by default), in a system directory, root's."""
+    trusted = {os.path.realpath(d) for d in TRUSTED_DIRS}
+    for directory in (path if path is not None else os.environ.get("PATH", os.defpath)).split(
+        os.pathsep
+    ):
+        if not directory or os.path.realpath(directory) not in trusted:
+            continue
+        candidate = os.path.join(directory, "bwrap")
+        if os.access(candidate, os.X_OK) and _root_only(candidate):
+            return os.path.realpath(candidate)
+    return None
 
 
 def problems(net: str, *, trial: bool = True) -> list[str]:
@@ -24,9 +61,9 @@ def problems(net: str, *, trial: bool = True) -> list[str]:
     if not sys.platform.startswith("linux"):
         return ["--isolate needs Linux (bubblewrap and Landlock)"]
     found: list[str] = []
-    bwrap = shutil.which("bwrap")
+    bwrap = trusted_bwrap()
     if bwrap is None:
-        found.append("bubblewrap is not installed (apt install bubblewrap; dnf install bubblewrap)")
+        found.append(NOT_INSTALLED)
     abi = landlock_abi()
     if abi < 0:
         found.append("the Python package landlockpy is missing (pip install landlockpy)")

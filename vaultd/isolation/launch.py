@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from types import FrameType
 
 from vaultd.isolation import bridge
 from vaultd.isolation.bubblewrap import command_line, hidden_files
+from vaultd.isolation.check import NOT_INSTALLED, trusted_bwrap
 from vaultd.isolation.plan import IsolationUnavailable, Plan
 from vaultd.isolation.scope import scoped_ruleset
 
@@ -39,18 +39,22 @@ def _tiocsti_allowed() -> bool:
         return True
 
 
+# Variables that name a way to an unconfined process (the sockets are hidden;
+# their names need not go in either).
+DROPPED = frozenset({"TMUX", "TMUX_PANE", "STY", "DBUS_SESSION_BUS_ADDRESS"})
+
+
 def confined_env(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without vaultd's own variables (a passphrase file's path, say)."""
-    return {k: v for k, v in env.items() if not k.startswith("VAULTD_")}
+    """``env`` without vaultd's own variables (a passphrase file's path, say) and
+    those that name the session's sockets."""
+    return {k: v for k, v in env.items() if not k.startswith("VAULTD_") and k not in DROPPED}
 
 
 def run_confined(plan: Plan, command: Sequence[str], env: Mapping[str, str]) -> int:
     """Run ``command`` as ``plan`` says; its exit status (128 + signal if killed)."""
-    bwrap = shutil.which("bwrap")
+    bwrap = trusted_bwrap(env.get("PATH", os.defpath))
     if bwrap is None:
-        raise IsolationUnavailable(
-            "bubblewrap is not installed (apt install bubblewrap; dnf install bubblewrap)"
-        )
+        raise IsolationUnavailable(NOT_INSTALLED)
     try:
         ruleset = scoped_ruleset()
     except Exception as exc:  # landlockpy's errors: refuse, never run unconfined
