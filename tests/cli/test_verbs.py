@@ -317,6 +317,7 @@ _NON_HTTP_VERBS = (
     ("rekey",),
     ("passwd",),
     ("doctor",),
+    ("systemd-unit",),
     # run speaks HTTP with urllib, to check the daemon; none runs here.
     ("run", "--service", "openai", "--", "true"),
 )

@@ -14,6 +14,8 @@ from vaultd.errors import (
     Unauthorized,
     ValidationError,
 )
+from vaultd.models import now
+from vaultd.store.db import write_transaction
 from vaultd.tokens import KEY_PREFIX_LEN, TOKEN_RE, token_hash
 
 
@@ -131,3 +133,59 @@ def test_a_damaged_stored_policy_fails_closed(opened_vault: Vault, damage: str) 
     conn.close()
     with pytest.raises(StorageError, match="is damaged: its policy"):
         opened_vault.sessions.authenticate(token)
+
+
+def test_extend_moves_a_lease_on_but_never_past_its_cap_nor_back(opened_vault: Vault) -> None:
+    sessions = opened_vault.sessions
+    session_id, token = create(opened_vault, ttl=60)
+    created = sessions.get(session_id)
+    assert created.expires_at is not None
+    start = created.expires_at
+    assert sessions.extend(session_id, start + 100).expires_at == start + 100
+    # Only ever later: an earlier end is not written.
+    assert sessions.extend(session_id, start + 10).expires_at == start + 100
+    # Never past the cap (vaultd run --ttl).
+    assert sessions.extend(session_id, start + 500, cap=start + 200).expires_at == start + 200
+    assert sessions.extend(session_id, start + 900, cap=start + 200).expires_at == start + 200
+    assert sessions.authenticate(token).id == session_id
+
+
+def test_extend_never_brings_back_a_revoked_session(opened_vault: Vault) -> None:
+    sessions = opened_vault.sessions
+    session_id, token = create(opened_vault, ttl=60)
+    before = sessions.revoke(session_id)
+    after = sessions.extend(session_id, now() + 3600)
+    assert after.expires_at == before.expires_at and after.revoked_at is not None
+    with pytest.raises(Unauthorized, match="revoked"):
+        sessions.authenticate(token)
+
+
+def test_extend_leaves_a_session_that_never_expires_as_it_is(opened_vault: Vault) -> None:
+    session_id, _token = create(opened_vault, ttl=None)
+    assert opened_vault.sessions.extend(session_id, now() + 60).expires_at is None
+
+
+def lapse(vault: Vault, session_id: str) -> None:
+    with write_transaction(vault.db) as conn:
+        conn.execute("UPDATE sessions SET expires_at = ? WHERE id = ?", [now() - 10, session_id])
+
+
+def test_extend_takes_up_a_lapsed_lease_of_its_live_holder(opened_vault: Vault) -> None:
+    """A suspended laptop: the lease ran out while `vaultd run` could not renew it."""
+    sessions = opened_vault.sessions
+    session_id, token = create(opened_vault, ttl=60)
+    lapse(opened_vault, session_id)
+    with pytest.raises(Unauthorized, match="expired"):
+        sessions.authenticate(token)
+    sessions.extend(session_id, now() + 60)
+    assert sessions.authenticate(token).id == session_id
+    # ... but not past its cap, which a lapsed one may already have reached.
+    lapse(opened_vault, session_id)
+    sessions.extend(session_id, now() + 60, cap=now() - 5)
+    with pytest.raises(Unauthorized, match="expired"):
+        sessions.authenticate(token)
+
+
+def test_extend_of_a_session_that_is_gone_is_not_found(opened_vault: Vault) -> None:
+    with pytest.raises(NotFound):
+        opened_vault.sessions.extend("01a2b3c4-0000-7000-8000-000000000000", now() + 60)

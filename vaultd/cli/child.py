@@ -15,7 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -196,16 +196,81 @@ def _check_owner(url: str, host: str, port: int) -> None:
 
 
 def child_env(
-    base: Mapping[str, str], url: str, token: str, services: Sequence[Service]
-) -> dict[str, str]:
-    """``base`` plus each service's key and base-URL variables pointing at the proxy."""
+    base: Mapping[str, str],
+    url: str,
+    token: str,
+    services: Sequence[Service],
+    known: Iterable[Service] = (),
+) -> tuple[dict[str, str], list[str]]:
+    """``base`` plus each service's key and base-URL variables pointing at the proxy,
+    and the names of the variables taken out of it.
+
+    Those are the token variables of the ``known`` services that ``services``
+    do not set: a real key the parent holds (``ANTHROPIC_API_KEY`` in the
+    shell's profile) would otherwise reach the command beside the token,
+    which is what ``run`` exists to prevent.
+    """
     env = dict(base)
     for service in services:
         if service.env_key:
             env[service.env_key] = token
         if service.env_base_url:
             env[service.env_base_url] = f"{url}/proxy/{service.name}{service.env_base_suffix}"
-    return env
+    ours = {service.env_key for service in services if service.env_key}
+    removed = sorted(
+        {s.env_key for s in known if s.env_key and s.env_key not in ours and s.env_key in env}
+    )
+    for name in removed:
+        del env[name]
+    return env, removed
+
+
+def unset_notice(names: Sequence[str]) -> str | None:
+    """The one line saying which of the parent's token variables the command does not get."""
+    if not names:
+        return None
+    return (
+        f"vaultd run: not passing on {', '.join(names)} (keys of services this session "
+        "does not cover; add them with vaultd add, or name their service with --service)"
+    )
+
+
+def run_name(command: Sequence[str]) -> str:
+    """The session's name for ``command``: ``run: `` and its first two words at most.
+
+    Only these: arguments may hold secrets (``mysql -pSECRET``, a URL with a
+    token), and session names are shown by ``session list`` and the audit log.
+    For the same reason the second word is left out where it could carry a
+    value (``=``, ``:``, ``@``, an option longer than ``-x``), or could be a
+    key itself (long, or letters and digits with no dot); of a path, only
+    its last part.
+    """
+    words = [os.path.basename(command[0].rstrip("/")) or command[0]]
+    if len(command) > 1:
+        second = command[1]
+        if not set("=:@") & set(second) and (not second.startswith("-") or len(second) <= 2):
+            word = os.path.basename(second.rstrip("/")) or second
+            if word and len(word) <= MAX_NAME_WORD and not _looks_random(word):
+                words.append(word)
+    name = "run: " + " ".join(word[:MAX_NAME_WORD] for word in words)
+    # A name is printable text: a newline in argv must not forge a listing's line.
+    return "".join(c if c.isprintable() else "?" for c in name)[:255]
+
+
+# The longest word of a command line a session's name takes: keys are longer
+# (a GitHub token is 40 characters, an OpenAI key over 100).
+MAX_NAME_WORD = 32
+
+
+def _looks_random(word: str) -> bool:
+    """Letters and digits mixed, 16 or more, and no dot: more like a key or a
+    password than a subcommand (``run``, ``lab``) or a file (``train.py``)."""
+    return (
+        len(word) >= 16
+        and "." not in word
+        and any(c.isdigit() for c in word)
+        and any(c.isalpha() for c in word)
+    )
 
 
 def base_url_warnings(url: str, services: Sequence[Service]) -> list[str]:
@@ -236,14 +301,54 @@ def _terminal_sends_sigint_to_child() -> bool:
         return False
 
 
+# How a shell reports a command it cannot find, and one it found but cannot run.
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_RUN = 126
+
+
+class CommandNotRun(VaultdError):
+    """The command did not start; ``exit_code`` is what a shell would exit with."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_command(name: str, env: Mapping[str, str]) -> None:
+    """Refuse (``CommandNotRun``, 127 or 126) a command that could not be started.
+
+    Asked before anything is minted, as a shell would look: a name with a
+    ``/`` is a path, any other is looked for on ``env``'s ``PATH``, where a
+    match that is not executable counts only if no later one is.
+    """
+    if "/" in name:
+        if not os.path.exists(name):
+            raise CommandNotRun(f"command not found: {name}", EXIT_NOT_FOUND)
+        if os.path.isdir(name):
+            raise CommandNotRun(f"cannot run {name}: is a directory", EXIT_CANNOT_RUN)
+        if not os.access(name, os.X_OK):
+            raise CommandNotRun(f"cannot run {name}: permission denied", EXIT_CANNOT_RUN)
+        return
+    path = env.get("PATH", os.defpath)
+    files = [os.path.join(d or ".", name) for d in path.split(os.pathsep)] if name else []
+    files = [f for f in files if os.path.isfile(f)]
+    if any(os.access(f, os.X_OK) for f in files):
+        return
+    if files:
+        raise CommandNotRun(f"cannot run {name}: permission denied", EXIT_CANNOT_RUN)
+    raise CommandNotRun(f"command not found: {name}", EXIT_NOT_FOUND)
+
+
 def run_command(argv: Sequence[str], env: Mapping[str, str]) -> int:
     """Run ``argv``; forward SIGTERM/SIGHUP (and SIGINT unless the terminal did); its status."""
     try:
         child = subprocess.Popen(list(argv), env=dict(env))  # noqa: S603 - the user's command
     except FileNotFoundError:
-        raise VaultdError(f"command not found: {argv[0]}") from None
-    except PermissionError:
-        raise VaultdError(f"permission denied: {argv[0]}") from None
+        raise CommandNotRun(f"command not found: {argv[0]}", EXIT_NOT_FOUND) from None
+    except OSError as exc:
+        # EACCES, ENOEXEC, EISDIR...: found, but not something that runs.
+        reason = (exc.strerror or str(exc)).lower()
+        raise CommandNotRun(f"cannot run {argv[0]}: {reason}", EXIT_CANNOT_RUN) from None
 
     forward_sigint = not _terminal_sends_sigint_to_child()
 

@@ -192,7 +192,9 @@ def _unit(env: Mapping[str, str]) -> Check:
     unit = config_home(env).parent / "systemd" / "user" / "vaultd.service"
     if unit.exists():
         return Check("info", "systemd", f"user unit {unit} is installed")
-    return Check("info", "systemd", f"no user unit at {unit} (see README, Operations)")
+    return Check(
+        "info", "systemd", f"no user unit at {unit} (vaultd systemd-unit > {unit} makes one)"
+    )
 
 
 def _isolation() -> Iterator[Check]:

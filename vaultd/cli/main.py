@@ -69,6 +69,7 @@ for command in (
     operations.passwd,
     operations.doctor,
     operations.serve,
+    operations.systemd_unit,
 ):
     cli.add_command(command)
 

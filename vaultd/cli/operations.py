@@ -103,9 +103,34 @@ def doctor(state: State) -> None:
 def serve(state: State, host: str | None, port: int | None) -> None:
     """Run the daemon in the foreground (logs to stderr; SIGTERM stops it cleanly)."""
     # Imported here: the other verbs must not pay for importing aiohttp.
+    from vaultd.daemon.server import finish
     from vaultd.daemon.server import serve as run_server
 
     if state.passphrase_file is not None:
         # The daemon opens the vault in the app's startup, which reads this (a path, not a secret).
         os.environ["VAULTD_PASSPHRASE_FILE"] = str(state.passphrase_file)
-    sys.exit(run_server(state.config, host=host, port=port))
+    finish(run_server(state.config, host=host, port=port))
+
+
+@click.command("systemd-unit")
+@pass_state
+@one_line_errors
+def systemd_unit(state: State) -> None:
+    """Print a systemd user unit that runs this vaultd as a service.
+
+    vaultd systemd-unit > ~/.config/systemd/user/vaultd.service
+
+    It is systemd/vaultd.service, hardening and all, with ExecStart naming
+    the vaultd that printed it (a venv's or pipx's: no path to edit). Then
+    systemctl --user daemon-reload, and systemctl --user enable --now vaultd.
+    A config or vault elsewhere than the service will look is warned about
+    on stderr.
+    """
+    from vaultd.cli.unit import mismatches, this_vaultd, unit_text
+
+    # All that can fail first: `> vaultd.service` gets a whole unit or nothing.
+    text = unit_text(this_vaultd())
+    warnings = mismatches(state.config, Path.home())
+    click.echo(text, nl=False)
+    for line in warnings:
+        click.echo(f"vaultd systemd-unit: warning: {line}", err=True)

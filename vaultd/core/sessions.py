@@ -283,6 +283,28 @@ class SessionStore:
                 conn.execute("UPDATE sessions SET revoked_at = ? WHERE id = ?", [now(), session_id])
         return self.get(session_id)
 
+    def extend(self, session_id: str, until: int, *, cap: int | None = None) -> Session:
+        """Move the end of a session's lease to ``until`` (at most ``cap``); the session after.
+
+        ``vaultd run`` renews its session so while its command lives. Only
+        ever later: a revoked session, or one that never expires, is left as
+        it is, and so is one whose end is already at ``until`` or past it. A
+        lease that lapsed while its holder could not renew it (a suspended
+        laptop: the clock ran on, the holder did not) is taken up again,
+        since only the live ``vaultd run`` that made it knows its id; a
+        killed one renews nothing, so its token stays dead. ``NotFound`` if
+        the session is gone (pruned, or never existed).
+        """
+        target = until if cap is None else min(until, cap)
+        with write_transaction(self.db) as conn:
+            self.get(session_id)
+            conn.execute(
+                "UPDATE sessions SET expires_at = ? WHERE id = ? AND revoked_at IS NULL"
+                " AND expires_at IS NOT NULL AND expires_at < ?",
+                [target, session_id, target],
+            )
+        return self.get(session_id)
+
     def set_limits(self, session_id: str, limits: object) -> Session:
         """Replace the session's limits (``None`` clears them); its use so far stays."""
         return self.update(session_id, limits=limits)
