@@ -328,6 +328,11 @@ def stored_json(
     return value
 
 
+# A credential this close to its expiry is marked in `vaultd list` and is a
+# `warn` line of `vaultd doctor` (DESIGN 14).
+EXPIRY_WARNING = 14 * 86400
+
+
 @dataclass(frozen=True)
 class Credential:
     id: str
@@ -364,6 +369,15 @@ class Credential:
 
     def expired(self, at: int | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now() if at is None else at)
+
+    def expires_soon(self, at: int | None = None) -> bool:
+        """Whether it expires within ``EXPIRY_WARNING`` (and has not yet): time to rotate it."""
+        at = now() if at is None else at
+        return (
+            self.expires_at is not None
+            and not self.expired(at)
+            and self.expires_at <= at + EXPIRY_WARNING
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The API's shape (DESIGN 3). It has no field that could hold the secret."""

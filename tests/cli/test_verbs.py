@@ -318,8 +318,12 @@ _NON_HTTP_VERBS = (
     ("passwd",),
     ("doctor",),
     ("systemd-unit",),
+    ("import", "/nonexistent/.env"),
     # run speaks HTTP with urllib, to check the daemon; none runs here.
     ("run", "--service", "openai", "--", "true"),
+    # env likewise (the daemon is not there: it stops before minting).
+    ("env", "--service", "openai"),
+    ("completion", "bash"),
 )
 
 

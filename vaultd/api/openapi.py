@@ -256,6 +256,22 @@ PATHS: Doc = {
             ],
         )
     },
+    "/metrics": {
+        "get": _operation(
+            "getMetrics",
+            "Proxied requests, refusals, tokens and cost since start, requests in flight,"
+            " credentials, active sessions and the usage writer's backlog, for Prometheus",
+            "read",
+            {
+                "200": {
+                    "description": "the Prometheus text format; labels never hold a token,"
+                    " its prefix, a secret or a credential's or session's name",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+            (),
+        )
+    },
     "/proxy/{service}/{path}": {
         "parameters": [
             {"name": "service", "in": "path", "required": True, "schema": {"type": "string"}},

@@ -211,26 +211,39 @@ def child_env(
     which is what ``run`` exists to prevent.
     """
     env = dict(base)
-    for service in services:
-        if service.env_key:
-            env[service.env_key] = token
-        if service.env_base_url:
-            env[service.env_base_url] = f"{url}/proxy/{service.name}{service.env_base_suffix}"
-    ours = {service.env_key for service in services if service.env_key}
-    removed = sorted(
-        {s.env_key for s in known if s.env_key and s.env_key not in ours and s.env_key in env}
-    )
+    env.update(proxy_vars(url, token, services))
+    removed = [name for name in withheld(services, known) if name in env]
     for name in removed:
         del env[name]
     return env, removed
 
 
-def unset_notice(names: Sequence[str]) -> str | None:
+def proxy_vars(url: str, token: str, services: Sequence[Service]) -> dict[str, str]:
+    """Each service's token variable set to ``token`` and base-URL variable to the proxy."""
+    env: dict[str, str] = {}
+    for service in services:
+        if service.env_key:
+            env[service.env_key] = token
+        if service.env_base_url:
+            env[service.env_base_url] = f"{url}/proxy/{service.name}{service.env_base_suffix}"
+    return env
+
+
+def withheld(services: Sequence[Service], known: Iterable[Service]) -> list[str]:
+    """The token variables of the ``known`` services that ``services`` do not set, sorted:
+    the ones a command given a session for ``services`` must not inherit."""
+    ours = {service.env_key for service in services if service.env_key}
+    return sorted({s.env_key for s in known if s.env_key and s.env_key not in ours})
+
+
+def unset_notice(
+    names: Sequence[str], verb: str = "run", doing: str = "not passing on"
+) -> str | None:
     """The one line saying which of the parent's token variables the command does not get."""
     if not names:
         return None
     return (
-        f"vaultd run: not passing on {', '.join(names)} (keys of services this session "
+        f"vaultd {verb}: {doing} {', '.join(names)} (keys of services this session "
         "does not cover; add them with vaultd add, or name their service with --service)"
     )
 
@@ -273,7 +286,7 @@ def _looks_random(word: str) -> bool:
     )
 
 
-def base_url_warnings(url: str, services: Sequence[Service]) -> list[str]:
+def base_url_warnings(url: str, services: Sequence[Service], verb: str = "run") -> list[str]:
     """A line for each service whose token variable is set but no base-URL variable.
 
     Its SDK (``gh``, ``GEMINI_API_KEY`` users...) would send the token to the
@@ -281,7 +294,7 @@ def base_url_warnings(url: str, services: Sequence[Service]) -> list[str]:
     the tool at the proxy by hand.
     """
     return [
-        f"vaultd run: {s.name} has no base-URL variable; point the tool at "
+        f"vaultd {verb}: {s.name} has no base-URL variable; point the tool at "
         f"{url}/proxy/{s.name} yourself, or it sends ${s.env_key} to {s.base_url}"
         for s in services
         if s.env_key and not s.env_base_url

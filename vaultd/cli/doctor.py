@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,9 @@ from vaultd.core.sessions import SessionStore
 from vaultd.core.vault import PASSPHRASE_MODE, Vault
 from vaultd.errors import VaultdError
 from vaultd.fsperms import unsafe_reason
+from vaultd.models import Credential, now
 from vaultd.store.db import connect, latest_migration, migrations
+from vaultd.units import format_ago
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def _vault_checks(config: Config, passphrase_file: Path | None) -> Iterator[Chec
             )
         else:
             yield Check("ok", "credentials", f"all {len(credentials)} open")
+        yield from _expiry(credentials)
     except VaultdError as exc:
         yield Check("FAIL", "database", str(exc))
     except sqlite3.DatabaseError as exc:
@@ -121,6 +124,20 @@ def _vault_checks(config: Config, passphrase_file: Path | None) -> Iterator[Chec
         yield Check("FAIL", "database", f"{config.db_path} is damaged ({exc}); restore a backup")
     finally:
         vault.close()
+
+
+def _expiry(credentials: Iterable[Credential]) -> Iterator[Check]:
+    """A ``warn`` line for each credential that has expired or expires within 14 days."""
+    at = now()
+    for credential in credentials:
+        if credential.expires_at is None:
+            continue
+        label = f"{credential.service}/{credential.name} ({credential.id})"
+        when = format_ago(credential.expires_at, at)
+        if credential.expired(at):
+            yield Check("warn", "expiry", f"{label} EXPIRED {when}: rotate it (vaultd rotate)")
+        elif credential.expires_soon(at):
+            yield Check("warn", "expiry", f"{label} expires {when}: rotate it (vaultd rotate)")
 
 
 def _daemon(env: Mapping[str, str], config: Config) -> Iterator[Check]:

@@ -16,6 +16,9 @@ import click
 from vaultd import __version__
 from vaultd.cli import audit, credentials, operations, run, sessions, usage
 from vaultd.cli.common import State
+from vaultd.cli.completion import completion
+from vaultd.cli.env import env
+from vaultd.cli.importing import import_
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,6 +65,7 @@ for command in (
     credentials.services,
     sessions.session,
     run.run,
+    env,
     audit.audit_,
     usage.usage,
     operations.backup,
@@ -70,8 +74,11 @@ for command in (
     operations.doctor,
     operations.serve,
     operations.systemd_unit,
+    completion,
 ):
     cli.add_command(command)
+
+cli.add_command(import_)
 
 
 def main() -> None:

@@ -87,9 +87,13 @@ def describe(credential: Credential, used_today: Used | None = None) -> None:
 
 
 def expiry_text(credential: Credential, at: int) -> str:
+    """ "never", "in 90 days"; marked within 14 days ("in 3 days !"), and "EXPIRED (...)"."""
     if credential.expires_at is None:
         return "never"
-    return "expired" if credential.expired(at) else format_ago(credential.expires_at, at)
+    when = format_ago(credential.expires_at, at)
+    if credential.expired(at):
+        return f"EXPIRED ({when})"
+    return f"{when} !" if credential.expires_soon(at) else when
 
 
 def printable(text: str) -> str:

@@ -7,7 +7,7 @@ import ipaddress
 import os
 import sys
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -166,14 +166,7 @@ def run(
         _exit_as_shell(exc)
     child.check_daemon(url)
     with opened(state) as vault:
-        if services_:
-            chosen = list(dict.fromkeys(services_))
-        else:
-            chosen = sorted({c.service for c in vault.credentials.list() if c.is_default})
-            if not chosen:
-                raise click.ClickException(
-                    "no keys stored yet; add one with: vaultd add SERVICE NAME"
-                )
+        chosen = chosen_services(vault, services_)
         created, token = vault.sessions.create(
             name=child.run_name(command) if name is None else name,
             scopes=["proxy"],
@@ -185,16 +178,12 @@ def run(
         )
         try:
             child.check_daemon_services(url, token, chosen)
-            targets = [config.services[service] for service in chosen]
-            if not services_:
-                # Unasked, a token variable whose tool cannot be pointed at the
-                # proxy would only carry the token off to the real API.
-                targets = [t for t in targets if t.env_base_url or not t.env_key]
+            targets = proxied_targets(config.services, chosen, asked=bool(services_))
             env, removed = child.child_env(
                 os.environ, url, token, targets, config.services.values()
             )
             lines = [
-                *_keyless_warnings(vault, targets, None if policy is None else policy.credential),
+                *keyless_warnings(vault, targets, None if policy is None else policy.credential),
                 child.unset_notice(removed),
                 *child.base_url_warnings(url, targets),
             ]
@@ -239,8 +228,32 @@ def _exit_as_shell(exc: Exception) -> NoReturn:
     raise _CommandCannotRun(str(exc))
 
 
-def _keyless_warnings(
-    vault: Vault, targets: Sequence[Service], credential: str | None
+def chosen_services(vault: Vault, asked: Sequence[str]) -> list[str]:
+    """The services a session of ``run`` (or ``env``) covers: those ``asked`` by
+    ``--service``, else every service that has a default key."""
+    if asked:
+        return list(dict.fromkeys(asked))
+    chosen = sorted({c.service for c in vault.credentials.list() if c.is_default})
+    if not chosen:
+        raise click.ClickException("no keys stored yet; add one with: vaultd add SERVICE NAME")
+    return chosen
+
+
+def proxied_targets(
+    services: Mapping[str, Service], chosen: Sequence[str], *, asked: bool
+) -> list[Service]:
+    """The services whose variables are set: ``chosen``, but when none was ``asked``
+    by name, not one with a token variable and no base-URL variable."""
+    targets = [services[service] for service in chosen]
+    if not asked:
+        # Unasked, a token variable whose tool cannot be pointed at the
+        # proxy would only carry the token off to the real API.
+        targets = [t for t in targets if t.env_base_url or not t.env_key]
+    return targets
+
+
+def keyless_warnings(
+    vault: Vault, targets: Sequence[Service], credential: str | None, verb: str = "run"
 ) -> list[str]:
     """A line for each service COMMAND is given that has no key the proxy would use.
 
@@ -252,13 +265,13 @@ def _keyless_warnings(
         if credential is None:
             if vault.credentials.default_for(service.name) is None:
                 lines.append(
-                    f"vaultd run: {service.name} has no default key, so its requests will "
+                    f"vaultd {verb}: {service.name} has no default key, so its requests will "
                     f"fail: add one (vaultd add {service.name} NAME) or choose one "
                     f"(vaultd default {service.name}/NAME)"
                 )
         elif not _has_credential(vault, service.name, credential):
             lines.append(
-                f"vaultd run: {service.name} has no key named {credential!r} (--credential), "
+                f"vaultd {verb}: {service.name} has no key named {credential!r} (--credential), "
                 "so its requests will fail"
             )
     return lines

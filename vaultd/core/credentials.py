@@ -8,9 +8,11 @@ key it was given is still the vault's (see ``Vault.check_dek``).
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -49,6 +51,18 @@ _COLUMNS = (
     " last_used_at, use_count, expires_at, limits"
 )
 UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class NewCredential:
+    """A credential to store, as given (``CredentialStore.add_many`` checks every field)."""
+
+    service: object
+    name: object
+    secret: object
+    type: object = "api_key"
+    metadata: object = None
+    expires_at: object = None
 
 
 def check_credential_limits(value: object, pointer: str = "/limits") -> Limits | None:
@@ -180,52 +194,85 @@ class CredentialStore:
         metadata: object = None,
         expires_at: object = None,
     ) -> Credential:
+        new = NewCredential(service, name, secret, type, metadata, expires_at)
+        return self.add_many(dek, [new], pointers=False)[0]
+
+    def add_many(
+        self, dek: bytes, items: Sequence[NewCredential], *, pointers: bool = True
+    ) -> builtins.list[Credential]:
+        """Store every one of ``items`` in one transaction: all of them, or none.
+
+        Every item is checked before anything is written; a failure while
+        writing (a name taken meanwhile, the database locked or full) rolls
+        back the ones already inserted. Errors point at ``/INDEX/field``, or
+        at ``/field`` without ``pointers`` (a single ``add``).
+        """
         errors = ErrorList()
-        checked: dict[str, Any] = {
-            key: errors.check(check, value)
-            for key, check, value in (
-                ("service", partial(check_known_service, known=self.services), service),
-                ("name", check_name, name),
-                # Whether it must look like an issued key depends on the type.
-                ("secret", partial(check_secret, kind=type), secret),
-                ("type", check_type, type),
-                ("metadata", check_metadata, {} if metadata is None else metadata),
-                ("expires_at", check_expires_at, expires_at),
-            )
-        }
+        checked = [
+            self._checked(item, f"/{i}" if pointers else "", errors) for i, item in enumerate(items)
+        ]
         errors.raise_if_any()
-        credential_id = uuid7()
+        pairs = [(c["service"], c["name"]) for c in checked]
+        for pair in pairs:
+            if pairs.count(pair) > 1:
+                raise Conflict(f"the credential {pair[0]}/{pair[1]} is given more than once")
+        ids: builtins.list[str] = []
+        rows: builtins.list[builtins.list[Any]] = []
         stamp = now()
-        plaintext: str = checked["secret"]
-        sealed = crypto.seal(dek, credential_id, checked["service"], plaintext.encode("utf-8"))
+        for c in checked:
+            credential_id = uuid7()
+            plaintext: str = c["secret"]
+            sealed = crypto.seal(dek, credential_id, c["service"], plaintext.encode("utf-8"))
+            ids.append(credential_id)
+            rows.append(
+                [
+                    credential_id,
+                    c["service"],
+                    c["name"],
+                    c["type"],
+                    hint_for(plaintext),
+                    json.dumps(c["metadata"], sort_keys=True),
+                    stamp,
+                    stamp,
+                    c["expires_at"],
+                    sealed,
+                ]
+            )
+        current = ("", "")
         try:
             with write_transaction(self.db) as conn:
                 self._check_dek(dek)
-                if self.find(checked["service"], checked["name"]) is not None:
-                    raise self._conflict(checked["service"], checked["name"])
-                # The first key of a service is its default: one key "just works".
-                first = self.default_for(checked["service"]) is None
-                conn.execute(
-                    "INSERT INTO credentials (id, service, name, type, hint, metadata,"
-                    " is_default, created_at, updated_at, last_used_at, use_count, expires_at,"
-                    " sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)",
-                    [
-                        credential_id,
-                        checked["service"],
-                        checked["name"],
-                        checked["type"],
-                        hint_for(plaintext),
-                        json.dumps(checked["metadata"], sort_keys=True),
-                        int(first),
-                        stamp,
-                        stamp,
-                        checked["expires_at"],
-                        sealed,
-                    ],
-                )
+                for row in rows:
+                    current = (row[1], row[2])
+                    if self.find(*current) is not None:
+                        raise self._conflict(*current)
+                    # The first key of a service is its default: one key "just works".
+                    first = self.default_for(row[1]) is None
+                    conn.execute(
+                        "INSERT INTO credentials (id, service, name, type, hint, metadata,"
+                        " is_default, created_at, updated_at, last_used_at, use_count,"
+                        " expires_at, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)",
+                        [*row[:6], int(first), *row[6:]],
+                    )
         except sqlite3.IntegrityError:
-            raise self._conflict(checked["service"], checked["name"]) from None
-        return self.get(credential_id)
+            if self.find(*current) is None:
+                raise  # not the name taken meanwhile: say what it was
+            raise self._conflict(*current) from None
+        return [self.get(credential_id) for credential_id in ids]
+
+    def _checked(self, item: NewCredential, prefix: str, errors: ErrorList) -> dict[str, Any]:
+        return {
+            key: errors.check(check, value, pointer=f"{prefix}/{key}")
+            for key, check, value in (
+                ("service", partial(check_known_service, known=self.services), item.service),
+                ("name", check_name, item.name),
+                # Whether it must look like an issued key depends on the type.
+                ("secret", partial(check_secret, kind=item.type), item.secret),
+                ("type", check_type, item.type),
+                ("metadata", check_metadata, {} if item.metadata is None else item.metadata),
+                ("expires_at", check_expires_at, item.expires_at),
+            )
+        }
 
     def update(
         self,

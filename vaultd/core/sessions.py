@@ -253,6 +253,15 @@ class SessionStore:
     def list(self) -> list[Session]:
         return self._rows("", [])
 
+    def count_active(self, at: int) -> int:
+        """Sessions neither revoked nor expired at ``at`` (``Session.status``)."""
+        row = self.db.execute(
+            "SELECT count(*) FROM sessions WHERE revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            [at],
+        ).fetchone()
+        return int(row[0])
+
     def get(self, session_id: str) -> Session:
         rows = self._rows("WHERE id = ?", [session_id])
         if not rows:

@@ -19,6 +19,7 @@ from aiohttp import web
 from vaultd.api import audit as api_audit
 from vaultd.api import credentials as api_credentials
 from vaultd.api import info as api_info
+from vaultd.api import metrics as api_metrics
 from vaultd.api import sessions as api_sessions
 from vaultd.api import usage as api_usage
 from vaultd.config import Config, LiveConfig
@@ -110,7 +111,7 @@ def create_app(config: Config) -> web.Application:
     # calls are the hot path.
     proxy.setup(app, expect_handler=chain.expect_handler)
     app.cleanup_ctx.append(session_pruning)
-    for module in (api_info, api_credentials, api_sessions, api_audit, api_usage):
+    for module in (api_info, api_credentials, api_sessions, api_audit, api_usage, api_metrics):
         for route in module.routes:
             if not isinstance(route, web.RouteDef):  # the modules define routes only
                 raise TypeError(f"{module.__name__} defines a route vaultd cannot check")

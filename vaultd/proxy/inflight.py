@@ -85,6 +85,10 @@ class InFlight:
         """The session's requests in flight now (its ``concurrency`` limit's count)."""
         return self._sessions.get(session_id, 0)
 
+    def total(self) -> int:
+        """Every session's requests in flight now (those waiting for a connection too)."""
+        return sum(self._sessions.values())
+
     def leave(self, session_id: str, host: Hashable) -> None:
         self._hosts[host].release()
         self._leave_session(session_id)

@@ -7,7 +7,9 @@ and closes them after the last request in flight.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -16,7 +18,7 @@ from vaultd.config import Config
 from vaultd.core.sessions import Used
 from vaultd.core.vault import Vault
 from vaultd.http import fastpaths
-from vaultd.http.appkeys import CONFIG, LIVE_USE, VAULT
+from vaultd.http.appkeys import CONFIG, LIVE_USE, PROXY_STATS, VAULT
 from vaultd.prices import PriceTable
 from vaultd.proxy.cache import ProxyCache
 from vaultd.proxy.client import UpstreamClient, upstream_session
@@ -53,6 +55,38 @@ def make_upstream_client(
         client: UpstreamClient = fast.FastUpstreamClient(session, timeout)
         return client
     return UpstreamClient(session, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """``appkeys.ProxyStats``: the usage writer's totals and state, the requests in flight."""
+
+    recorder: UsageRecorder
+    inflight: InFlight
+
+    def requests(self) -> Mapping[tuple[str, int], int]:
+        return self.recorder.totals.requests
+
+    def refusals(self) -> Mapping[tuple[str, str, str], int]:
+        return self.recorder.totals.refusals
+
+    def tokens(self) -> Mapping[tuple[str, str], int]:
+        return self.recorder.totals.tokens
+
+    def cost_usd(self) -> Mapping[str, float]:
+        return self.recorder.totals.cost_usd
+
+    def in_flight(self) -> int:
+        return self.inflight.total()
+
+    def usage_pending_rows(self) -> int:
+        return self.recorder.pending_rows()
+
+    def usage_lag_seconds(self) -> float:
+        return self.recorder.lag_seconds(time.time())
+
+    def usage_flush_failures(self) -> int:
+        return self.recorder.flush_failures
 
 
 def make_counters(vault: Vault) -> Counters:
@@ -98,6 +132,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         inflight = InFlight(
             per_session=config.max_session_concurrency, pool_timeout=config.pool_timeout
         )
+        app[PROXY_STATS] = Stats(recorder, inflight)
         upstream = make_upstream_client(client, timeout)
         app[FORWARDER] = Forwarder(
             config, cache, recorder, upstream, inflight, counters, PriceTable(config.prices)

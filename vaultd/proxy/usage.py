@@ -21,6 +21,7 @@ from sqlite_utils import Database
 from vaultd.core.limits import utc_day
 from vaultd.models import now
 from vaultd.proxy.counters import Counters, Snapshot
+from vaultd.proxy.totals import Totals
 from vaultd.store import audit, counts
 from vaultd.store.audit import ROW_AT, ROW_CREDENTIAL_ID, ROW_SESSION_ID, ROW_STATUS, AuditRow
 from vaultd.store.db import connect, write_transaction
@@ -73,6 +74,9 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._pruned_at = 0
+        # Since start, for GET /metrics: what the audit log gained, and the writer's failures.
+        self.totals = Totals()
+        self.flush_failures = 0
 
     # -- recording (hot path: memory only) -------------------------------
 
@@ -80,6 +84,7 @@ class UsageRecorder:
         """One proxied request: its audit row, and use of its credential and session."""
         pending = self._pending
         pending.entries.append(row)
+        self.totals.count(row)
         at, session_id, credential_id = row[ROW_AT], row[ROW_SESSION_ID], row[ROW_CREDENTIAL_ID]
         if session_id is not None:
             sessions = pending.sessions
@@ -87,6 +92,18 @@ class UsageRecorder:
         if credential_id is not None and row[ROW_STATUS] < 400:
             last, count = pending.credentials.get(credential_id, (0, 0))
             pending.credentials[credential_id] = (max(last, at), count + 1)
+
+    def pending_rows(self) -> int:
+        """Audit rows recorded and not yet written."""
+        return len(self._pending.entries)
+
+    def lag_seconds(self, at: float) -> float:
+        """How long the oldest row not yet written has waited (0 when none waits).
+
+        A failed flush puts its batch back in front, so the first row is the oldest.
+        """
+        entries = self._pending.entries
+        return max(0.0, at - entries[0][ROW_AT]) if entries else 0.0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -119,6 +136,7 @@ class UsageRecorder:
                 # Kept and retried at the next flush, never dropped. SQLite's
                 # messages hold no values, so no secret can reach the log.
                 log.warning("usage flush failed, will retry: %s", exc)
+                self.flush_failures += 1
                 batch.merge(self._pending)
                 self._pending = batch
                 return
