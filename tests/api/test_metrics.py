@@ -24,7 +24,7 @@ from tests.support.http import Mint, bearer, problem
 from tests.support.providers import CHAT, Client, ProviderRig, provider_rig
 from tests.support.upstream import ANTHROPIC_KEY, OPENAI_KEY, OTHER_KEY
 from vaultd import __version__
-from vaultd.api.metrics import render
+from vaultd.api.exposition import render
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.routes import USAGE
 from vaultd.tokens import TOKEN_PREFIX
@@ -260,3 +260,15 @@ async def test_a_revoked_read_token_is_refused(
     vault = api_client.app[VAULT]
     vault.sessions.revoke(vault.sessions.authenticate(token).id)
     await problem(await api_client.get("/metrics", headers=bearer(token)), 401, "unauthorized")
+
+
+def test_the_daemon_loads_the_metrics_library_only_when_scraped() -> None:
+    # prometheus-client costs a daemon's start some 50 ms and a few MiB.
+    import subprocess
+    import sys
+
+    code = "import sys, vaultd.daemon.app; print('prometheus_client' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"
