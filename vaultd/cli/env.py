@@ -64,7 +64,7 @@ def env(
     Needs the daemon (VAULTD_URL, else the config's [server] host and port).
     """
     from vaultd.cli import child
-    from vaultd.cli.run import chosen_services, keyless_warnings, proxied_targets
+    from vaultd.cli.run import chosen_services, keyless_warnings, mint, proxied_targets
 
     config = state.config
     limits = chosen_limits(flags, SESSION_FLAGS)
@@ -78,14 +78,14 @@ def env(
     child.check_daemon(url)
     with opened(state) as vault:
         chosen = chosen_services(vault, services_)
-        created, token = vault.sessions.create(
+        created, token = mint(
+            vault,
+            config,
             name=name,
-            scopes=["proxy"],
             services=chosen,
             ttl=lifetime,
-            known_services=config.services,
-            limits=limits or None,
-            policy=None if policy is None else policy.to_json(),
+            limits=limits,
+            policy=policy,
         )
         try:
             child.check_daemon_services(url, token, chosen)

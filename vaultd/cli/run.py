@@ -26,8 +26,12 @@ from vaultd.isolation.plan import NETS
 from vaultd.models import check_name
 
 if TYPE_CHECKING:
+    from vaultd.config import Config
+    from vaultd.core.policy import Policy
+    from vaultd.core.sessions import Session
     from vaultd.core.vault import Vault
     from vaultd.isolation.plan import Plan
+    from vaultd.models import Limits
     from vaultd.services import Service
 
 
@@ -167,14 +171,14 @@ def run(
     child.check_daemon(url)
     with opened(state) as vault:
         chosen = chosen_services(vault, services_)
-        created, token = vault.sessions.create(
+        created, token = mint(
+            vault,
+            config,
             name=child.run_name(command) if name is None else name,
-            scopes=["proxy"],
             services=chosen,
             ttl=lease if cap is None else min(lease, cap),
-            known_services=config.services,
-            limits=limits or None,
-            policy=None if policy is None else policy.to_json(),
+            limits=limits,
+            policy=policy,
         )
         try:
             child.check_daemon_services(url, token, chosen)
@@ -317,3 +321,25 @@ def _daemon_address(url: str) -> tuple[str, int]:
             f"--net proxy-only needs the daemon on an http://127.x.x.x:PORT address, not {url}"
         )
     return host, parts.port
+
+
+def mint(
+    vault: Vault,
+    config: Config,
+    *,
+    name: str,
+    services: list[str],
+    ttl: int | None,
+    limits: Limits | None,
+    policy: Policy | None,
+) -> tuple[Session, str]:
+    """The proxy-only session ``run`` and ``env`` hand a command or a shell, and its token."""
+    return vault.sessions.create(
+        name=name,
+        scopes=["proxy"],
+        services=services,
+        ttl=ttl,
+        known_services=config.services,
+        limits=limits or None,
+        policy=None if policy is None else policy.to_json(),
+    )
