@@ -191,8 +191,9 @@ class Forwarder:
         attempt = Attempt()
         try:
             outgoing = self.admit(request, attempt)
-            if needs_body(request, outgoing, attempt) is not None:
-                outgoing = await inspected(request, outgoing, attempt, self.config)
+            reads = needs_body(request, outgoing, attempt)
+            if reads is not None:
+                outgoing = await inspected(request, outgoing, attempt, self.config, reads)
             # Last: every other refusal leaves the counters as they were.
             assert attempt.session is not None
             assert attempt.credential is not None

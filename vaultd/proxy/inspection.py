@@ -10,47 +10,57 @@ sent as it was read (with the stream option added, where metering adds it).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from aiohttp import web
 
 from vaultd.config import Config
+from vaultd.core.policy import Policy
 from vaultd.http.errors import MalformedRequest
 from vaultd.proxy.attempt import Attempt, Outgoing
 from vaultd.proxy.policy import body_model
 from vaultd.proxy.streamusage import inspection, then, with_stream_usage
 
 
-def needs_body(request: web.Request, outgoing: Outgoing, attempt: Attempt) -> str | None:
-    """Why ``inspected`` must read this request's body ("model", "stream",
-    "background"; the model first), or None: no read, the body streams."""
+class Reads(NamedTuple):
+    """Why a request's body is read: decided once, before the read."""
+
+    models: Policy | None  # a policy whose model rules check the body's model
+    stream: str | None  # metering's reason ("stream", "background": streamusage)
+
+
+def needs_body(request: web.Request, outgoing: Outgoing, attempt: Attempt) -> Reads | None:
+    """What ``inspected`` must read this request's body for, or None: no read, the
+    body streams upstream as it arrives."""
     if outgoing.body is None:
         return None
     session, service = attempt.session, attempt.service
     assert session is not None
     assert service is not None
     policy = session.policy
-    if policy is not None and policy.models:
-        return "model"
-    return inspection(request.method, service, attempt.path, attempt.budget)
+    models = policy if policy is not None and policy.models else None
+    stream = inspection(request.method, service, attempt.path, attempt.budget)
+    if models is None and stream is None:
+        return None
+    return Reads(models, stream)
 
 
 async def inspected(
-    request: web.Request, outgoing: Outgoing, attempt: Attempt, config: Config
+    request: web.Request, outgoing: Outgoing, attempt: Attempt, config: Config, reads: Reads
 ) -> Outgoing:
     """``outgoing`` once the decisions that read its body allow it (else they raise)."""
-    session, service = attempt.session, attempt.service
-    assert session is not None
-    assert service is not None
     body, outgoing = await _read(request, outgoing, config.max_inspect_body)
-    policy = session.policy
     document = None
-    if policy is not None and policy.models:
+    if reads.models is not None:
         read = body_model(
-            policy, body, _every(request, "Content-Type"), _every(request, "Content-Encoding")
+            reads.models,
+            body,
+            _every(request, "Content-Type"),
+            _every(request, "Content-Encoding"),
         )
         attempt.request_model, document = read.model, read.document
-    what = inspection(request.method, service, attempt.path, attempt.budget)
-    if what is not None:
-        return with_stream_usage(what, body, outgoing, attempt, config, document)
+    if reads.stream is not None:
+        return with_stream_usage(reads.stream, body, outgoing, attempt, config, document)
     return outgoing
 
 
