@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,24 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run as a script from bench/, beside the proxy bench and its port helpers.
+from proxy_bench import free_port, wait_port
+
 KEY = "sk-proj-BENCHisolate0123456789abcdefgh"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port} after {timeout}s")
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
