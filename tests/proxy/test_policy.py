@@ -342,11 +342,12 @@ BYPASSES = [
          upstream="/v1/chat/completions",
          body=b'{"model":"gpt-4o-mini","metadata":{"model":"x"}}'),
     case("model-gzip", MINI, "POST", CHAT_AT + "completions", 403, DENIED, headers=GZIPPED,
-         body=gzip.compress(b'{"model":"gpt-4o","messages":[]}'), detail="Content-Encoding"),
+         body=gzip.compress(b'{"model":"gpt-4o","messages":[]}', mtime=0),
+         detail="Content-Encoding"),
     case("model-gzip-but-allowed-model", MINI, "POST", CHAT_AT + "completions", 403, DENIED,
-         headers=GZIPPED, body=gzip.compress(CHAT_BODY)),
+         headers=GZIPPED, body=gzip.compress(CHAT_BODY, mtime=0)),
     case("encoding-twice", MINI, "POST", CHAT_AT + "completions", 403, DENIED,
-         headers=TWO_ENCODINGS, body=gzip.compress(CHAT_BODY), detail="identity, gzip"),
+         headers=TWO_ENCODINGS, body=gzip.compress(CHAT_BODY, mtime=0), detail="identity, gzip"),
     # Bytes that are not what their Content-Encoding says: passed on as sent
     # (vaultd does not decode bodies), so refused like any encoded body.
     case("gzip-label-plain-body", MINI, "POST", CHAT_AT + "completions", 403, DENIED,
