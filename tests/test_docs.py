@@ -15,6 +15,7 @@ import pytest
 from vaultd.cli.main import cli
 from vaultd.config import SCHEMA, config_home, data_home, load_config
 from vaultd.services import SERVICE_KEYS, Service
+from vaultd.sourceconfig import SOURCE_KEYS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 # A commented-out setting or table header: "# key = value" or "# [section]".
@@ -33,7 +34,7 @@ def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
     return {
         (section, key)
         for section, table in doc.items()
-        if section not in ("services", "prices", "policies")
+        if section not in ("services", "prices", "policies", "sources")
         for key in table
     }
 
@@ -90,6 +91,26 @@ def test_example_documents_a_price_override_with_every_key(
     )
 
 
+def test_example_documents_every_source_key_and_loads(
+    full_doc: dict[str, Any], env: dict[str, str], tmp_path: Path
+) -> None:
+    tables = full_doc["sources"]
+    assert set().union(*(table.keys() for table in tables.values())) == set(SOURCE_KEYS)
+    path = tmp_path / "config.toml"
+    path.write_text(uncommented(EXAMPLE.read_text(encoding="utf-8")), encoding="utf-8")
+    sources = load_config(config_path=str(path), env=env).sources
+    assert set(sources) == set(tables)
+    # The values it calls defaults are the defaults.
+    team = sources["team"]
+    assert (team.mount, team.prefix, team.refresh_interval, team.max_stale) == (
+        "secret",
+        "vaultd",
+        300,
+        3600,
+    )
+    assert sources["me"].token_file == Path(env["HOME"]) / ".vault-token"
+
+
 def test_computed_defaults_are_commented_out_and_literal_ones_are_shown() -> None:
     active = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     for section, keys in SCHEMA.items():
@@ -98,6 +119,7 @@ def test_computed_defaults_are_commented_out_and_literal_ones_are_shown() -> Non
             assert shown == (default is not None), f"[{section}] {key}"
     assert "services" not in active
     assert "prices" not in active
+    assert "sources" not in active
 
 
 def test_documented_values_are_the_real_defaults(full_doc: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from vaultd.errors import ConfigError
 from vaultd.prices import Price, parse_price_overrides
 from vaultd.services import Service, build_registry, config_string
+from vaultd.sourceconfig import SourceSettings, parse_sources
 from vaultd.units import MAX_DURATION, parse_duration, parse_size
 
 DEFAULT_PORT = 3978
@@ -120,9 +121,11 @@ SCHEMA: Mapping[str, Mapping[str, tuple[Parser, object]]] = {
     "policy": {"max_inspect_body": (_size, "1MiB")},
     # More paths `vaultd run --isolate` keeps from the command (DESIGN 12).
     "run": {"hide": (_str_list, [])},
+    # The daemon's page (DESIGN 15) and the lifetime of the session `vaultd ui` mints.
+    "ui": {"enabled": (_bool, True), "session_ttl": (_duration, "1h")},
 }
 # Sections that are tables of tables, parsed by their own modules.
-_NAMED_TABLES = ("services", "prices", "policies")
+_NAMED_TABLES = ("services", "prices", "policies", "sources")
 # A named policy's name: what ``--policy NAME`` takes.
 _POLICY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -158,6 +161,10 @@ class Config:
     # Seconds a revoked or expired session is kept before the daemon prunes it.
     sessions_keep: int = 7 * 86400
     run_hide: tuple[str, ...] = ()
+    ui_enabled: bool = True
+    ui_session_ttl: int = 3600
+    # [sources.NAME]: shared secrets engines the daemon reads credentials from (DESIGN 13).
+    sources: Mapping[str, SourceSettings] = field(default_factory=dict)
     # ``load_config``'s config_path and data_dir arguments: a reload reads the
     # config again exactly as this one was read (``reload_config``).
     load_args: tuple[str | None, str | None] = field(default=(None, None), compare=False)
@@ -243,6 +250,8 @@ def parse_settings(doc: Mapping[str, Any]) -> dict[str, Any]:
     settings["policies"] = _policies(doc.get("policies", {}))
     if settings["default_ttl"] > settings["max_ttl"]:
         raise ConfigError("[sessions] default_ttl must not be longer than max_ttl")
+    if settings["session_ttl"] > settings["max_ttl"]:
+        raise ConfigError("[ui] session_ttl must not be longer than [sessions] max_ttl")
     return settings
 
 
@@ -270,8 +279,10 @@ def load_config(
     env = os.environ if env is None else env
     chosen = config_path or env.get("VAULTD_CONFIG") or None
     path = Path(chosen).expanduser() if chosen else config_home(env) / "config.toml"
-    settings = parse_settings(_read_toml(path, explicit=chosen is not None))
+    doc = _read_toml(path, explicit=chosen is not None)
+    settings = parse_settings(doc)
     base = path.parent
+    sources = parse_sources(doc.get("sources", {}), base, env)
 
     data = data_dir or env.get("VAULTD_DATA_DIR") or None
     if data:
@@ -316,6 +327,9 @@ def load_config(
         policies=settings["policies"],
         sessions_keep=settings["keep"],
         run_hide=settings["hide"],
+        ui_enabled=settings["enabled"],
+        ui_session_ttl=settings["session_ttl"],
+        sources=sources,
         load_args=(config_path, data_dir),
     )
 
@@ -331,6 +345,8 @@ _ATTRIBUTES = {
     "max_age": "audit_max_age",
     "keep": "sessions_keep",
     "hide": "run_hide",
+    "enabled": "ui_enabled",
+    "session_ttl": "ui_session_ttl",
 }
 # "[section] key" -> the Config attribute that holds it, for every schema key.
 SETTING_ATTRIBUTES: Mapping[str, str] = {
@@ -372,6 +388,7 @@ def setting_items(config: Config) -> dict[str, object]:
         ("services", config.services),
         ("prices", config.prices),
         ("policies", config.policies),
+        ("sources", config.sources),
     ):
         for name, table in tables.items():
             items[_table(kind, name)] = _plain(table)

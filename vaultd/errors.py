@@ -157,3 +157,10 @@ class CryptoError(VaultdError):
 
 class StorageError(VaultdError):
     """The database file is missing, corrupt, locked or of an unknown schema."""
+
+
+class ReadOnlySource(Conflict):
+    """A write to a credential a remote source holds (DESIGN 13): change it there."""
+
+    slug = "read-only-source"
+    title = "Read-only source"

@@ -7,6 +7,7 @@ one line. The JSON shapes here are the API's (DESIGN 3).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -82,6 +83,24 @@ def format_uuid(value: int) -> str:
     """
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def remote_id(source: str, service: str, name: str) -> str:
+    """The id of a credential a remote source holds: the same on every start and
+    every machine, so usage, limits and audit rows keep pointing at it.
+
+    A UUID version 8 (RFC 9562: "custom") made of a SHA-256 of the three names;
+    local ids are version 7, so ``is_remote_id`` tells the two apart by form.
+    """
+    digest = hashlib.sha256(f"vaultd-remote\0{source}\0{service}\0{name}".encode()).digest()
+    value = int.from_bytes(digest[:16], "big")
+    value = (value & ~(0xF << 76)) | 0x8 << 76  # version 8
+    value = (value & ~(0x3 << 62)) | 0x2 << 62  # RFC 9562 variant
+    return format_uuid(value)
+
+
+def is_remote_id(credential_id: str) -> bool:
+    return len(credential_id) == 36 and credential_id[14] == "8"
 
 
 def hint_for(secret: str) -> str | None:
@@ -348,6 +367,10 @@ class Credential:
     use_count: int
     expires_at: int | None
     limits: Limits | None = None
+    # "local", or the [sources.NAME] that holds it (DESIGN 13) with what it says
+    # of it: {path, version, fetched_at, status}.
+    source: str = "local"
+    remote: Mapping[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Credential:
@@ -395,4 +418,6 @@ class Credential:
             "use_count": self.use_count,
             "expires_at": self.expires_at,
             "limits": None if self.limits is None else dict(self.limits),
+            "source": self.source,
+            "remote": None if self.remote is None else dict(self.remote),
         }

@@ -22,6 +22,8 @@ SHAPE = CONTRACT | {
     "updated_at",
     "use_count",
     "limits",
+    "source",
+    "remote",
     "expires_at",
 }
 

@@ -84,6 +84,31 @@ SCHEMAS: Doc = {
             "use_count": {"type": "integer"},
             "expires_at": _NULL_INT,
             "limits": _CREDENTIAL_LIMITS,
+            "source": {
+                "type": "string",
+                "description": '"local", or the [sources.NAME] that holds it (DESIGN 13)',
+            },
+            "remote": {
+                "type": ["object", "null"],
+                "description": "what its source says of it; null for a local credential",
+                "required": ["path", "version", "fetched_at", "status"],
+                "properties": {
+                    "path": {"type": "string"},
+                    "version": _NULL_INT,
+                    "fetched_at": _NULL_INT,
+                    "status": {
+                        "type": "string",
+                        "enum": [
+                            "ok",
+                            "stale",
+                            "unauthorized",
+                            "deleted",
+                            "unreachable",
+                            "invalid",
+                        ],
+                    },
+                },
+            },
         },
     },
     "CredentialLimits": _limits(CREDENTIAL_LIMITS, "limits per UTC day; null when there are none"),

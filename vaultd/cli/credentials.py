@@ -26,10 +26,11 @@ from vaultd.cli.output import (
     print_table,
     show_credential,
 )
+from vaultd.cli.remote import find_remote, read_only, remote_credentials
 from vaultd.core.limits import utc_day
 from vaultd.core.sessions import Used
 from vaultd.core.vault import Vault, init_vault
-from vaultd.errors import Conflict
+from vaultd.errors import Conflict, NotFound
 from vaultd.models import Credential, check_known_service, now
 from vaultd.store import counts
 from vaultd.units import format_ago
@@ -130,10 +131,26 @@ def add(
 
 
 def _check_addable(vault: Vault, service: str, name: str) -> None:
-    """A known service and a free name (``add`` checks both again as it writes)."""
+    """A known service and a free name (``add`` checks both again as it writes):
+    free in the vault, and not a remote source's (when the daemon can say)."""
     check_known_service(service, vault.config.services)
     if vault.credentials.find(service, name) is not None:
         raise _name_taken(service, name)
+    if vault.config.sources:
+        remote = find_remote(vault.config, f"{service}/{name}")
+        if remote is not None:
+            raise read_only(remote)
+
+
+def _resolve(vault: Vault, ref: str) -> Credential:
+    """The vault's credential ``ref``; for a remote source's, why it cannot be changed here."""
+    try:
+        return vault.credentials.resolve(ref)
+    except NotFound:
+        remote = find_remote(vault.config, ref) if vault.config.sources else None
+        if remote is None:
+            raise
+        raise read_only(remote) from None
 
 
 def _name_taken(service: str, name: str) -> click.ClickException:
@@ -149,19 +166,35 @@ def _name_taken(service: str, name: str) -> click.ClickException:
 @pass_state
 @one_line_errors
 def list_(state: State, service: str | None, as_json: bool) -> None:
-    """List stored credentials, oldest first (metadata only: secrets never leave)."""
+    """List stored credentials, oldest first (metadata only: secrets never leave),
+    then those of the remote sources ([sources.NAME]) as the running daemon holds them."""
     with opened(state) as vault:
         credentials = vault.credentials.list(service=service)
     check_service_filter(state.config, service, credentials)
+    remote, why_not = remote_credentials(state.config, service)
+    if why_not:
+        click.echo(why_not, err=True)
+    sources = bool(state.config.sources)
     listing(
-        credentials,
+        credentials + remote,
         as_json=as_json,
         empty="no credentials stored; add one with: vaultd add SERVICE NAME",
-        headers=["ID", "SERVICE", "NAME", "HINT", "DEFAULT", "LAST USED", "USES", "EXPIRES"],
+        headers=[
+            "ID",
+            "SERVICE",
+            "NAME",
+            *(["SOURCE"] if sources else []),
+            "HINT",
+            "DEFAULT",
+            "LAST USED",
+            "USES",
+            "EXPIRES",
+        ],
         row=lambda c, at: [
             c.id,
             c.service,
             c.name,
+            *([_source_cell(c)] if sources else []),
             c.hint or "-",
             "*" if c.is_default else "",
             format_ago(c.last_used_at, at),
@@ -169,6 +202,12 @@ def list_(state: State, service: str | None, as_json: bool) -> None:
             expiry_text(c, at),
         ],
     )
+
+
+def _source_cell(credential: Credential) -> str:
+    """``local``, or the source's name and, unless ``ok``, its state (``team (stale)``)."""
+    status = credential.remote.get("status") if credential.remote else None
+    return credential.source if status in (None, "ok") else f"{credential.source} ({status})"
 
 
 @click.command()
@@ -179,7 +218,13 @@ def list_(state: State, service: str | None, as_json: bool) -> None:
 def show(state: State, ref: str, as_json: bool) -> None:
     """Show one credential's metadata. REF is an id, a unique id prefix, or service/name."""
     with opened(state) as vault:
-        credential = vault.credentials.resolve(ref)
+        try:
+            credential = vault.credentials.resolve(ref)
+        except NotFound:
+            remote = find_remote(vault.config, ref) if vault.config.sources else None
+            if remote is None:
+                raise
+            credential = remote
         today = _used_today(vault, credential)
     show_credential(credential, as_json=as_json, used_today=today)
 
@@ -204,7 +249,7 @@ def limit(state: State, /, ref: str, clear: bool, as_json: bool, **limit_flags: 
     """
     apply = changed_limits(limit_flags, CREDENTIAL_FLAGS, clear=clear)
     with opened(state) as vault:
-        credential = vault.credentials.resolve(ref)
+        credential = _resolve(vault, ref)
         credential = vault.credentials.update(credential.id, limits=apply(credential.limits))
         today = _used_today(vault, credential)
     show_credential(credential, as_json=as_json, used_today=today)
@@ -218,7 +263,7 @@ def limit(state: State, /, ref: str, clear: bool, as_json: bool, **limit_flags: 
 def rotate(state: State, ref: str, as_json: bool) -> None:
     """Replace the secret of REF (read like `add` does); its id and name stay."""
     with opened(state) as vault:
-        credential = vault.credentials.resolve(ref)
+        credential = _resolve(vault, ref)
         dek = vault.unlock()
         secret = read_secret(
             f"New secret for {credential.service}/{credential.name}",
@@ -244,7 +289,7 @@ def _env_key(state: State, service: str) -> str | None:
 def rm(state: State, ref: str, yes: bool) -> None:
     """Delete the credential REF and its sealed secret."""
     with opened(state) as vault:
-        credential = vault.credentials.resolve(ref)
+        credential = _resolve(vault, ref)
         label = f"{credential.service}/{credential.name} ({credential.id})"
         if not yes:
             if not sys.stdin.isatty():
@@ -268,7 +313,7 @@ def rm(state: State, ref: str, yes: bool) -> None:
 def default(state: State, ref: str) -> None:
     """Make REF the key the proxy uses for its service unless told otherwise."""
     with opened(state) as vault:
-        credential = vault.credentials.resolve(ref)
+        credential = _resolve(vault, ref)
         vault.credentials.update(credential.id, is_default=True)
     click.echo(
         f"{credential.service}/{credential.name} is now the default for {credential.service}"

@@ -205,6 +205,16 @@ def _daemon_config(url: str, config: Config) -> Check:
     )
 
 
+def _sources(config: Config) -> Iterator[Check]:
+    """Each [sources.NAME]: reachable, logged in, how many credentials, the token's TTL."""
+    if not config.sources:
+        return
+    from vaultd.sources.probe import probe_sources
+
+    for name, (level, message) in probe_sources(config.sources, config.services).items():
+        yield Check(level, f"source {name}", message)
+
+
 def _unit(env: Mapping[str, str]) -> Check:
     unit = config_home(env).parent / "systemd" / "user" / "vaultd.service"
     if unit.exists():
@@ -247,6 +257,7 @@ def run_checks(
     else:
         checks.append(Check("FAIL", "database", f"no vault at {config.db_path}; run: vaultd init"))
     checks.extend(_daemon(env, config))
+    checks.extend(_sources(config))
     checks.append(_unit(env))
     checks.extend(_isolation())
     return checks

@@ -31,7 +31,8 @@ log = logging.getLogger("vaultd")
 # What only a restart applies: where the daemon listens and how long an idle
 # connection lives (its sockets and aiohttp's server are made once), the
 # vault it opened and its key, and what the proxy's upstream pool and its
-# bounds were built with (proxy.routes makes them once at start).
+# bounds were built with (proxy.routes makes them once at start). The
+# [sources.NAME] tables too (``keeping_restart_keys``).
 RESTART_KEYS = (
     "[server] host",
     "[server] port",
@@ -54,6 +55,10 @@ def keeping_restart_keys(running: Config, new: Config) -> tuple[Config, tuple[st
         if getattr(new, SETTING_ATTRIBUTES[key]) != getattr(running, SETTING_ATTRIBUTES[key])
     )
     kept = {SETTING_ATTRIBUTES[key]: getattr(running, SETTING_ATTRIBUTES[key]) for key in pending}
+    if new.sources != running.sources:
+        # The sources' clients, logins and rounds are made once, at start.
+        pending += ("[sources]",)
+        kept["sources"] = running.sources
     return replace(new, **kept), pending
 
 

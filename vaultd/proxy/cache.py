@@ -26,6 +26,11 @@ callers check them on the cached objects each time.
 Only hits are cached: what a client names and does not exist (a made-up token,
 a made-up ``X-Vaultd-Credential``) costs it a lookup each time and the daemon
 no memory, so the cache holds at most what the database holds.
+
+A credential the vault does not hold may be a remote source's (DESIGN 13):
+those are asked of the sources' catalog, which is memory already and
+decides itself whether a secret is fresh; only "not in the vault, look
+there" is remembered here, until the database changes.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from vaultd.proxy.arrivals import ARRIVALS
 from vaultd.proxy.decisions import secret_forms
 from vaultd.proxy.redact import Patterns
 from vaultd.services import Service
+from vaultd.sources.catalog import Catalog
 
 log = logging.getLogger("vaultd.proxy")
 # Bounds memory whatever callers do (every kind of entry counts); a full
@@ -59,8 +65,10 @@ class Secret:
 
 
 class ProxyCache:
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, remote: Catalog | None = None) -> None:
         self.vault = vault
+        # The remote sources' credentials (None or empty: none configured).
+        self.remote = remote or None
         self._conn = vault.db.conn
         # Kept for the per-request check: ``conn.execute`` would make (and drop)
         # a cursor each time. ``fetchone`` of this one-row pragma steps it to
@@ -72,9 +80,16 @@ class ProxyCache:
         self._sessions: dict[str, Session] = {}
         self._credentials: dict[tuple[str, str | None], Credential] = {}
         self._secrets: dict[str, Secret] = {}
+        # Selectors the vault has no credential for, which the catalog is asked.
+        self._remote_keys: set[tuple[str, str | None]] = set()
 
     def __len__(self) -> int:
-        return len(self._sessions) + len(self._credentials) + len(self._secrets)
+        return (
+            len(self._sessions)
+            + len(self._credentials)
+            + len(self._secrets)
+            + len(self._remote_keys)
+        )
 
     def refresh_for(self, arrival: int | None) -> None:
         """``refresh()``, unless one ran after the request's head arrived (number ``arrival``).
@@ -92,13 +107,11 @@ class ProxyCache:
             self._version.execute("PRAGMA data_version").fetchone()[0],
             self._conn.total_changes,
         )
-        if (
-            stamp != self._stamp
-            or len(self._sessions) + len(self._credentials) + len(self._secrets) > MAX_ENTRIES
-        ):
+        if stamp != self._stamp or len(self) > MAX_ENTRIES:
             self._sessions.clear()
             self._credentials.clear()
             self._secrets.clear()
+            self._remote_keys.clear()
             self._stamp = stamp
             return True
         return False
@@ -109,6 +122,7 @@ class ProxyCache:
         self._sessions.clear()
         self._credentials.clear()
         self._secrets.clear()
+        self._remote_keys.clear()
         self._stamp = None
 
     def rewarm(self) -> None:
@@ -164,23 +178,52 @@ class ProxyCache:
             raise Unauthorized(f"the token is {status}")
         return session
 
-    def credential(self, service: str, wanted: str | None) -> Credential | None:
-        """The default of ``service``, or its credential named (or with id) ``wanted``."""
+    def credential(
+        self, service: str, wanted: str | None, *, wait: bool = True
+    ) -> Credential | None:
+        """The default of ``service``, or its credential named (or with id) ``wanted``:
+        the vault's first, then the remote sources' (``catalog.Pending`` while one
+        has not listed yet, if ``wait``)."""
         key = (service, wanted)
         found = self._credentials.get(key)
-        if found is None:
+        if found is not None:
+            return found
+        remote = self.remote
+        if remote is None or key not in self._remote_keys:
             found = _lookup(self.vault.credentials, service, wanted)
             if found is not None:
                 self._credentials[key] = found
-        return found
+                return found
+            if remote is None:
+                return None
+            self._remote_keys.add(key)
+        return remote.find(service, wanted, wait=wait)
 
-    def secret(self, credential: Credential, service: Service) -> Secret:
+    def secret(self, credential: Credential, service: Service, *, wait: bool = True) -> Secret:
         """The plaintext of ``credential`` (of ``service``) and its redaction patterns."""
+        if credential.source != "local":
+            return self._remote_secret(credential, service, wait)
         secret = self._secrets.get(credential.id)
         if secret is None:
             value = self.vault.credentials.reveal(self.vault.unlock(), credential)
             # The forms depend on how the service's auth style sends the key;
             # a credential belongs to one service, so its id is key enough.
+            secret = Secret(value, Patterns(secret_forms(service, value)))
+            self._secrets[credential.id] = secret
+        return secret
+
+    def _remote_secret(self, credential: Credential, service: Service, wait: bool) -> Secret:
+        assert self.remote is not None  # only the catalog makes remote credentials
+        try:
+            value = self.remote.secret(credential.id, wait=wait)
+        except VaultdError:
+            # Dropped at its source (or too stale): no copy stays here either.
+            self._secrets.pop(credential.id, None)
+            raise
+        secret = self._secrets.get(credential.id)
+        # A new version (rotation) has new patterns; compared each time, as
+        # the catalog may have read one since.
+        if secret is None or secret.value != value:
             secret = Secret(value, Patterns(secret_forms(service, value)))
             self._secrets[credential.id] = secret
         return secret

@@ -68,6 +68,8 @@ from vaultd.proxy.policy import credential_chosen, credential_name, route
 from vaultd.proxy.streamusage import model_hint
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.services import Service
+from vaultd.sources.catalog import Pending
+from vaultd.sources.source import Sources
 
 log = logging.getLogger("vaultd.proxy")
 
@@ -82,17 +84,22 @@ MAX_SELECTOR = 300
 
 
 def pick_credential(
-    cache: ProxyCache, service: Service, wanted: str | None, policy: Policy | None = None
+    cache: ProxyCache,
+    service: Service,
+    wanted: str | None,
+    policy: Policy | None = None,
+    *,
+    wait: bool = True,
 ) -> Credential:
     """``X-Vaultd-Credential`` (name or id, of this service) or the service's default;
-    under a policy's ``credential``, that one only."""
+    under a policy's ``credential``, that one only. (``wait``: see ``Forwarder.admit``.)"""
     if wanted is not None and len(wanted) > MAX_SELECTOR:
         raise MalformedRequest(
             f"{CREDENTIAL_HEADER} must be a credential name or id "
             f"(at most {MAX_SELECTOR} characters)"
         )
     name = credential_name(policy, service.name, wanted)
-    credential = cache.credential(service.name, name)
+    credential = cache.credential(service.name, name, wait=wait)
     if credential is None:
         if name is None:
             raise NoCredential(
@@ -176,6 +183,8 @@ class Forwarder:
     inflight: InFlight
     counters: Counters
     prices: PriceTable
+    # The remote sources (DESIGN 13); None when the config names none.
+    sources: Sources | None = None
 
     def reconfigure(self, config: Config) -> None:
         """Serve the next request by ``config`` (``daemon.reload``)."""
@@ -190,7 +199,14 @@ class Forwarder:
         request_id = request[REQUEST_ID]
         attempt = Attempt()
         try:
-            outgoing = self.admit(request, attempt)
+            try:
+                outgoing = self.admit(request, attempt)
+            except Pending as pending:
+                # A remote secret to read (or a first listing) first: wait for
+                # it, then every check again, now without waiting.
+                assert self.sources is not None  # only the catalog raises it
+                await self.sources.settle(pending)
+                outgoing = self.admit(request, attempt, wait=False)
             reads = needs_body(request, outgoing, attempt)
             if reads is not None:
                 outgoing = await inspected(request, outgoing, attempt, self.config, reads)
@@ -231,8 +247,11 @@ class Forwarder:
                 cost = self._settle(attempt)
                 self.usage.record(audit_row(request, request_id, attempt, started, cost))
 
-    def admit(self, request: web.Request, attempt: Attempt) -> Outgoing:
-        """Every refusal, before any byte goes upstream; else what to send."""
+    def admit(self, request: web.Request, attempt: Attempt, *, wait: bool = True) -> Outgoing:
+        """Every refusal, before any byte goes upstream; else what to send.
+
+        ``catalog.Pending`` (``wait`` only): a remote source must answer first.
+        """
         config = self.config
         cache = self.cache
         if request.method in REFUSED_METHODS:
@@ -254,9 +273,9 @@ class Forwarder:
                 attempt.rest = rest
                 url = upstream_url(service, rest, raw_query)
         credential = attempt.credential = pick_credential(
-            cache, service, request.headers.get(CREDENTIAL_HEADER), policy
+            cache, service, request.headers.get(CREDENTIAL_HEADER), policy, wait=wait
         )
-        secret = cache.secret(credential, service)
+        secret = cache.secret(credential, service, wait=wait)
         length = request.content_length
         if length is not None and length > config.max_request_body:
             raise _too_large(config)

@@ -26,6 +26,7 @@ from vaultd.proxy.counters import Counters
 from vaultd.proxy.forward import Forwarder
 from vaultd.proxy.inflight import CONNECTIONS_PER_HOST, InFlight
 from vaultd.proxy.usage import UsageRecorder
+from vaultd.sources.source import SOURCES
 from vaultd.store import counts
 
 # What aiohttp calls for a request with an ``Expect`` header, before any middleware.
@@ -113,7 +114,8 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     timeout = client_timeout(config)
     async with upstream_session(connector, timeout) as client:
-        cache = app[CACHE] = ProxyCache(app[VAULT])
+        sources = app.get(SOURCES)
+        cache = app[CACHE] = ProxyCache(app[VAULT], sources.catalog if sources else None)
         counters = make_counters(app[VAULT])
         # The API shows live use (the database lags by a flush interval).
         app[LIVE_USE] = counters
@@ -135,7 +137,14 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PROXY_STATS] = Stats(recorder, inflight)
         upstream = make_upstream_client(client, timeout)
         app[FORWARDER] = Forwarder(
-            config, cache, recorder, upstream, inflight, counters, PriceTable(config.prices)
+            config,
+            cache,
+            recorder,
+            upstream,
+            inflight,
+            counters,
+            PriceTable(config.prices),
+            sources or None,
         )
         try:
             yield

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from vaultd.core.limits import utc_day
-from vaultd.models import now
+from vaultd.models import is_remote_id, now
 from vaultd.proxy.counters import Counters, Snapshot
 from vaultd.proxy.totals import Totals
 from vaultd.store import audit, counts
@@ -153,10 +153,19 @@ class UsageRecorder:
         with write_transaction(db) as conn:
             # Absolute values: a batch retried after a failure writes the same.
             counts.write(conn, snap.sessions.items(), snap.days.items())
+            used = batch.credentials.items()
             conn.executemany(
                 "UPDATE credentials SET last_used_at = max(coalesce(last_used_at, 0), ?),"
                 " use_count = use_count + ? WHERE id = ?",
-                [(last, count, cid) for cid, (last, count) in batch.credentials.items()],
+                [(last, count, cid) for cid, (last, count) in used if not is_remote_id(cid)],
+            )
+            # A remote source's credential has no row here: its use has its own.
+            conn.executemany(
+                "INSERT INTO remote_uses (id, last_used_at, use_count) VALUES (?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET"
+                " last_used_at = max(coalesce(last_used_at, 0), excluded.last_used_at),"
+                " use_count = use_count + excluded.use_count",
+                [(cid, last, count) for cid, (last, count) in used if is_remote_id(cid)],
             )
             conn.executemany(
                 "UPDATE sessions SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",

@@ -133,6 +133,21 @@ def _m0004_policy(db: Database) -> None:
     db.execute("ALTER TABLE sessions ADD COLUMN policy TEXT")
 
 
+@migrations(name="0005_remote_uses")
+def _m0005_remote_uses(db: Database) -> None:
+    """Last use and count of credentials a remote source holds (DESIGN 13): their
+    metadata and secret stay at the source and in memory; their use is local."""
+    db.execute(
+        """
+        CREATE TABLE remote_uses (
+            id TEXT PRIMARY KEY,
+            last_used_at INTEGER,
+            use_count INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID
+        """
+    )
+
+
 def latest_migration() -> str:
     return migrations._migrations[-1].name
 
