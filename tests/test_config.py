@@ -75,6 +75,7 @@ def test_xdg_defaults_under_home_and_no_file_means_all_defaults(
     assert config.max_request_body == 32 * 1024 * 1024
     assert config.usage_flush_interval == 1
     assert (config.audit_max_rows, config.audit_max_age) == (100_000, 90 * DAY)
+    assert (config.ui_enabled, config.ui_session_ttl) == (True, 3600)
     assert dict(config.services) == dict(BUILTINS)
 
 
@@ -275,6 +276,9 @@ def test_schema_key_names_are_unique_across_sections() -> None:
         ('[audit]\nmax_age = "999999999999w999999999999w"\n', ["max_age"]),
         ("services = 1\n", ["services"]),
         ('[services.openai]\nallow_range = "yes"\n', ["allow_range", "true or false"]),
+        ('[ui]\nenabled = "yes"\n', ["[ui] enabled", "true or false"]),
+        ('[ui]\nsession_ttl = "0s"\n', ["[ui] session_ttl"]),
+        ('[ui]\nsession_ttl = "30d"\n[sessions]\nmax_ttl = "1d"\n', ["session_ttl", "max_ttl"]),
     ],
 )
 def test_bad_settings_are_one_config_error_naming_the_key(

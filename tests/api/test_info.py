@@ -120,9 +120,16 @@ async def test_documented_scope_is_enforced(
 
 async def test_unauthenticated_operations(api_client: TestClient[Any, Any]) -> None:
     operations = _operations("none")
-    assert operations == [("GET", "/api/openapi.json"), ("GET", "/healthz")]
+    assert operations == [
+        ("GET", "/api/openapi.json"),
+        ("GET", "/healthz"),
+        ("GET", "/ui"),
+        ("GET", "/ui/"),
+        ("GET", "/ui/{asset}"),
+    ]
     for method, path in operations:
-        response = await api_client.request(method, path)
+        # /ui redirects to the page; an asset is one of the page's files.
+        response = await api_client.request(method, path.replace("{asset}", "app.js"))
         assert response.status == 200
 
 

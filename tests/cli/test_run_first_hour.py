@@ -36,16 +36,7 @@ async def served(tmp_path: Path, aiohttp_server: StartServer) -> AsyncIterator[S
 async def vaultd(
     served: Served, *args: str, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
-    proc = await served.env.spawn(
-        *args,
-        env={**served.env.vars, **(env or {})},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await served.vaultd(*args, env=env)
 
 
 # -- item 7: a mistyped option of run's is not a command ----------------------

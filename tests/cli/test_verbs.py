@@ -23,6 +23,8 @@ DESIGN_FIELDS = CONTRACT_FIELDS | {
     "updated_at",
     "use_count",
     "limits",
+    "source",
+    "remote",
     "expires_at",
 }
 
@@ -324,6 +326,8 @@ _NON_HTTP_VERBS = (
     # env likewise (the daemon is not there: it stops before minting).
     ("env", "--service", "openai"),
     ("completion", "bash"),
+    # ui likewise: the daemon is not there, so it stops before minting.
+    ("ui", "--print-url"),
 )
 
 
@@ -466,7 +470,11 @@ def test_data_dir_open_to_others_is_refused(stocked: CLI) -> None:
     assert_unchanged(stocked, before)
 
 
-@pytest.mark.parametrize("content", [b"", b"short", b"x" * 33, os.urandom(64)])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"short", b"x" * 33, bytes(range(64))],
+    ids=["empty", "short", "33-bytes", "64-bytes"],
+)
 def test_corrupt_key_file_is_refused(stocked: CLI, content: bytes) -> None:
     before = stocked.listing()
     good = stocked.key_file.read_bytes()

@@ -246,3 +246,109 @@ async def test_client_request_id_is_not_trusted(api_client: TestClient[Any, Any]
     # A caller-chosen id would let it forge or inject log lines.
     response = await api_client.get("/healthz", headers={"X-Request-Id": "forged-id"})
     assert response.headers["X-Request-Id"] != "forged-id"
+
+
+# -- the daemon's own page (DESIGN 15) ------------------------------------------
+
+
+def own_origins(client: TestClient[Any, Any]) -> list[str]:
+    return [f"http://127.0.0.1:{client.port}", f"http://localhost:{client.port}"]
+
+
+async def test_own_page_origin_is_let_through_with_a_valid_token(
+    api_client: TestClient[Any, Any], api_vault: Any, mint: Mint
+) -> None:
+    token = mint("read", "admin")
+    for origin in own_origins(api_client):
+        headers = {"Origin": origin, **bearer(token)}
+        response = await api_client.get("/api/credentials", headers=headers)
+        assert response.status == 200, await response.text()
+        # The page's one change: revoking a session (browsers send Origin on a DELETE).
+        victim = api_vault.sessions.authenticate(mint("proxy"))
+        response = await api_client.delete(f"/api/sessions/{victim.id}", headers=headers)
+        assert response.status == 204, await response.text()
+        # Still no CORS: the page is same-origin and needs none.
+        assert not [h for h in response.headers if h.lower().startswith("access-control-")]
+
+
+async def test_own_page_origin_without_a_valid_token_is_refused(
+    api_client: TestClient[Any, Any], api_vault: Any, mint: Mint
+) -> None:
+    revoked = mint("admin")
+    api_vault.sessions.revoke(api_vault.sessions.authenticate(revoked).id)
+    origin = own_origins(api_client)[0]
+    for path in ("/api/credentials", "/api/openapi.json", "/api/daemon"):
+        for auth in (
+            {},
+            bearer(revoked),
+            bearer("fn_sess_" + "x" * 43),
+            {"Authorization": "Basic x"},
+        ):
+            response = await api_client.get(path, headers={"Origin": origin, **auth})
+            # 401, as for any API call without a valid token: the page then asks
+            # its user to log in again. Nothing is served.
+            body = await problem(response, 401, "unauthorized")
+            assert "fn_sess_x" not in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://127.0.0.1:{other}",
+        "http://localhost:{other}",
+        "http://[::1]:{port}",
+        "https://127.0.0.1:{port}",
+        "http://127.0.0.1",
+        "http://127.0.0.1:{port}/",
+        "http://127.0.0.1:{port}.evil.example",
+        "http://LOCALHOST:{port}",
+    ],
+)
+async def test_only_the_own_origin_of_this_port_is_the_page(
+    api_client: TestClient[Any, Any], mint: Mint, origin: str
+) -> None:
+    port = api_client.port
+    assert port is not None
+    value = origin.format(port=port, other=port + 1 if port < 65535 else port - 1)
+    response = await api_client.get(
+        "/api/credentials", headers={"Origin": value, **bearer(mint("admin"))}
+    )
+    await problem(response, 403, "forbidden-origin")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/proxy/local/x", "/ui/", "/metrics"])
+async def test_own_page_origin_is_for_the_api_only(
+    api_client: TestClient[Any, Any], mint: Mint, path: str
+) -> None:
+    headers = {"Origin": own_origins(api_client)[0], **bearer(mint("admin", "proxy"))}
+    await problem(await api_client.get(path, headers=headers), 403, "forbidden-origin")
+
+
+NAVIGATION = {
+    "Sec-Fetch-Site": "cross-site",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Dest": "document",
+}
+
+
+async def test_a_link_from_elsewhere_opens_the_page_and_nothing_else(
+    api_client: TestClient[Any, Any], mint: Mint
+) -> None:
+    # vaultd ui's redirect file is a file: page, so its navigation is cross-site.
+    for path in ("/ui/", "/ui"):
+        response = await api_client.get(path, headers=NAVIGATION, allow_redirects=False)
+        assert response.status in (200, 302), path
+    for method, path, headers in [
+        ("GET", "/api/credentials", {**NAVIGATION, **bearer(mint("admin"))}),
+        ("GET", "/healthz", NAVIGATION),
+        (
+            "GET",
+            "/ui/app.js",
+            {**NAVIGATION, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "script"},
+        ),
+        ("GET", "/ui/", {**NAVIGATION, "Sec-Fetch-Dest": "iframe"}),
+        ("GET", "/ui/", {**NAVIGATION, "Sec-Fetch-Mode": "no-cors"}),
+        ("POST", "/ui/", NAVIGATION),
+    ]:
+        response = await api_client.request(method, path, headers=headers)
+        await problem(response, 403, "forbidden-origin")

@@ -32,6 +32,7 @@ def audit_row(
     tokens: tuple[int, int, int | None] | None = None,
     cost_usd: float | None = None,
     refusal: str | None = None,
+    path: str = "/v1/chat/completions",
 ) -> AuditRow:
     """A row as the proxy records one; ``tokens`` = (input, output, cached), None = unmetered."""
     input_tokens, output_tokens, cached = tokens if tokens is not None else (None, None, None)
@@ -42,7 +43,7 @@ def audit_row(
         credential_id=credential_id,
         service=service,
         method="POST",
-        path="/v1/chat/completions",
+        path=path,
         status=status,
         duration_ms=12.5,
         bytes_in=100,
@@ -74,8 +75,14 @@ class Ids(NamedTuple):
 
 
 def new_ids() -> Ids:
-    """Ids for the sample rows where no real session or credential is needed."""
-    return Ids(*(str(uuid.uuid4()) for _ in Ids._fields))
+    """Ids for the sample rows where no real session or credential is needed.
+
+    Fixed (made from the field names): test ids built from them must be the
+    same in every pytest-xdist worker, or the workers' collections differ.
+    """
+    return Ids(
+        *(str(uuid.uuid5(uuid.NAMESPACE_URL, f"vaultd-test:{name}")) for name in Ids._fields)
+    )
 
 
 def sample_rows(ids: Ids) -> list[AuditRow]:

@@ -123,9 +123,14 @@ class DaemonEnv:
         pytest.fail("the daemon did not come up")
 
     def request(
-        self, method: str, path: str, token: str | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         data = None
         if body is not None:
             data = json.dumps(body).encode()

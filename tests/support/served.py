@@ -6,6 +6,7 @@ against a daemon process, with every wait bounded.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,6 +39,20 @@ class Served:
             f"{self.env.base_url}/proxy/openai/v1/models", headers=bearer(token)
         ) as resp:
             return resp.status, await resp.text()
+
+    async def vaultd(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        """``vaultd ARGS`` as a process of its own, as a user runs it against this daemon
+        (``env`` added to its environment): exit status, stdout, stderr."""
+        proc = await self.env.spawn(
+            *args,
+            env={**self.env.vars, **(env or {})},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
 
     def sessions(self) -> list[tuple[str, str, int | None, int | None]]:
         """Every session: key prefix, name, expires_at, revoked_at, oldest first."""

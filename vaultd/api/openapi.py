@@ -68,10 +68,12 @@ _MOMENT = {"type": "string", "pattern": "^([0-9]{1,12}|([0-9]{1,12}[smhdw])+)$"}
 _SINCE = _query(
     "since", _MOMENT, 'Unix seconds, or a duration back from now such as "1h" (at most 100 years)'
 )
+_UNTIL = _query("until", _MOMENT, "exclusive; the same forms as since, later than it")
 
 _LIST_PARAMS = [
     {"name": "service", "in": "query", "schema": {"type": "string"}},
     {"name": "type", "in": "query", "schema": {"type": "string"}},
+    {"name": "source", "in": "query", "schema": {"type": "string"}},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
     {"name": "starting_after", "in": "query", "schema": {"type": "string", "format": "uuid"}},
 ]
@@ -111,6 +113,13 @@ _PROXY_RESPONSES: Doc = {
                 "schema": {"anyOf": [ref("LimitExceeded"), ref("Problem")]}
             }
         },
+    },
+    "503": {
+        "description": "a remote source's credential cannot be served (DESIGN 13): type slug"
+        " source-unavailable (the server is down, sealed or rate-limiting and the last good"
+        " value is older than max_stale), source-unauthorized (the server refused vaultd's"
+        " token), credential-deleted, or source-secret-invalid; nothing went upstream",
+        "content": {"application/problem+json": {"schema": ref("Problem")}},
     },
 }
 
@@ -165,7 +174,7 @@ PATHS: Doc = {
             "Delete a credential and its ciphertext",
             "admin",
             {"204": {"description": "deleted"}},
-            (404,),
+            (404, 409),
         ),
     },
     "/api/sessions": {
@@ -231,7 +240,19 @@ PATHS: Doc = {
             parameters=[
                 _query("service", {"type": "string"}),
                 _query("credential_id", {"type": "string"}),
+                _query("session_id", {"type": "string"}),
+                _query(
+                    "status",
+                    {"type": "string", "pattern": "^[1-5]([0-9]{2}|xx)$"},
+                    "one status code (429), or a class of them (4xx)",
+                ),
+                _query(
+                    "refused",
+                    {"enum": ["true", "false"]},
+                    "true: only requests vaultd refused; false: only those that went upstream",
+                ),
                 _SINCE,
+                _UNTIL,
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
             ],
         )
@@ -252,7 +273,7 @@ PATHS: Doc = {
             parameters=[
                 _query("by", {"enum": list(USAGE_BY), "default": "day"}, "day is the UTC date"),
                 _SINCE,
-                _query("until", _MOMENT, "exclusive; the same forms as since, later than it"),
+                _UNTIL,
             ],
         )
     },
@@ -293,6 +314,46 @@ PATHS: Doc = {
             )
             for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace")
         },
+    },
+    "/ui": {
+        "get": _operation(
+            "pageRedirect",
+            "The page's address without its slash: a redirect to /ui/",
+            "none",
+            {
+                "302": {
+                    "description": "to /ui/",
+                    "headers": {"Location": {"schema": {"const": "/ui/"}}},
+                }
+            },
+            (404,),
+        )
+    },
+    "/ui/": {
+        "get": _operation(
+            "page",
+            "The daemon's page (DESIGN 15): it logs in with the token in its URL's fragment",
+            "none",
+            {"200": {"description": "the page", "content": {"text/html": {}}}},
+            (404,),
+        )
+    },
+    "/ui/{asset}": {
+        "parameters": [
+            {"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "get": _operation(
+            "pageAsset",
+            "One of the page's scripts and style sheets, shipped in the package",
+            "none",
+            {
+                "200": {
+                    "description": "the file",
+                    "content": {"text/javascript": {}, "text/css": {}},
+                }
+            },
+            (404,),
+        ),
     },
     "/api/openapi.json": {
         "get": _operation(

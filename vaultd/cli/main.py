@@ -19,6 +19,7 @@ from vaultd.cli.common import State
 from vaultd.cli.completion import completion
 from vaultd.cli.env import env
 from vaultd.cli.importing import import_
+from vaultd.cli.ui import ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,6 +76,7 @@ for command in (
     operations.serve,
     operations.systemd_unit,
     completion,
+    ui,
 ):
     cli.add_command(command)
 

@@ -21,6 +21,7 @@ from vaultd.api import credentials as api_credentials
 from vaultd.api import info as api_info
 from vaultd.api import metrics as api_metrics
 from vaultd.api import sessions as api_sessions
+from vaultd.api import ui as api_ui
 from vaultd.api import usage as api_usage
 from vaultd.config import Config, LiveConfig
 from vaultd.core.vault import Vault, init_vault
@@ -30,9 +31,14 @@ from vaultd.http.chain import STANDARD_CHAIN, standard_chain
 from vaultd.http.middleware import standard_headers
 from vaultd.models import now
 from vaultd.proxy import routes as proxy
+from vaultd.sources.auth import check_files
+from vaultd.sources.source import SOURCES, Sources
 from vaultd.units import format_duration
 
 log = logging.getLogger("vaultd")
+
+# The modules whose routes the app serves besides the proxy's (api_ui: the page).
+API_MODULES = (api_info, api_credentials, api_sessions, api_audit, api_usage, api_metrics, api_ui)
 
 # JSON bodies of this API are a few KiB at most; the proxy streams its bodies
 # and enforces [proxy] max_request_body itself (client_max_size does not apply
@@ -56,6 +62,23 @@ async def vault_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         vault.close()
+
+
+async def sources_context(app: web.Application) -> AsyncIterator[None]:
+    """The remote sources (DESIGN 13): their files checked now (a secret_id file
+    open to others fails the start), then read in the background; a server
+    that is down does not hold the start up."""
+    config = app[CONFIG]
+    for settings in config.sources.values():
+        check_files(settings)
+    live = app[LIVE_CONFIG]
+    sources = Sources(config.sources, lambda: live.config.services)
+    app[SOURCES] = sources
+    sources.start()
+    try:
+        yield
+    finally:
+        await sources.close()
 
 
 # How often ended sessions are pruned (or every [sessions] keep, if shorter):
@@ -106,12 +129,13 @@ def create_app(config: Config) -> web.Application:
     app[LIVE_CONFIG] = LiveConfig(config)
     app[STANDARD_CHAIN] = chain
     app.cleanup_ctx.append(vault_context)
+    app.cleanup_ctx.append(sources_context)
     app.on_response_prepare.append(standard_headers)
     # The proxy's route first: the router tries routes in order, and proxied
     # calls are the hot path.
     proxy.setup(app, expect_handler=chain.expect_handler)
     app.cleanup_ctx.append(session_pruning)
-    for module in (api_info, api_credentials, api_sessions, api_audit, api_usage, api_metrics):
+    for module in API_MODULES:
         for route in module.routes:
             if not isinstance(route, web.RouteDef):  # the modules define routes only
                 raise TypeError(f"{module.__name__} defines a route vaultd cannot check")

@@ -19,6 +19,7 @@ from multidict import istr
 from vaultd.config import Config
 from vaultd.errors import ConfigError, VaultdError
 from vaultd.http.appkeys import REQUEST_ID
+from vaultd.http.bearer import authenticate
 from vaultd.http.errors import ForbiddenHost, ForbiddenOrigin, UnsupportedMediaType
 from vaultd.http.problems import problem_response, status_problem
 
@@ -38,6 +39,12 @@ _UNKNOWN = object()
 # Header names for lookups are ``istr`` (as aiohttp's ``hdrs``): multidict then
 # skips folding the name's case on every lookup of every request.
 _SEC_FETCH_SITE = istr("Sec-Fetch-Site")
+_SEC_FETCH_MODE = istr("Sec-Fetch-Mode")
+_SEC_FETCH_DEST = istr("Sec-Fetch-Dest")
+# The daemon's own page (DESIGN 15): its host names, and the paths a browser
+# may navigate to from anywhere (they serve the same static page to all).
+PAGE_HOSTS = ("127.0.0.1", "localhost")
+PAGE_ENTRIES = frozenset({"/ui", "/ui/"})
 # Bounds on HostPolicy's memo of answers (a DNS name is at most 253 characters).
 _MEMO_HOSTS = 64
 _MEMO_HOST_LEN = 270
@@ -158,13 +165,51 @@ def check_origin(request: web.Request, allowed: frozenset[str]) -> None:
     origins = request.headers.getall(hdrs.ORIGIN, [])
     if origins:
         # "null" (sandboxed frames, file: pages) is never on the list unless put there.
-        if len(origins) > 1 or origins[0] not in allowed:
+        if len(origins) > 1 or (origins[0] not in allowed and not _own_page(request, origins[0])):
             raise ForbiddenOrigin("requests from web pages are refused")
         return
     # Browsers omit Origin on no-cors GETs but mark them here; no other client
     # sends this header, so it costs nothing to honour it.
-    if request.headers.get(_SEC_FETCH_SITE, "").lower() in ("cross-site", "same-site"):
+    site = request.headers.get(_SEC_FETCH_SITE, "").lower()
+    if site in ("cross-site", "same-site") and not _page_navigation(request):
         raise ForbiddenOrigin("requests from web pages are refused")
+
+
+def _own_page(request: web.Request, origin: str) -> bool:
+    """Whether ``origin`` is the daemon's own page calling its API with a valid token.
+
+    DESIGN 15: ``http://127.0.0.1:PORT`` or ``http://localhost:PORT``, PORT the
+    one this request arrived on (another local port is another program's
+    page), on ``/api/`` only, and only with the token of an active session:
+    a missing or dead one is refused here as any API call without a valid
+    token is (401), so the page can tell its user to log in again. Browsers
+    send Origin on the page's own DELETE; another origin cannot put this one
+    in a browser's request, and a client outside a browser gains nothing it
+    would not have without an Origin.
+    """
+    port = _listening_port(request)
+    if port is None or origin not in {f"http://{host}:{port}" for host in PAGE_HOSTS}:
+        return False
+    if not request.path.startswith("/api/"):
+        return False
+    authenticate(request)
+    return True
+
+
+def _page_navigation(request: web.Request) -> bool:
+    """A browser opening the page itself (``/ui/``) from a link elsewhere, or from
+    the redirect file ``vaultd ui`` writes (a ``file:`` page: cross-site).
+
+    The page is the same static document for everyone and reveals nothing
+    (its frame-ancestors CSP keeps it out of frames); what it shows it asks
+    the API for with a token no other site has.
+    """
+    return (
+        request.method == "GET"
+        and request.path in PAGE_ENTRIES
+        and request.headers.get(_SEC_FETCH_MODE, "").lower() == "navigate"
+        and request.headers.get(_SEC_FETCH_DEST, "").lower() == "document"
+    )
 
 
 def check_json_body(request: web.Request) -> None:

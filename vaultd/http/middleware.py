@@ -130,9 +130,26 @@ async def checked(request: web.Request, guard: Guard, handler: Handler) -> web.S
         return problem_for(request, exc, request_id)
 
 
+# DESIGN 15: what every response under /ui/ carries, its errors included, on
+# top of nosniff and no-store (every response's: add_standard_headers). The
+# page's data comes from local clients (names, metadata, paths): the CSP lets
+# only the daemon's own files run and load, whatever a bug let into the DOM.
+PAGE_PREFIX = "/ui"
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
+    " img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none';"
+    " form-action 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 async def standard_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: headers every response carries, streamed ones too."""
+    """``on_response_prepare``: headers every response carries, streamed ones too,
+    and the page's own on every answer under ``/ui`` (``PAGE_HEADERS``)."""
     ensure_standard_headers(response, request.get(REQUEST_ID) or new_request_id())
+    # The decoded path, as the router matches it: /%75i/ is the page too.
+    if request.path.startswith(PAGE_PREFIX):
+        response.headers.update(PAGE_HEADERS)
 
 
 def ensure_standard_headers(response: web.StreamResponse, request_id: str) -> None:

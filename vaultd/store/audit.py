@@ -137,19 +137,37 @@ def list_entries(
     *,
     service: str | None = None,
     credential_id: str | None = None,
+    session_id: str | None = None,
+    status: tuple[int, int] | None = None,
+    refused: bool | None = None,
     since: int | None = None,
+    until: int | None = None,
     limit: int = 100,
 ) -> list[AuditEntry]:
-    """Newest first."""
+    """Newest first. ``status``: the range [low, high) the status falls in (one code,
+    or a class such as 400-500); ``refused``: only rows vaultd refused (True) or
+    only those that went upstream (False); ``until`` is exclusive."""
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("service", service), ("credential_id", credential_id)):
+    for column, value in (
+        ("service", service),
+        ("credential_id", credential_id),
+        ("session_id", session_id),
+    ):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
+    if status is not None:
+        clauses.append("status >= ? AND status < ?")
+        params.extend(status)
+    if refused is not None:
+        clauses.append("refusal IS NOT NULL" if refused else "refusal IS NULL")
     if since is not None:
         clauses.append("at >= ?")
         params.append(since)
+    if until is not None:
+        clauses.append("at < ?")
+        params.append(until)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     params.append(min(limit, MAX_LIMIT))
     rows = db.query(
