@@ -149,7 +149,9 @@ def test_the_proxy_and_sdk_suites_pass_on_the_public_paths(tmp_path: Path) -> No
     """Everything the proxy answers, it answers the same on aiohttp's public API alone."""
     env = {**os.environ, fastpaths.ENV_VAR: "off"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PROXY_SUITE],
+        # In one process (-n 0): this test already has a worker of the suite's
+        # to itself, and more workers under it would only contend for the cores.
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *PROXY_SUITE],
         cwd=ROOT,
         env=env,
         capture_output=True,
