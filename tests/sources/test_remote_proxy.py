@@ -295,3 +295,15 @@ async def test_a_refused_prefix_never_reaches_the_server(bao: BaoTenant, tmp_pat
         load_config(str(path), str(tmp_path / "data"))
     await asyncio.sleep(0.2)
     assert bao.audit.paths(since=mark) == []
+
+
+async def test_a_daily_limit_set_at_the_source_is_enforced_here(
+    bao: BaoTenant, rig: Callable[..., Awaitable[Rig]]
+) -> None:
+    bao.kv_put(PATH, secret=KEY)
+    bao.kv_metadata_put(PATH, {"max_requests_per_day": "2"})
+    r = await rig(bao)
+    assert [(await r.chat())[0] for _ in range(2)] == [200, 200]
+    status, body = await r.chat()
+    assert status == 429 and body["limit"] == "credential.max_requests_per_day"
+    assert len(r.seen) == 2
