@@ -443,6 +443,46 @@ def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+VAULTD = str(Path(sys.executable).with_name("vaultd"))
+
+
+def bench_home(config: str, fast_paths: str = "auto") -> tuple[Path, dict[str, str]]:
+    """A new HOME holding ``config`` as its config.toml, and an environment for vaultd
+    that uses it and nothing of the caller's (no XDG_ or VAULTD_ variables)."""
+    home = Path(tempfile.mkdtemp(prefix="vaultd-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "VAULTD_"))}
+    env["HOME"] = str(home)
+    (home / "config.toml").write_text(config)
+    env["VAULTD_CONFIG"] = str(home / "config.toml")
+    env["VAULTD_FAST_PATHS"] = fast_paths
+    return home, env
+
+
+def bench_sessions(env: dict[str, str], services: tuple[str, ...]) -> tuple[str, str]:
+    """``vaultd init``, the bench key as ``bench`` of each of ``services``, and two
+    sessions: (the token without a policy, the token with ``POLICY_FLAGS``)."""
+    subprocess.run([VAULTD, "init"], env=env, check=True, capture_output=True)
+    for service in services:
+        subprocess.run(
+            [VAULTD, "add", service, "bench"],
+            env=env,
+            check=True,
+            input=f"{KEY}\n".encode(),
+            capture_output=True,
+        )
+    token, policed = (
+        subprocess.run(
+            [VAULTD, "session", "create", "--ttl", "1h", *flags],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for flags in ((), POLICY_FLAGS)
+    )
+    return token, policed
+
+
 # Longer than this project's functions usually are, on purpose: one script in
 # the order it runs (start three servers, measure each figure, print, stop),
 # which split up would only hand its dozen locals from piece to piece.
@@ -470,44 +510,17 @@ def main() -> None:
     if args.role == "naive":
         return run_naive(args.port, args.upstream, args.token)
 
-    home = Path(tempfile.mkdtemp(prefix="vaultd-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "VAULTD_"))}
-    env["HOME"] = str(home)
-    vaultd = str(Path(sys.executable).with_name("vaultd"))
+    vaultd = VAULTD
     up_port, naive_port, vaultd_port = free_port(), free_port(), free_port()
-    config = home / "config.toml"
-    config.write_text(
+    home, env = bench_home(
         f'[services.openai]\nbase_url = "http://127.0.0.1:{up_port}"\n'
         f'[services.unmetered]\nbase_url = "http://127.0.0.1:{up_port}"\nusage = "none"\n'
-        f"[server]\nport = {vaultd_port}\n"
+        f"[server]\nport = {vaultd_port}\n",
+        args.fast_paths,
     )
-    env["VAULTD_CONFIG"] = str(config)
-    env["VAULTD_FAST_PATHS"] = args.fast_paths
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        subprocess.run([vaultd, "init"], env=env, check=True, capture_output=True)
-        for service in ("openai", "unmetered"):
-            subprocess.run(
-                [vaultd, "add", service, "bench"],
-                env=env,
-                check=True,
-                input=f"{KEY}\n".encode(),
-                capture_output=True,
-            )
-        token = subprocess.run(
-            [vaultd, "session", "create", "--ttl", "1h"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        policed = subprocess.run(
-            [vaultd, "session", "create", "--ttl", "1h", *POLICY_FLAGS],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        token, policed = bench_sessions(env, ("openai", "unmetered"))
         me = [sys.executable, __file__]
         procs.append(start([*me, "--role", "upstream", "--port", str(up_port)]))
         procs.append(

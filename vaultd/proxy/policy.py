@@ -12,7 +12,6 @@ whose detail names the rule or the reason, or a ``MethodOverrideRefused``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import cast
 
 from vaultd.core.policy import (
     OVERRIDE_PARAM,
@@ -51,7 +50,7 @@ def route(
                 "has method rules"
             )
     key = (method, rest)
-    routed = cast("tuple[str | None, str] | None", policy.memo.get(key))
+    routed = policy.memo.get(key)
     if routed is None:
         routed = _routed(policy, method, rest)
         if len(rest) <= MEMO_PATH_CHARS:
@@ -84,12 +83,6 @@ def _routed(policy: Policy, method: str, rest: str) -> tuple[str | None, str]:
         if not decision.allowed:
             return decision.reason or "refused by the session's policy", ""
     return None, canonical_tail(path)
-
-
-def _model_ok(policy: Policy, model: str | None) -> None:
-    decision = model_allowed(policy, model)
-    if not decision.allowed:
-        raise PolicyDenied(decision.reason or "refused by the session's policy")
 
 
 def credential_name(policy: Policy | None, service: str, wanted: str | None) -> str | None:
@@ -129,5 +122,7 @@ def body_model(
             f"{read.unreadable}, so vaultd cannot read which model it names; this session's "
             "policy allows only some models (send a JSON object, each key once)"
         )
-    _model_ok(policy, read.model)
+    decision = model_allowed(policy, read.model)
+    if not decision.allowed:
+        raise PolicyDenied(decision.reason or "refused by the session's policy")
     return read
