@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -121,7 +122,7 @@ async def test_the_listing_filters_by_source_and_pages_across_both(
     assert resp.status == 422
 
 
-def _serve(bao: BaoTenant, tmp_path: Path) -> tuple[DaemonEnv, object, Path]:
+def _serve(bao: BaoTenant, tmp_path: Path) -> tuple[DaemonEnv, subprocess.Popen[bytes], Path]:
     upstream = "http://127.0.0.1:9"
     env = DaemonEnv(
         tmp_path, f'[services.echo]\nbase_url = "{upstream}"\n' + source_table(bao, refresh="1s")
@@ -162,8 +163,19 @@ async def test_the_cli_lists_remote_credentials_with_a_source_column_and_refuses
         doctor = env.vaultd("doctor")
         line = next(x for x in doctor.stdout.splitlines() if "source team" in x)
         assert line.startswith("ok") and "1 credential " in line and "token valid" in line
+        # A local key of the same name hides the team's: doctor says so.
+        local_key = "sk-proj-LOCALlocalLOCAL0000009\n"
+        hidden = env.vaultd("add", "openai", "team", input=local_key)
+        assert hidden.returncode == 1  # refused while the daemon knows the name ...
+        stop(proc)
+        added = env.vaultd("add", "openai", "team", input=local_key)
+        assert added.returncode == 0, added.stderr  # ... not once it is down
+        proc, log2 = env.start("daemon2")
+        env.wait_healthy(proc, log2)
+        warned = env.vaultd("doctor").stdout
+        assert "warn source team: the vault's own openai/team hides" in warned
     finally:
-        stop(proc)  # type: ignore[arg-type]
+        stop(proc)
     text = log.read_text() + doctor.stdout + doctor.stderr
     assert KEY not in text and bao.approle.secret_id not in text
     # Down: the local part is listed all the same, and one line says why the rest is not.

@@ -211,7 +211,7 @@ async def test_doctor_reports_a_listing_without_data_keys_as_a_fail_line(
         return web.json_response({"data": {"nokeys": True}})
 
     server = await aiohttp_server(_fake_source([], answer), host="127.0.0.1")
-    level, message = await _probe(_settings(tmp_path, server.port), SERVICES)
+    level, message, _listed = await _probe(_settings(tmp_path, server.port), SERVICES)
     assert level == "FAIL", message
 
 

@@ -62,11 +62,13 @@ class DaemonEnv:
             "PYTHONPATH": str(Path(vaultd.__file__).resolve().parent.parent),
         }
 
-    def vaultd(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def vaultd(self, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
+        """``vaultd ARGS`` with ``input`` as its stdin (never the test runner's)."""
         return subprocess.run(
             vaultd_argv(*args),
             env=self.vars,
             cwd=self.tmp,
+            input=input,
             capture_output=True,
             text=True,
             timeout=60,

@@ -211,8 +211,33 @@ def _sources(config: Config) -> Iterator[Check]:
         return
     from vaultd.sources.probe import probe_sources
 
-    for name, (level, message) in probe_sources(config.sources, config.services).items():
+    local = _local_names(config)
+    for name, (level, message, listed) in probe_sources(config.sources, config.services).items():
         yield Check(level, f"source {name}", message)
+        hidden = sorted(f"{service}/{item}" for service, item in listed & local)
+        if hidden:
+            # The proxy asks the vault first: the team's key is never sent for these.
+            yield Check(
+                "warn",
+                f"source {name}",
+                f"the vault's own {', '.join(hidden[:5])} hide{'s' if len(hidden) == 1 else ''} "
+                "the source's credential of that name (vaultd rm it to use the team's)",
+            )
+
+
+def _local_names(config: Config) -> frozenset[tuple[str, str]]:
+    """(service, name) of every credential in the vault (none if it cannot be read)."""
+    try:
+        db = connect(config.db_path)
+    except VaultdError:
+        return frozenset()
+    try:
+        rows = db.execute("SELECT service, name FROM credentials").fetchall()
+    except sqlite3.Error:
+        return frozenset()
+    finally:
+        db.close()
+    return frozenset((str(service), str(name)) for service, name in rows)
 
 
 def _unit(env: Mapping[str, str]) -> Check:

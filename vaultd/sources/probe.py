@@ -19,31 +19,35 @@ from vaultd.sources.client import SourceDown
 from vaultd.sources.source import Source
 from vaultd.units import format_duration
 
-# (level, message): level is "ok", "warn" or "FAIL", as doctor prints them.
-Finding = tuple[str, str]
+# (level, message, the (service, name) pairs it lists): level is "ok", "warn"
+# or "FAIL", as doctor prints them.
+Finding = tuple[str, str, frozenset[tuple[str, str]]]
+_NONE: frozenset[tuple[str, str]] = frozenset()
 
 
 async def _probe(settings: SourceSettings, services: Mapping[str, object]) -> Finding:
     try:
         check_files(settings)
     except VaultdError as exc:
-        return "FAIL", str(exc)
+        return "FAIL", str(exc), _NONE
     catalog = Catalog([settings])
     source = Source(settings, catalog, lambda: services)
     token: str | None = None
     try:
         token = await source.auth.token()
         ttl = source.auth.ttl_left()
-        count = 0
+        listed: set[tuple[str, str]] = set()
         folders, _ = await source.list_folder(None)
         for service in folders:
             if service in services:
                 _, names = await source.list_folder(service)
-                count += len(names)
+                listed.update((service, name) for name in names)
+        count = len(listed)
     except (AuthFailed, SourceDown) as exc:
-        return "FAIL", f"{settings.url}: {exc}"
+        return "FAIL", f"{settings.url}: {exc}", _NONE
     except Exception as exc:  # one FAIL line, and doctor's other checks
-        return "FAIL", f"{settings.url}: its answer could not be used ({exc.__class__.__name__})"
+        reason = exc.__class__.__name__
+        return "FAIL", f"{settings.url}: its answer could not be used ({reason})", _NONE
     finally:
         # The login made for this check is not left alive on the server (a
         # token file's token is the person's own, and stays).
@@ -60,9 +64,11 @@ async def _probe(settings: SourceSettings, services: Mapping[str, object]) -> Fi
     )
     level = "warn" if ttl is not None and ttl < 2 * settings.refresh_interval else "ok"
     plural = "" if count == 1 else "s"
-    return level, (
+    return (
+        level,
         f"{settings.url} ({settings.auth}): {count} credential{plural} under "
-        f"{settings.mount}/{settings.prefix}; {left}"
+        f"{settings.mount}/{settings.prefix}; {left}",
+        frozenset(listed),
     )
 
 
