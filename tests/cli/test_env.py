@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.support.daemon import DaemonEnv, stop, vaultd_argv
+from tests.support.daemon import DaemonEnv, run_process, stop, vaultd_argv
 from tests.support.providers import Call, provider_app
 
 KEY = "sk-proj-ENVenvENVenvENVenv000042"
@@ -78,21 +78,11 @@ async def rig(
 
 async def bash(rig: Rig, script: str) -> tuple[int, str, str]:
     """``script`` in a real bash, ``$VAULTD`` the vaultd under test, the parent's keys set."""
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "--norc",
-        "--noprofile",
-        "-c",
-        script,
-        env={**rig.env.vars, **PARENT_KEYS, "VAULTD": shlex.join(vaultd_argv())},
+    return await run_process(
+        ["bash", "--norc", "--noprofile", "-c", script],
+        {**rig.env.vars, **PARENT_KEYS, "VAULTD": shlex.join(vaultd_argv())},
         cwd=rig.env.tmp,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_eval_env_then_the_openai_sdk_reaches_the_upstream_through_the_proxy(

@@ -8,16 +8,14 @@ import os
 import sqlite3
 import sys
 import time
-from pathlib import Path
 
 from click.testing import CliRunner
 
+from tests.support.daemon import run_vaultd
 from tests.support.upstream import ANTHROPIC_KEY, OPENAI_KEY, Proxy
 from vaultd.cli.main import cli
 from vaultd.proxy.routes import USAGE
 from vaultd.services import BUILTINS
-
-VAULTD = str(Path(sys.executable).with_name("vaultd"))
 
 CHILD = """
 import json, os, sys, urllib.request
@@ -37,20 +35,6 @@ print(json.dumps({
 }))
 sys.exit(7)
 """.replace("KEYS", repr((OPENAI_KEY, ANTHROPIC_KEY)))
-
-
-async def run_vaultd(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        VAULTD,
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 # Keys in the environment running the tests would be taken out of the

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.cli.test_run_and_audit import run_vaultd
+from tests.support.daemon import run_vaultd
 from tests.support.providers import provider_rig
 
 # The allowed call, a call with another model, and a call to another endpoint.

@@ -13,17 +13,18 @@
   and secret_ids intact.
 
 Without ``bao`` these tests skip, except under ``CI=true``, where they fail.
-Helpers: tests/sources/baoserver.py.
+Helpers: tests/support/openbao.py (the server) and tests/support/sources.py (the daemon).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.sources.baoserver import BaoServer, BaoTenant, require_bao
+from tests.support.openbao import BaoServer, BaoTenant, require_bao
+from tests.support.sources import MakeClient, MakeServer, Rig, source_table, start_rig
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +64,15 @@ def bao_exclusive(bao_binary: str, tmp_path: Path) -> Iterator[BaoTenant]:
 @pytest.fixture
 def bao_persistent(bao_binary: str, tmp_path: Path) -> Iterator[BaoTenant]:
     yield from _own_server(bao_binary, tmp_path, persistent=True)
+
+
+@pytest.fixture
+def rig(
+    tmp_path: Path, aiohttp_server: MakeServer, aiohttp_client: MakeClient
+) -> Callable[..., Awaitable[Rig]]:
+    """``await rig(bao, refresh="1s", max_stale="1h")``: a daemon reading ``bao``."""
+
+    async def make(bao: BaoTenant, **table: str) -> Rig:
+        return await start_rig(tmp_path, source_table(bao, **table), aiohttp_server, aiohttp_client)
+
+    return make

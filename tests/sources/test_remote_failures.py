@@ -17,16 +17,24 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from tests.sources.baoserver import BaoTenant
-from tests.sources.test_remote_proxy import KEY, PATH, Rig, rig, until
 from tests.support.daemon import DaemonEnv
+from tests.support.openbao import BaoTenant
+from tests.support.sources import (
+    KEY,
+    PATH,
+    Heard,
+    MakeClient,
+    MakeServer,
+    Rig,
+    fake_source,
+    source_table,
+    start_rig,
+    token_file,
+    token_file_source,
+    until,
+)
 from vaultd.errors import UnsafePermissions
-
-__all__ = ["rig"]  # the fixture, shared
-
-MakeServer = Callable[..., Awaitable[TestServer]]
 
 
 async def _refused_as(r: Rig, slug: str) -> bool:
@@ -84,88 +92,28 @@ async def _is_ok(r: Rig) -> bool:
     return (await r.chat())[0] == 200
 
 
-def _fake_source(seen: list[tuple[str, str, dict[str, str]]], handler: Callable) -> web.Application:  # type: ignore[type-arg]
-    async def any_request(request: web.Request) -> web.StreamResponse:
-        seen.append((request.method, request.path_qs, dict(request.headers)))
-        result: web.StreamResponse = await handler(request)
-        return result
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", any_request)
-    return app
-
-
-FAKE_TOKEN = "s.faketokenfaketokenfake00"
-
-
-def _token_file(tmp_path: Path, token: str = FAKE_TOKEN) -> Path:
-    path = tmp_path / "vault-token"
-    path.write_text(token)
-    path.chmod(0o600)
-    return path
-
-
-def _token_file_source(url: str, token_file: Path) -> str:
-    return f"""
-[sources.team]
-url = "{url}"
-auth = "token_file"
-token_file = "{token_file}"
-refresh_interval = "1s"
-"""
-
-
-async def _app_with(
-    tmp_path: Path,
-    table: str,
-    aiohttp_server: MakeServer,
-    aiohttp_client: Callable[..., Awaitable],  # type: ignore[type-arg]
-) -> Rig:
-    from tests.proxy.test_sdks import fake_apis
-    from tests.support.config import write_proxy_config
-    from vaultd.core.vault import init_vault
-    from vaultd.daemon.app import create_app
-    from vaultd.http.appkeys import VAULT
-
-    seen: list[dict[str, str]] = []
-    upstream = await aiohttp_server(fake_apis(seen), host="127.0.0.1", access_log=None)
-    config = write_proxy_config(
-        tmp_path / "config.toml", f"http://127.0.0.1:{upstream.port}", table
-    )
-    init_vault(config)[0].close()
-    client = await aiohttp_client(create_app(config), server_kwargs={"host": "127.0.0.1"})
-    _s, token = client.app[VAULT].sessions.create(
-        name="t",
-        scopes=["proxy", "read"],
-        services=["*"],
-        ttl=600,
-        known_services=config.services,
-    )
-    return Rig(config, client, seen, token)
-
-
 async def test_a_redirect_is_never_followed_and_the_token_never_sent_on(
     tmp_path: Path,
     aiohttp_server: MakeServer,
-    aiohttp_client: Callable[..., Awaitable],  # type: ignore[type-arg]
+    aiohttp_client: MakeClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    elsewhere: list[tuple[str, str, dict[str, str]]] = []
+    elsewhere: Heard = []
 
     async def record(request: web.Request) -> web.StreamResponse:
         return web.json_response({"data": {"keys": ["openai/"]}})
 
-    target = await aiohttp_server(_fake_source(elsewhere, record), host="127.0.0.1")
-    asked: list[tuple[str, str, dict[str, str]]] = []
+    target = await aiohttp_server(fake_source(elsewhere, record), host="127.0.0.1")
+    asked: Heard = []
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{target.port}{request.path_qs}")
 
-    source = await aiohttp_server(_fake_source(asked, redirect), host="127.0.0.1")
+    source = await aiohttp_server(fake_source(asked, redirect), host="127.0.0.1")
     token = "s.tokenthatmustnottravel0001"
-    table = _token_file_source(f"http://127.0.0.1:{source.port}", _token_file(tmp_path, token))
-    r = await _app_with(tmp_path, table, aiohttp_server, aiohttp_client)
+    table = token_file_source(f"http://127.0.0.1:{source.port}", token_file(tmp_path, token))
+    r = await start_rig(tmp_path, table, aiohttp_server, aiohttp_client)
     status, body = await r.chat()
     assert status == 503 and str(body["type"]).endswith("/source-unavailable"), body
     assert asked, "the source was asked"
@@ -178,11 +126,11 @@ async def test_a_redirect_is_never_followed_and_the_token_never_sent_on(
 async def test_hostile_names_in_a_listing_are_never_requested(
     tmp_path: Path,
     aiohttp_server: MakeServer,
-    aiohttp_client: Callable[..., Awaitable],  # type: ignore[type-arg]
+    aiohttp_client: MakeClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    asked: list[tuple[str, str, dict[str, str]]] = []
+    asked: Heard = []
     hostile = ["..", "%2e%2e", "", "a\x1b[2Jb", "x/y", "good"]
 
     async def answer(request: web.Request) -> web.StreamResponse:
@@ -199,9 +147,9 @@ async def test_hostile_names_in_a_listing_are_never_requested(
             )
         return web.json_response({"errors": []}, status=404)
 
-    source = await aiohttp_server(_fake_source(asked, answer), host="127.0.0.1")
-    table = _token_file_source(f"http://127.0.0.1:{source.port}", _token_file(tmp_path))
-    r = await _app_with(tmp_path, table, aiohttp_server, aiohttp_client)
+    source = await aiohttp_server(fake_source(asked, answer), host="127.0.0.1")
+    table = token_file_source(f"http://127.0.0.1:{source.port}", token_file(tmp_path))
+    r = await start_rig(tmp_path, table, aiohttp_server, aiohttp_client)
     assert (await r.chat())[0] == 200
     paths = [p for _m, p, _h in asked]
     assert set(paths) == {
@@ -218,18 +166,18 @@ async def test_an_expired_token_file_is_unauthorized_and_doctor_says_so(
     bao: BaoTenant,
     tmp_path: Path,
     aiohttp_server: MakeServer,
-    aiohttp_client: Callable[..., Awaitable],  # type: ignore[type-arg]
+    aiohttp_client: MakeClient,
 ) -> None:
     bao.kv_put(PATH, secret=KEY)
     made = bao.server.cli_json(
         "token", "create", "-format=json", f"-policy={bao.policy}", "-ttl=1s", "-renewable=false"
     )
-    token_file = _token_file(tmp_path, made["auth"]["client_token"])
+    path = token_file(tmp_path, made["auth"]["client_token"])
     await asyncio.sleep(1.5)
-    table = _token_file_source(bao.url, token_file).replace(
+    table = token_file_source(bao.url, path).replace(
         "[sources.team]", f'[sources.team]\nmount = "{bao.mount}"'
     )
-    r = await _app_with(tmp_path, table, aiohttp_server, aiohttp_client)
+    r = await start_rig(tmp_path, table, aiohttp_server, aiohttp_client)
     status, body = await r.chat()
     assert status == 503 and str(body["type"]).endswith("/source-unauthorized"), body
     assert "expired or was revoked" in str(body["detail"])
@@ -245,8 +193,6 @@ async def test_an_expired_token_file_is_unauthorized_and_doctor_says_so(
 
 
 def test_a_secret_id_file_open_to_others_stops_the_start(bao: BaoTenant, tmp_path: Path) -> None:
-    from tests.sources.test_remote_proxy import source_table
-
     bao.approle.secret_id_file.chmod(0o644)
     env = DaemonEnv(tmp_path, source_table(bao))
     assert env.vaultd("init").returncode == 0
@@ -268,7 +214,7 @@ def test_check_files_refuses_a_group_readable_token_file(tmp_path: Path) -> None
     from vaultd.sourceconfig import SourceSettings
     from vaultd.sources.auth import check_files
 
-    path = _token_file(tmp_path)
+    path = token_file(tmp_path)
     os.chmod(path, 0o640)
     settings = SourceSettings(
         "me", "openbao", "https://b", "secret", "vaultd", "token_file", token_file=path

@@ -9,13 +9,10 @@ import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.sources.baoserver import BaoTenant
-from tests.sources.test_remote_proxy import KEY, PATH, Rig, rig, source_table, until
 from tests.support.daemon import DaemonEnv, stop
+from tests.support.openbao import BaoTenant
+from tests.support.sources import KEY, PATH, Rig, source_table, until
 from vaultd.http.appkeys import VAULT
-from vaultd.sources.source import SOURCES
-
-__all__ = ["rig"]  # the fixture, shared
 
 
 async def test_the_token_is_renewed_before_it_expires_and_a_login_follows_max_ttl(
@@ -84,12 +81,7 @@ async def test_the_listing_filters_by_source_and_pages_across_both(
         vault.unlock(), service="openai", name="mine", secret="sk-proj-LOCALlocalLOCAL0000001"
     )
     # The vault has a default now, so no request waits for the first listing.
-    state = r.client.app[SOURCES].catalog.sources["team"]
-
-    async def listed() -> bool:
-        return state.listed
-
-    await until(listed, 5.0)
+    await r.listed()
 
     async def get(query: str) -> tuple[list[dict[str, object]], str | None]:
         resp = await r.client.get(f"/api/credentials{query}", headers=r.auth())

@@ -9,117 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import openai
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from tests.proxy.test_sdks import Seen, fake_apis
-from tests.sources.baoserver import BaoTenant
 from tests.support.cli import file_bytes_under
-from tests.support.config import write_proxy_config
-from vaultd.config import Config
-from vaultd.core.vault import init_vault
-from vaultd.daemon.app import create_app
-from vaultd.http.appkeys import VAULT
+from tests.support.openbao import BaoTenant
+from tests.support.providers import WORDS
+from tests.support.sources import KEY, PATH, ROTATED, Rig, source_table, until
 from vaultd.proxy.routes import USAGE
-
-KEY = "sk-proj-TEAMKEYteamkey0000000001"
-ROTATED = "sk-proj-TEAMKEYrotated000000002"
-PATH = "vaultd/openai/team"
-
-MakeServer = Callable[..., Awaitable[TestServer]]
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-
-
-def source_table(bao: BaoTenant, *, refresh: str = "1s", max_stale: str = "1h") -> str:
-    approle = bao.approle
-    return f"""
-[sources.team]
-url = "{bao.url}"
-mount = "{bao.mount}"
-prefix = "{bao.prefix}"
-auth = "approle"
-role_id = "{approle.role_id}"
-secret_id_file = "{approle.secret_id_file}"
-refresh_interval = "{refresh}"
-max_stale = "{max_stale}"
-"""
-
-
-@dataclass
-class Rig:
-    config: Config
-    client: TestClient[web.Request, web.Application]
-    seen: Seen
-    token: str
-
-    @property
-    def url(self) -> str:
-        return str(self.client.make_url("")).rstrip("/")
-
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    async def chat(self) -> tuple[int, dict[str, object]]:
-        """One proxied chat completion: the status and the JSON answer."""
-        resp = await self.client.post(
-            "/proxy/openai/v1/chat/completions",
-            headers=self.auth(),
-            json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
-        )
-        body = await resp.json()
-        return resp.status, body
-
-    async def listing(self) -> list[dict[str, object]]:
-        resp = await self.client.get("/api/credentials", headers=self.auth())
-        assert resp.status == 200
-        items: list[dict[str, object]] = await resp.json()
-        return items
-
-    def sent_keys(self) -> list[str]:
-        return [h.get("Authorization", "") for h in self.seen]
-
-
-async def until(check: Callable[[], Awaitable[bool]], seconds: float, step: float = 0.1) -> float:
-    """Poll ``check`` until it holds (at most ``seconds``): how long it took."""
-    started = time.monotonic()
-    for _ in range(int(seconds / step) + 1):
-        if await check():
-            return time.monotonic() - started
-        await asyncio.sleep(step)
-    pytest.fail(f"not within {seconds}s")
-
-
-@pytest.fixture
-def rig(
-    tmp_path: Path, aiohttp_server: MakeServer, aiohttp_client: MakeClient
-) -> Callable[..., Awaitable[Rig]]:
-    async def make(bao: BaoTenant, **table: str) -> Rig:
-        seen: Seen = []
-        upstream = await aiohttp_server(fake_apis(seen), host="127.0.0.1", access_log=None)
-        config = write_proxy_config(
-            tmp_path / "config.toml",
-            f"http://127.0.0.1:{upstream.port}",
-            source_table(bao, **table),
-        )
-        init_vault(config)[0].close()
-        client = await aiohttp_client(create_app(config), server_kwargs={"host": "127.0.0.1"})
-        _session, token = client.app[VAULT].sessions.create(
-            name="remote",
-            scopes=["proxy", "read", "admin"],
-            services=["*"],
-            ttl=600,
-            known_services=config.services,
-        )
-        return Rig(config, client, seen, token)
-
-    return make
 
 
 def _no_secret_logged(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
@@ -142,11 +42,11 @@ async def test_a_team_key_is_listed_and_injected_into_the_openai_sdk(
 
     def call() -> str:
         reply = sdk.chat.completions.create(
-            model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
         return reply.choices[0].message.content or ""
 
-    assert await asyncio.to_thread(call) == "hello from upstream"
+    assert await asyncio.to_thread(call) == "".join(WORDS)
     assert r.sent_keys() == [f"Bearer {KEY}"]
     (item,) = [i for i in await r.listing() if i["service"] == "openai"]
     # The seed-003 fields, plus where it comes from.

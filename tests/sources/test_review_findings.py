@@ -20,13 +20,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.sources.test_remote_failures import (
-    _app_with,
-    _fake_source,
-    _token_file,
-    _token_file_source,
+from tests.support.sources import (
+    KEY,
+    Rig,
+    fake_source,
+    start_rig,
+    token_file,
+    token_file_source,
+    until,
 )
-from tests.sources.test_remote_proxy import KEY, Rig, until
 from vaultd.http.appkeys import VAULT
 from vaultd.models import remote_id
 from vaultd.sourceconfig import SourceSettings
@@ -42,6 +44,18 @@ SERVICES = {"openai": object(), "github": object()}
 TOP = "/v1/secret/metadata/vaultd/"
 OPENAI = "/v1/secret/metadata/vaultd/openai/"
 DATA = "/v1/secret/data/vaultd/openai/"
+
+
+async def _one_round(tmp_path: Path, port: int | None) -> Catalog:
+    """A catalog after one round of a source at ``port`` (token_file auth)."""
+    settings = _settings(tmp_path, port)
+    catalog = Catalog([settings])
+    source = Source(settings, catalog, lambda: SERVICES)
+    try:
+        await source.round()
+    finally:
+        await source.close()
+    return catalog
 
 
 def _secret(value: str = KEY, custom: dict[str, str] | None = None) -> web.Response:
@@ -68,7 +82,7 @@ def _settings(tmp_path: Path, port: int | None, **more: Any) -> SourceSettings:
         "mount": "secret",
         "prefix": "vaultd",
         "auth": "token_file",
-        "token_file": _token_file(tmp_path),
+        "token_file": token_file(tmp_path),
         "refresh_interval": 300,
         "max_stale": 3600,
     }
@@ -94,9 +108,9 @@ async def _daemon_with(
     *,
     extra: str = "",
 ) -> Rig:
-    source = await aiohttp_server(_fake_source([], handler), host="127.0.0.1")
-    table = _token_file_source(f"http://127.0.0.1:{source.port}", _token_file(tmp_path)) + extra
-    return await _app_with(tmp_path, table, aiohttp_server, aiohttp_client)
+    source = await aiohttp_server(fake_source([], handler), host="127.0.0.1")
+    table = token_file_source(f"http://127.0.0.1:{source.port}", token_file(tmp_path)) + extra
+    return await start_rig(tmp_path, table, aiohttp_server, aiohttp_client)
 
 
 def _plain_source(data: Handler) -> Handler:
@@ -210,7 +224,7 @@ async def test_doctor_reports_a_listing_without_data_keys_as_a_fail_line(
             return _lookup_self()
         return web.json_response({"data": {"nokeys": True}})
 
-    server = await aiohttp_server(_fake_source([], answer), host="127.0.0.1")
+    server = await aiohttp_server(fake_source([], answer), host="127.0.0.1")
     level, message, _listed = await _probe(_settings(tmp_path, server.port), SERVICES)
     assert level == "FAIL", message
 
@@ -299,7 +313,7 @@ async def test_a_secret_the_policy_forbids_does_not_cost_a_login_per_read(
             return web.json_response({"errors": ["permission denied"]}, status=403)
         return web.json_response({"errors": []}, status=404)
 
-    server = await aiohttp_server(_fake_source([], answer), host="127.0.0.1")
+    server = await aiohttp_server(fake_source([], answer), host="127.0.0.1")
     secret_id = tmp_path / "secret-id"
     secret_id.write_text("sid-0000")
     secret_id.chmod(0o600)
@@ -344,14 +358,8 @@ async def test_one_unlistable_service_folder_does_not_drop_every_credential(
             return _secret()
         return web.json_response({"errors": []}, status=404)
 
-    server = await aiohttp_server(_fake_source([], answer), host="127.0.0.1")
-    settings = _settings(tmp_path, server.port)
-    catalog = Catalog([settings])
-    source = Source(settings, catalog, lambda: SERVICES)
-    try:
-        await source.round()
-    finally:
-        await source.close()
+    server = await aiohttp_server(fake_source([], answer), host="127.0.0.1")
+    catalog = await _one_round(tmp_path, server.port)
     assert catalog.secret(remote_id("team", "openai", "team"), wait=False) == KEY
 
 
@@ -384,7 +392,7 @@ async def test_a_late_read_does_not_revive_a_credential_the_round_dropped(
             return answer
         return web.json_response({"errors": []}, status=404)
 
-    server = await aiohttp_server(_fake_source([], answer), host="127.0.0.1")
+    server = await aiohttp_server(fake_source([], answer), host="127.0.0.1")
     settings = _settings(tmp_path, server.port)
     catalog = Catalog([settings])
     source = Source(settings, catalog, lambda: SERVICES)
@@ -421,8 +429,8 @@ async def test_a_local_credential_can_be_added_while_a_source_is_down(
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
-    table = _token_file_source(f"http://127.0.0.1:{closed_port}", _token_file(tmp_path))
-    r = await _app_with(tmp_path, table, aiohttp_server, aiohttp_client)
+    table = token_file_source(f"http://127.0.0.1:{closed_port}", token_file(tmp_path))
+    r = await start_rig(tmp_path, table, aiohttp_server, aiohttp_client)
     state = r.client.app[SOURCES].catalog.sources["team"]
 
     async def down() -> bool:
@@ -456,12 +464,7 @@ async def test_renaming_a_local_credential_to_a_remote_ones_name_is_409(
     local = vault.credentials.add(
         vault.unlock(), service="openai", name="mine", secret="sk-proj-LOCALlocalLOCAL0000001"
     )
-    state = r.client.app[SOURCES].catalog.sources["team"]
-
-    async def listed() -> bool:
-        return state.listed
-
-    await until(listed, 5.0)
+    await r.listed()
     _s, admin = vault.sessions.create(
         name="admin", scopes=["admin"], services=["*"], ttl=600, known_services=r.config.services
     )
@@ -522,14 +525,8 @@ async def test_a_control_character_in_a_custom_metadata_key_is_not_logged_raw(
             return _secret(custom={"\x1b]0;owned\x07\x1b[2J": "x"})
         return web.json_response({"errors": []}, status=404)
 
-    server = await aiohttp_server(_fake_source([], answer), host="127.0.0.1")
-    settings = _settings(tmp_path, server.port)
-    catalog = Catalog([settings])
-    source = Source(settings, catalog, lambda: SERVICES)
-    try:
-        await source.round()
-    finally:
-        await source.close()
+    server = await aiohttp_server(fake_source([], answer), host="127.0.0.1")
+    await _one_round(tmp_path, server.port)
     warned = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "custom_metadata" in warned
     assert "\x1b" not in warned and "\x07" not in warned

@@ -37,6 +37,29 @@ def free_port() -> int:
         return port
 
 
+async def run_process(
+    argv: list[str], env: dict[str, str], cwd: Path | None = None
+) -> tuple[int, str, str]:
+    """``argv`` as a process of its own (stdin empty, at most 60 s): exit status,
+    stdout, stderr. How every test runs a command as a user would."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def run_vaultd(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``vaultd ARGS`` (the vaultd under test) as a process, in ``env``."""
+    return await run_process(vaultd_argv(*args), env)
+
+
 class DaemonEnv:
     """A home, a config and a free port under ``tmp_path`` for ``vaultd`` processes."""
 

@@ -6,7 +6,6 @@ against a daemon process, with every wait bounded.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +15,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from tests.support.daemon import DaemonEnv, stop
+from tests.support.daemon import DaemonEnv, run_process, stop, vaultd_argv
 from tests.support.http import bearer
 from tests.support.upstream import Seen, upstream_app
 
@@ -43,16 +42,9 @@ class Served:
     async def vaultd(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         """``vaultd ARGS`` as a process of its own, as a user runs it against this daemon
         (``env`` added to its environment): exit status, stdout, stderr."""
-        proc = await self.env.spawn(
-            *args,
-            env={**self.env.vars, **(env or {})},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        return await run_process(
+            vaultd_argv(*args), {**self.env.vars, **(env or {})}, cwd=self.env.tmp
         )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
 
     def sessions(self) -> list[tuple[str, str, int | None, int | None]]:
         """Every session: key prefix, name, expires_at, revoked_at, oldest first."""
