@@ -24,8 +24,16 @@ under callgrind (some 50 times slower) it would flush 50 times as often per
 request as the daemon really does, and how often would vary from run to run.
 So here it flushes once, at shutdown (``--flush`` to change it).
 
+``--compare metering`` measures metering's cost the same way, as
+``proxy_bench``'s throughput runs see it: the same upstream served as
+``openai`` (metered, ``usage = "openai"``) and as ``unmetered`` (``usage =
+"none"``), one session, ``GET /v1/models`` (whose fake answer is a chat
+completion with usage; ``--method POST`` sends ``CHAT_JSON`` to
+``/v1/chat/completions`` instead).
+
 Usage: .venv/bin/python bench/policy_cost.py [--requests 2000] [--connections 64]
        [--rounds 3] [--keep DIR]   (DIR keeps callgrind.out.* for callgrind_annotate)
+       [--compare metering [--method GET|POST]]
 """
 
 from __future__ import annotations
@@ -56,18 +64,29 @@ from proxy_bench import (
 
 PATH = "/proxy/openai/v1/chat/completions"
 KINDS = ("baseline", "none", "policy")
+# --compare metering: the service each kind is proxied as (proxy_bench's two).
+METERING_KINDS = ("baseline", "unmetered", "metered")
+METERING_SERVICE = {"unmetered": "unmetered", "metered": "openai"}
 # The first requests of a run, one at a time: which code path makes the first
 # instances of a class fixes how CPython lays out their attributes for the whole
 # run, and under concurrency that varied (once in a few runs, 1.5% more).
 SERIAL = 16
 
 
-async def client(port: int, token: str, requests: int, connections: int) -> None:
-    """``requests`` POSTs of ``CHAT_JSON``: the first ``SERIAL`` one at a time, the
-    rest over ``connections`` keep-alive connections."""
+async def client(
+    port: int,
+    token: str,
+    requests: int,
+    connections: int,
+    path: str = PATH,
+    body: bytes | None = CHAT_JSON,
+) -> None:
+    """``requests`` POSTs of ``body`` to ``path`` (None: GETs): the first ``SERIAL``
+    one at a time, the rest over ``connections`` keep-alive connections."""
     import aiohttp
 
-    url = f"http://127.0.0.1:{port}{PATH}"
+    url = f"http://127.0.0.1:{port}{path}"
+    method = "GET" if body is None else "POST"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     left = requests
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
@@ -78,10 +97,10 @@ async def client(port: int, token: str, requests: int, connections: int) -> None
             nonlocal left
             while left > count:
                 left -= 1
-                async with session.post(url, headers=headers, data=CHAT_JSON) as resp:
-                    body = await resp.read()
-                if resp.status != 200 or body != UpstreamProtocol.BODY:
-                    raise SystemExit(f"vaultd answered {resp.status}: {body[:300]!r}")
+                async with session.request(method, url, headers=headers, data=body) as resp:
+                    answer = await resp.read()
+                if resp.status != 200 or answer != UpstreamProtocol.BODY:
+                    raise SystemExit(f"vaultd answered {resp.status}: {answer[:300]!r}")
 
         await worker(max(0, requests - SERIAL))
         await asyncio.gather(*(worker(0) for _ in range(connections)))
@@ -105,6 +124,8 @@ def counted_run(
     keep_as: Path | None = None,
     *,
     counted: bool = True,
+    path: str = PATH,
+    body: bytes | None = CHAT_JSON,
 ) -> int:
     """Instructions of one ``vaultd serve``, from start to exit, serving ``requests``
     (its callgrind output copied to ``keep_as``, if given); not ``counted``: 0, a
@@ -125,7 +146,7 @@ def counted_run(
             try:
                 wait_port(port, timeout=600)
                 if requests:
-                    asyncio.run(client(port, token, requests, connections))
+                    asyncio.run(client(port, token, requests, connections, path, body))
                 daemon.send_signal(signal.SIGTERM)
                 code = daemon.wait(timeout=1200)
             finally:
@@ -158,15 +179,31 @@ def main() -> None:
     parser.add_argument("--fast-paths", default="auto", help="VAULTD_FAST_PATHS (default auto)")
     parser.add_argument("--flush", default="1h", help="usage_flush_interval (default 1h)")
     parser.add_argument("--keep", type=Path, help="copy each callgrind output file here")
+    parser.add_argument(
+        "--compare",
+        choices=["policy", "metering"],
+        default="policy",
+        help="policy: a session's policy against none; metering: metered against unmetered",
+    )
+    parser.add_argument(
+        "--method",
+        choices=["GET", "POST"],
+        default="GET",
+        help="--compare metering: GET /v1/models as proxy_bench's throughput runs "
+        "(default), or POST CHAT_JSON to /v1/chat/completions",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed (apt-get install valgrind)")
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
+    metering = args.compare == "metering"
+    kinds = METERING_KINDS if metering else KINDS
 
     up_port, vaultd_port = free_port(), free_port()
     template, env = bench_home(
         f'[services.openai]\nbase_url = "http://127.0.0.1:{up_port}"\n'
+        f'[services.unmetered]\nbase_url = "http://127.0.0.1:{up_port}"\nusage = "none"\n'
         f'[server]\nport = {vaultd_port}\n[proxy]\nusage_flush_interval = "{args.flush}"\n',
         args.fast_paths,
     )
@@ -174,42 +211,71 @@ def main() -> None:
     upstream = start([sys.executable, str(Path(__file__).with_name("proxy_bench.py")),
                       "--role", "upstream", "--port", str(up_port)])  # fmt: skip
     try:
-        tokens = dict(zip(KINDS[1:], bench_sessions(env, ("openai",)), strict=True))
+        plain, policed = bench_sessions(env, ("openai", "unmetered"))
         wait_port(up_port)
         # Once outside valgrind first: the modules compiled since they last
         # changed, so that no counted run compiles them.
-        counted_run(template, env, vaultd_port, tokens["none"], 0, 1, counted=False)
-        totals: dict[str, list[int]] = {kind: [] for kind in KINDS}
+        counted_run(template, env, vaultd_port, plain, 0, 1, counted=False)
+        # Metering: each kind's own warm run (SERIAL requests) is its baseline, so
+        # that what its first requests load once (the price data, say) is not
+        # counted as per-request cost, however many requests a run makes.
+        runs = [(kind, 0 if kind == "baseline" else args.requests) for kind in kinds]
+        if metering:
+            runs = [(f"{kind}{suffix}", n) for kind in kinds[1:]
+                    for suffix, n in ((" warm", SERIAL), ("", args.requests))]  # fmt: skip
+        totals: dict[str, list[int]] = {label: [] for label, _ in runs}
+        tail: str = "/v1/chat/completions"
+        body: bytes | None = CHAT_JSON
+        if metering and args.method == "GET":
+            tail, body = "/v1/models", None
+        what = f"{'GET' if body is None else 'POST'} {tail}"
         print(
-            f"callgrind, {args.requests} POST chat/completions per run at "
+            f"callgrind, {args.requests} {what} per run at "
             f"{args.connections} connections, {args.rounds} rounds (total instructions)\n"
-            f"  policy: {' '.join(POLICY_FLAGS)}"
-        )
+            + ("  metered (openai) against unmetered (usage none)" if metering else
+               f"  policy: {' '.join(POLICY_FLAGS)}")
+        )  # fmt: skip
         for i in range(args.rounds):
-            for kind in KINDS:
-                token = tokens.get(kind, tokens["none"])
-                n = 0 if kind == "baseline" else args.requests
-                keep = args.keep / f"callgrind.out.{kind}.{i + 1}" if args.keep else None
-                total = counted_run(template, env, vaultd_port, token, n, args.connections, keep)
-                totals[kind].append(total)
-                print(f"  round {i + 1} {kind:>8}: {totals[kind][-1]:>15,}", flush=True)
+            for label, n in runs:
+                kind = label.split()[0]
+                token = policed if kind == "policy" else plain
+                path = f"/proxy/{METERING_SERVICE.get(kind, 'openai')}{tail}"
+                name = label.replace(" ", "-")
+                keep = args.keep / f"callgrind.out.{name}.{i + 1}" if args.keep else None
+                total = counted_run(
+                    template, env, vaultd_port, token, n, args.connections, keep,
+                    path=path, body=body,
+                )  # fmt: skip
+                totals[label].append(total)
+                print(f"  round {i + 1} {label:>14}: {total:>15,}", flush=True)
     finally:
         upstream.kill()
         upstream.wait()
         shutil.rmtree(template, ignore_errors=True)
 
-    base = statistics.median(totals["baseline"])
-    per: dict[str, list[float]] = {
-        kind: [(total - base) / args.requests for total in totals[kind]] for kind in KINDS[1:]
-    }
-    print(f"\ninstructions per request (baseline {spread([float(t) for t in totals['baseline']])})")
-    print(f"  no policy        {spread(per['none'])}")
-    print(f"  5 rules + models {spread(per['policy'])}")
-    ratio = statistics.median(per["policy"]) / statistics.median(per["none"])
-    paired = [p / n for p, n in zip(per["policy"], per["none"], strict=True)]
+    if metering:
+        counted = args.requests - SERIAL
+        per = {}
+        for kind in kinds[1:]:
+            pairs = zip(totals[kind], totals[f"{kind} warm"], strict=True)
+            per[kind] = [(total - warm) / counted for total, warm in pairs]
+        print(f"\ninstructions per request (each run less its kind's {SERIAL}-request warm run)")
+        print(f"  unmetered        {spread(per['unmetered'])}")
+        print(f"  metered          {spread(per['metered'])}")
+        plain_kind, other, target = "unmetered", "metered", "none: see proxy_bench's 0.95x of naive"
+    else:
+        base = statistics.median(totals["baseline"])
+        per = {kind: [(t - base) / args.requests for t in totals[kind]] for kind in kinds[1:]}
+        baseline = spread([float(t) for t in totals["baseline"]])
+        print(f"\ninstructions per request (baseline {baseline})")
+        print(f"  no policy        {spread(per['none'])}")
+        print(f"  5 rules + models {spread(per['policy'])}")
+        plain_kind, other, target = "none", "policy", "<= +3%"
+    ratio = statistics.median(per[other]) / statistics.median(per[plain_kind])
+    paired = [p / n for p, n in zip(per[other], per[plain_kind], strict=True)]
     print(
-        f"  policy / no policy {ratio:.4f}: cost {(ratio - 1) * 100:+.2f}%   "
-        f"(per round {' '.join(f'{(r - 1) * 100:+.2f}%' for r in paired)}; target <= +3%)"
+        f"  {other} / {plain_kind} {ratio:.4f}: cost {(ratio - 1) * 100:+.2f}%   "
+        f"(per round {' '.join(f'{(r - 1) * 100:+.2f}%' for r in paired)}; target {target})"
     )
 
 

@@ -45,7 +45,7 @@ class Answer(NamedTuple):
 
 def charge(answer: Answer, reading: Reading | None, prices: PriceTable) -> Charge:
     tokens, cost = _reported(answer.service, reading, prices)
-    if not _estimated(answer, reading):
+    if not answer.budget or not _estimated(answer, reading):  # budget first: no call
         return Charge(tokens, cost, cost)
     est_in = -(-answer.sent // BYTES_PER_TOKEN)
     est_out = -(-answer.received // BYTES_PER_TOKEN)

@@ -69,12 +69,28 @@ _SPACE = b" \t\r\n"
 def _body_type(content_type: str | None) -> int:
     if not content_type:
         return _OTHER
+    known = _BODY_TYPES.get(content_type)
+    if known is not None:
+        return known
     media = content_type.partition(";")[0].strip().lower()
     if media == "text/event-stream":
-        return _SSE
-    if media == "application/json" or (media.startswith("application/") and media[-5:] == "+json"):
-        return _JSON
-    return _OTHER
+        found = _SSE
+    elif media == "application/json" or (
+        media.startswith("application/") and media[-5:] == "+json"
+    ):
+        found = _JSON
+    else:
+        found = _OTHER
+    # Upstreams answer with a handful of Content-Types; a hostile one could
+    # send a new one each time, so the memo stops growing at a bound.
+    if len(_BODY_TYPES) < _BODY_TYPES_MAX and len(content_type) <= 200:
+        _BODY_TYPES[content_type] = found
+    return found
+
+
+# Content-Type -> body type, as ``_body_type`` found it (one per answer otherwise).
+_BODY_TYPES: dict[str, int] = {}
+_BODY_TYPES_MAX = 64
 
 
 class _Stream:
@@ -135,10 +151,14 @@ class Meter:
     ) -> None:
         self._kind = kind
         self._status = status
-        self._hint = model_name(model_hint)
+        self._hint = None if model_hint is None else model_name(model_hint)
         self.max_json = max_json
         reader_type = STREAMS.get(kind)
-        body_type = _body_type(content_type) if reader_type is not None else _OTHER
+        body_type = _OTHER
+        if reader_type is not None and content_type:
+            # The memo first: the usual Content-Type costs no call.
+            known = _BODY_TYPES.get(content_type)
+            body_type = _body_type(content_type) if known is None else known
         self._type = body_type
         self._stream: _Stream | None = None
         if body_type == _SSE and reader_type is not None:
@@ -203,7 +223,10 @@ class Meter:
     def result(self, *, complete: bool) -> Reading | None:
         """The usage read, or None for unmetered."""
         try:
-            found, final = self._found(complete)
+            if self._type == _JSON:  # the usual answer: one call less
+                found, final = self._found_json(complete), True
+            else:
+                found, final = self._found(complete)
         except Exception:  # Invalid usage, or a bug: a reading is never worth failing over
             found, final = None, True
         if found is None:
@@ -250,7 +273,7 @@ class Meter:
 def _strip(event: SSEEvent, first: bool) -> tuple[bytes, bytes | None]:
     """What to send instead of ``event``, and the usage chunk's data when it is one."""
     raw, _, data = event
-    if data is None or b'"usage"' not in data:
+    if data is None or data.find(b'"usage"') < 0:  # not ``in``: see readers.AnthropicStream.want
         return raw, None
     try:
         obj = decode(data)
