@@ -513,19 +513,10 @@ async def test_a_control_character_in_a_custom_metadata_key_is_not_logged_raw(
     ...``, and the segment is the key itself, ESC included."""
     caplog.set_level(logging.WARNING)
 
-    async def answer(request: web.Request) -> web.StreamResponse:
-        path = request.path
-        if path == "/v1/auth/token/lookup-self":
-            return _lookup_self()
-        if path == TOP:
-            return _keys("openai/")
-        if path == OPENAI:
-            return _keys("team")
-        if path == DATA + "team":
-            return _secret(custom={"\x1b]0;owned\x07\x1b[2J": "x"})
-        return web.json_response({"errors": []}, status=404)
+    async def data(request: web.Request) -> web.StreamResponse:
+        return _secret(custom={"\x1b]0;owned\x07\x1b[2J": "x"})
 
-    server = await aiohttp_server(fake_source([], answer), host="127.0.0.1")
+    server = await aiohttp_server(fake_source([], _plain_source(data)), host="127.0.0.1")
     await _one_round(tmp_path, server.port)
     warned = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "custom_metadata" in warned

@@ -6,6 +6,7 @@ the standard library, and the token is minted in the database directly.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -15,12 +16,16 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
+
+from sqlite_utils import Database
 
 from vaultd.cli.listener import NoListener, check_listener_is_ours
 from vaultd.config import DEFAULT_PORT, Config
+from vaultd.core.sessions import SessionStore
 from vaultd.errors import VaultdError
 from vaultd.services import Service
 
@@ -96,6 +101,39 @@ def check_daemon(url: str, timeout: float = 3.0) -> str:
     return str(body.get("version", "?"))
 
 
+@contextlib.contextmanager
+def read_token(db: Database, services: Mapping[str, Service], name: str) -> Iterator[str]:
+    """A ``read`` token for a minute, made in the vault ``db`` and revoked when done
+    (the daemon prunes it later, with the others)."""
+    sessions = SessionStore(db)
+    session, token = sessions.create(
+        name=name, scopes=["read"], services=["*"], ttl=60, known_services=services
+    )
+    try:
+        yield token
+    finally:
+        sessions.revoke(session.id)
+
+
+def daemon_get(url: str, token: str, path: str, *, timeout: float, limit: int) -> Any:
+    """``GET path`` of the daemon at ``url`` (which passed ``check_daemon``) with
+    ``token``: its JSON, read to at most ``limit`` bytes. An error status is the
+    caller's ``urllib.error.HTTPError``; no answer, ``DaemonUnreachable``."""
+    # No proxy handler: a loopback request must not detour through HTTP_PROXY.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(  # noqa: S310 - url passed check_daemon: loopback http
+        f"{url}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with opener.open(request, timeout=timeout) as reply:
+            return json.loads(reply.read(limit))
+    except urllib.error.HTTPError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DaemonUnreachable(f"the vaultd daemon at {url} did not answer ({reason})") from None
+
+
 @dataclass(frozen=True)
 class DaemonView:
     """What ``GET /api/daemon`` says: the daemon's version, the services it has that
@@ -114,13 +152,8 @@ def daemon_view(url: str, token: str, timeout: float = 3.0) -> DaemonView | None
     The daemon at ``url`` must already have passed ``check_daemon``. A daemon
     that does not know the token, just minted in this vault, serves another one.
     """
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(  # noqa: S310 - url passed check_daemon: loopback http
-        f"{url}/api/daemon", headers={"Authorization": f"Bearer {token}"}
-    )
     try:
-        with opener.open(request, timeout=timeout) as reply:
-            body = json.loads(reply.read(1 << 20))
+        body = daemon_get(url, token, "/api/daemon", timeout=timeout, limit=1 << 20)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
@@ -130,9 +163,6 @@ def daemon_view(url: str, token: str, timeout: float = 3.0) -> DaemonView | None
                 "another one (a different --data-dir or [storage] data_dir)"
             ) from None
         raise VaultdError(f"the daemon at {url} answered {exc.code} to GET /api/daemon") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DaemonUnreachable(f"the vaultd daemon at {url} did not answer ({reason})") from None
     try:
         return DaemonView(
             version=str(body["version"]),

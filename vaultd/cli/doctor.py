@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaultd.config import Config, config_digest, config_home, load_config
-from vaultd.core.sessions import SessionStore
 from vaultd.core.vault import PASSPHRASE_MODE, Vault
 from vaultd.errors import VaultdError
 from vaultd.fsperms import unsafe_reason
@@ -164,7 +163,7 @@ def _daemon_config(url: str, config: Config) -> Check:
     The daemon says only to a ``read`` token: one is made for a minute in the
     vault and revoked at once (the daemon prunes it later, with the others).
     """
-    from vaultd.cli.child import RELOAD_HINT, daemon_view
+    from vaultd.cli.child import RELOAD_HINT, daemon_view, read_token
 
     name = "daemon config"
     where = str(config.config_file or "the defaults (no config file)")
@@ -173,18 +172,8 @@ def _daemon_config(url: str, config: Config) -> Check:
     except VaultdError:
         return Check("info", name, "not compared: no vault to make a token in")
     try:
-        sessions = SessionStore(db)
-        session, token = sessions.create(
-            name="vaultd doctor",
-            scopes=["read"],
-            services=["*"],
-            ttl=60,
-            known_services=config.services,
-        )
-        try:
+        with read_token(db, config.services, "vaultd doctor") as token:
             view = daemon_view(url, token, timeout=2.0)
-        finally:
-            sessions.revoke(session.id)
     except (VaultdError, sqlite3.Error) as exc:
         return Check("warn", name, f"not compared: {exc}")
     finally:

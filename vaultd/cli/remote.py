@@ -11,18 +11,13 @@ to make them instead.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
 import sqlite3
 import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 
 from vaultd.config import Config
-from vaultd.core.sessions import SessionStore
 from vaultd.errors import ReadOnlySource, VaultdError
 from vaultd.models import Credential
 from vaultd.store.db import connect
@@ -30,36 +25,13 @@ from vaultd.store.db import connect
 _FIELDS = {f.name for f in dataclasses.fields(Credential)}
 
 
-@contextlib.contextmanager
-def read_token(config: Config, name: str) -> Iterator[str]:
-    """A ``read`` token for a minute, made in the vault and revoked when done."""
-    db = connect(config.db_path)
-    try:
-        sessions = SessionStore(db)
-        session, token = sessions.create(
-            name=name, scopes=["read"], services=["*"], ttl=60, known_services=config.services
-        )
-        try:
-            yield token
-        finally:
-            sessions.revoke(session.id)
-    finally:
-        db.close()
-
-
 def _get(url: str, token: str, path: str) -> object:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(  # noqa: S310 - url passed check_daemon: loopback http
-        f"{url}{path}", headers={"Authorization": f"Bearer {token}"}
-    )
+    from vaultd.cli.child import daemon_get
+
     try:
-        with opener.open(request, timeout=5.0) as reply:
-            return json.loads(reply.read(8 << 20))
+        return daemon_get(url, token, path, timeout=5.0, limit=8 << 20)
     except urllib.error.HTTPError as exc:
         raise VaultdError(f"the daemon at {url} answered {exc.code} to GET {path}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = exc.__class__.__name__
-        raise VaultdError(f"the daemon at {url} did not answer ({reason})") from None
 
 
 def remote_credentials(config: Config, service: str | None = None) -> tuple[list[Credential], str]:
@@ -67,18 +39,22 @@ def remote_credentials(config: Config, service: str | None = None) -> tuple[list
     ``""``; or none and one line saying why they are not shown."""
     if not config.sources:
         return [], ""
-    from vaultd.cli.child import check_daemon, daemon_url
+    from vaultd.cli.child import check_daemon, daemon_url, read_token
 
     names = ", ".join(f"[sources.{name}]" for name in config.sources)
     try:
         url = daemon_url(os.environ, config)
         check_daemon(url, timeout=2.0)
         found: list[Credential] = []
-        with read_token(config, "vaultd list (remote sources)") as token:
-            for source in config.sources:
-                query = {"source": source, **({"service": service} if service else {})}
-                items = _get(url, token, "/api/credentials?" + urllib.parse.urlencode(query))
-                found += [_credential(item) for item in _items(items)]
+        db = connect(config.db_path)
+        try:
+            with read_token(db, config.services, "vaultd list (remote sources)") as token:
+                for source in config.sources:
+                    query = {"source": source, **({"service": service} if service else {})}
+                    items = _get(url, token, "/api/credentials?" + urllib.parse.urlencode(query))
+                    found += [_credential(item) for item in _items(items)]
+        finally:
+            db.close()
     except (VaultdError, sqlite3.Error) as exc:
         return [], f"the credentials of {names} are not shown: {exc}"
     return found, ""
