@@ -94,13 +94,21 @@ def _catalog(request: web.Request) -> Catalog | None:
 
 
 def _remote_items(
-    vault: Vault, catalog: Catalog, params: dict[str, str], cursor: str | None
+    vault: Vault,
+    catalog: Catalog,
+    params: dict[str, str],
+    cursor: str | None,
+    *,
+    only: str | None = None,
 ) -> list[Credential]:
-    """The remote credentials the filters keep (after ``cursor``), with their local use."""
+    """The remote credentials the filters keep (after ``cursor``; the one with id
+    ``only``), with their local use."""
     items = [
         c
         for c in catalog.listing(params.get("service"))
-        if params.get("type") in (None, c.type) and params.get("source") in (None, c.source)
+        if params.get("type") in (None, c.type)
+        and params.get("source") in (None, c.source)
+        and only in (None, c.id)
     ]
     if cursor is not None:
         ids = [c.id for c in items]
@@ -173,11 +181,13 @@ async def get_credential(request: web.Request) -> web.StreamResponse:
     credential_id = _credential_id(request)
     vault = request.app[VAULT]
     catalog = _catalog(request)
-    if catalog is not None and is_remote_id(credential_id):
-        remote = _remote_items(vault, catalog, {}, None)
-        for credential in remote:
-            if credential.id == credential_id:
-                return web.json_response(credential.to_json())
+    entry = catalog.get(credential_id) if catalog is not None else None
+    if catalog is not None and entry is not None:
+        # Its service's listing only: whether it is the default depends on the others.
+        (credential,) = _remote_items(
+            vault, catalog, {"service": entry.service}, None, only=entry.id
+        )
+        return web.json_response(credential.to_json())
     return web.json_response(vault.credentials.get(credential_id).to_json())
 
 

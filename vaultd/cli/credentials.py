@@ -142,15 +142,23 @@ def _check_addable(vault: Vault, service: str, name: str) -> None:
             raise read_only(remote)
 
 
-def _resolve(vault: Vault, ref: str) -> Credential:
-    """The vault's credential ``ref``; for a remote source's, why it cannot be changed here."""
+def _find(vault: Vault, ref: str) -> Credential:
+    """The vault's credential ``ref``, else a remote source's as the daemon holds it."""
     try:
         return vault.credentials.resolve(ref)
     except NotFound:
         remote = find_remote(vault.config, ref) if vault.config.sources else None
         if remote is None:
             raise
-        raise read_only(remote) from None
+        return remote
+
+
+def _resolve(vault: Vault, ref: str) -> Credential:
+    """The vault's credential ``ref``; for a remote source's, why it cannot be changed here."""
+    credential = _find(vault, ref)
+    if credential.source != "local":
+        raise read_only(credential)
+    return credential
 
 
 def _name_taken(service: str, name: str) -> click.ClickException:
@@ -218,13 +226,7 @@ def _source_cell(credential: Credential) -> str:
 def show(state: State, ref: str, as_json: bool) -> None:
     """Show one credential's metadata. REF is an id, a unique id prefix, or service/name."""
     with opened(state) as vault:
-        try:
-            credential = vault.credentials.resolve(ref)
-        except NotFound:
-            remote = find_remote(vault.config, ref) if vault.config.sources else None
-            if remote is None:
-                raise
-            credential = remote
+        credential = _find(vault, ref)
         today = _used_today(vault, credential)
     show_credential(credential, as_json=as_json, used_today=today)
 

@@ -225,7 +225,9 @@ class Catalog:
         ``Pending`` while a source has not finished its first listing and the
         answer could be there (``wait`` only).
         """
-        entry = self._default(service) if wanted is None else self.named(service, wanted)
+        # Once: which entry is the default is also what the found one says of itself.
+        default = self._default(service)
+        entry = default if wanted is None else self.named(service, wanted)
         if entry is None:
             for name, state in self.sources.items():
                 if wait and not state.listed:
@@ -241,7 +243,7 @@ class Catalog:
                         f"read: {state.error}"
                     )
             return None
-        return entry.credential(is_default=self._default(service) is entry)
+        return entry.credential(is_default=default is entry)
 
     def named(self, service: str, wanted: str) -> Entry | None:
         """``service``'s remote credential with id ``wanted``, else named ``wanted``.
