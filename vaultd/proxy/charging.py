@@ -44,7 +44,9 @@ class Answer(NamedTuple):
 
 
 def charge(answer: Answer, reading: Reading | None, prices: PriceTable) -> Charge:
-    tokens, cost = _reported(answer.service, reading, prices)
+    """What ``answer`` costs the counters: its reading, or under a budget an estimate
+    when that is more. (Without a budget ``reported`` alone gives the same.)"""
+    tokens, cost = reported(answer.service, reading, prices)
     if not answer.budget or not _estimated(answer, reading):  # budget first: no call
         return Charge(tokens, cost, cost)
     est_in = -(-answer.sent // BYTES_PER_TOKEN)
@@ -65,9 +67,8 @@ def charge(answer: Answer, reading: Reading | None, prices: PriceTable) -> Charg
     return Charge(est_in + est_out, est_cost, cost)
 
 
-def _reported(
-    service: str, reading: Reading | None, prices: PriceTable
-) -> tuple[int, float | None]:
+def reported(service: str, reading: Reading | None, prices: PriceTable) -> tuple[int, float | None]:
+    """The tokens and cost (None: no price known) the answer itself reported."""
     if reading is None:
         return 0, None
     tokens = reading.input_tokens + reading.output_tokens

@@ -61,7 +61,8 @@ from vaultd.proxy.metering.readers import (
 from vaultd.proxy.metering.sse import SSEEvent, SSESplitter, parse_event
 
 _SSE, _JSON, _OTHER = 0, 1, 2
-_ZERO = Counts(0, 0, 0, 0)
+_new_tuple = tuple.__new__
+_ZERO: Counts = (0, 0, 0, 0)
 _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 _SPACE = b" \t\r\n"
 
@@ -223,8 +224,13 @@ class Meter:
     def result(self, *, complete: bool) -> Reading | None:
         """The usage read, or None for unmetered."""
         try:
-            if self._type == _JSON:  # the usual answer: one call less
-                found, final = self._found_json(complete), True
+            if self._type == _JSON:  # the usual answer: calls fewer
+                body = self._body
+                if body is not None and self._kind != "gemini":
+                    found = read_json(self._kind, decode(body)) if body else None
+                else:
+                    found = self._found_json(complete)
+                final = True
             else:
                 found, final = self._found(complete)
         except Exception:  # Invalid usage, or a bug: a reading is never worth failing over
@@ -234,10 +240,14 @@ class Meter:
                 found = (None, _ZERO)
             else:
                 return None
-        model, counts = found
+        model, (inputs, outputs, cached, written) = found
         if not final:
             complete = False
-        return Reading(model or self._hint, *counts, complete)
+        # tuple.__new__, as NamedTuple._make does: Reading's own __new__ is a
+        # Python function, a call more for every metered answer.
+        return _new_tuple(
+            Reading, (model or self._hint, inputs, outputs, cached, written, complete)
+        )
 
     def _found(self, complete: bool) -> tuple[Found | None, bool]:
         """The usage found, and whether it can be whole (False marks it incomplete)."""
