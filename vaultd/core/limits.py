@@ -45,7 +45,14 @@ def utc_day(at: float) -> int:
 
 def needs_metering(*limits: Limits | None) -> bool:
     """Whether any of these limits (a session's, its credential's) counts tokens or cost."""
-    return any(found is not None and any(n in found for n in METERED_LIMITS) for found in limits)
+    # Loops, not any() over generators: this runs for every proxied request,
+    # and most have no limits at all.
+    for found in limits:
+        if found:
+            for name in METERED_LIMITS:
+                if name in found:
+                    return True
+    return False
 
 
 def lifetime_refusal(limits: Limits, used: Used) -> Refusal | None:

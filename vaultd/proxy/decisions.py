@@ -175,7 +175,8 @@ def upstream_path(rest: str) -> str:
 def policy_path(rest: str) -> str:
     """The path a request policy matches (DESIGN 11): ``/`` + the tail, every escape
     decoded, a trailing slash kept. ``rest`` must have passed ``checked_tail``."""
-    return "/" + unquote(rest)
+    # Most paths have no escape: unquote (two calls) would give them back as they are.
+    return "/" + unquote(rest) if "%" in rest else "/" + rest
 
 
 # RFC 3986 "pchar" less the escape sign: what a path segment may hold as it is.

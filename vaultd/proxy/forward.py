@@ -41,7 +41,7 @@ from vaultd.prices import PriceTable
 from vaultd.proxy.answer import CLIENT_CLOSED, STREAM_BROKEN, relay_answer
 from vaultd.proxy.attempt import Attempt, Outgoing, audit_row, without_secret
 from vaultd.proxy.cache import ProxyCache
-from vaultd.proxy.charging import Answer, charge
+from vaultd.proxy.charging import Answer, charge, reported
 from vaultd.proxy.client import UpstreamClient
 from vaultd.proxy.counters import Counters
 from vaultd.proxy.decisions import (
@@ -98,7 +98,8 @@ def pick_credential(
             f"{CREDENTIAL_HEADER} must be a credential name or id "
             f"(at most {MAX_SELECTOR} characters)"
         )
-    name = credential_name(policy, service.name, wanted)
+    # Without a policy the name is the one wanted (``credential_name``): two calls fewer.
+    name = wanted if policy is None else credential_name(policy, service.name, wanted)
     credential = cache.credential(service.name, name, wait=wait)
     if credential is None:
         if name is None:
@@ -111,7 +112,8 @@ def pick_credential(
                 f"{service.name} has no credential {name!r}, the one this session may use"
             )
         raise NoCredential(f"{service.name} has no credential {name!r}")
-    credential_chosen(policy, credential.name)
+    if policy is not None:
+        credential_chosen(policy, credential.name)
     if credential.expired():
         raise NoCredential(f"credential {service.name}/{credential.name} has expired")
     return credential
@@ -219,7 +221,9 @@ class Forwarder:
                 in_flight=self.inflight.count(outgoing.session_id),
             )
             try:
-                await self.inflight.enter(outgoing.session_id, outgoing.host)
+                # A free slot is taken without an await (the usual case).
+                if not self.inflight.try_enter(outgoing.session_id, outgoing.host):
+                    await self.inflight.enter(outgoing.session_id, outgoing.host)
             except BaseException:
                 # It never left: its place in the limits is given back.
                 if attempt.ticket is not None:
@@ -368,6 +372,13 @@ class Forwarder:
         service = attempt.service
         if service is None:
             return None
+        if not attempt.budget:
+            # Nothing to estimate without a budget (``charging.charge``): what the
+            # answer reported, without the Answer that an estimate needs.
+            tokens, cost = reported(service.name, attempt.reading, self.prices)
+            if ticket is not None:
+                self.counters.charge(ticket, tokens, cost)
+            return cost
         answer = Answer(
             service.name,
             attempt.billing,
