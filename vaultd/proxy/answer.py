@@ -84,9 +84,11 @@ def _refuse_unscannable(upstream: aiohttp.ClientResponse) -> None:
     The problem names the header, never its value: that is the upstream's
     text, and it could be the key it was sent.
     """
+    headers = upstream.headers
+    if hdrs.CONTENT_ENCODING not in headers and hdrs.TRANSFER_ENCODING not in headers:
+        return  # the usual JSON answer: nothing to look into
     coding = unscannable_coding(
-        upstream.headers.getall(hdrs.CONTENT_ENCODING, ()),
-        upstream.headers.getall(hdrs.TRANSFER_ENCODING, ()),
+        headers.getall(hdrs.CONTENT_ENCODING, ()), headers.getall(hdrs.TRANSFER_ENCODING, ())
     )
     if coding is not None:
         raise UpstreamEncoding(

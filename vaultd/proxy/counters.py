@@ -25,6 +25,7 @@ from typing import Any
 from vaultd.core.limits import (
     COST_CEILING,
     COUNT_CEILING,
+    DAY,
     RPM_WINDOW,
     Refusal,
     concurrency_refusal,
@@ -210,7 +211,7 @@ class Counters:
         return count
 
     def _day_count(self, credential: Credential, at: float) -> _Count:
-        key = (credential.id, utc_day(at))
+        key = (credential.id, int(at // DAY))  # utc_day(at), without the call
         count = self._days.get(key)
         if count is None:
             used = self._load_day(*key)

@@ -72,6 +72,7 @@ from vaultd.sources.catalog import Pending
 from vaultd.sources.source import Sources
 
 log = logging.getLogger("vaultd.proxy")
+_new_tuple = tuple.__new__
 
 # TRACE would have the upstream echo the request, key included, by design;
 # CONNECT and TRACK mean nothing to an API. (aiohttp's parser already refuses
@@ -294,13 +295,18 @@ class Forwarder:
                 "answers report their usage, and those that cost nothing)"
             )
         attempt.secret = secret
-        return Outgoing(
-            with_query_secret(url, service, secret.value),
-            outgoing_headers(request.headers, service, secret.value),
-            _limited(request, attempt, config) if request.body_exists else None,
-            secret,
-            session.id,
-            (url.raw_host, url.port),  # aiohttp's pool is per host and port
+        # tuple.__new__, as NamedTuple._make does: Outgoing's own __new__ is a
+        # Python function, one call more for every request.
+        return _new_tuple(
+            Outgoing,
+            (
+                with_query_secret(url, service, secret.value),
+                outgoing_headers(request.headers, service, secret.value),
+                _limited(request, attempt, config) if request.body_exists else None,
+                secret,
+                session.id,
+                (url.raw_host, url.port),  # aiohttp's pool is per host and port
+            ),
         )
 
     async def _send(
@@ -313,12 +319,15 @@ class Forwarder:
             async with upstream:
                 attempt.upstream_status = upstream.status
                 if service.usage != "none":
+                    # Positional: a class called with keywords has them packed
+                    # into a dict for __init__, for every metered answer.
                     attempt.meter = Meter(
                         service.usage,
-                        status=upstream.status,
-                        content_type=upstream.headers.get("Content-Type"),
-                        strip_usage_chunk=attempt.injected,
-                        model_hint=model_hint(service, attempt.path),
+                        upstream.status,
+                        upstream.headers.get("Content-Type"),
+                        attempt.injected,  # strip_usage_chunk
+                        # model_hint: only Gemini's paths name one
+                        model_hint(service, attempt.path) if service.usage == "gemini" else None,
                     )
                 response, attempt.received, attempt.status = await relay_answer(
                     request, request_id, upstream, outgoing.secret.patterns, attempt.meter

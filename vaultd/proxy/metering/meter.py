@@ -142,11 +142,11 @@ class Meter:
     def __init__(
         self,
         kind: str,
-        *,
         status: int,
         content_type: str | None,
         strip_usage_chunk: bool = False,
         model_hint: str | None = None,
+        *,
         max_event: int = 1 << 20,
         max_json: int = 4 << 20,
     ) -> None:
