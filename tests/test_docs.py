@@ -161,7 +161,11 @@ def test_example_with_everything_uncommented_loads(
 def commands(command: click.Command, path: tuple[str, ...]) -> Iterator[tuple[str, click.Command]]:
     yield " ".join(path), command
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
+        # Through list_commands/get_command: the top group loads its verbs lazily.
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None, name
             yield from commands(sub, (*path, name))
 
 

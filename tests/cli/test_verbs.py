@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.support.cli import CLI
+from vaultd.cli.main import VERBS
 
 SECRET = "sk-proj-0123456789abcdefghijklmnopqrstuv"
 CONTRACT_FIELDS = {"id", "service", "name", "created_at", "last_used_at"}
@@ -335,7 +337,8 @@ def test_verbs_without_http_never_import_aiohttp(initialised: CLI, tmp_path: Pat
     from vaultd.cli.main import cli
 
     covered = {args[0] for args in _NON_HTTP_VERBS}
-    assert covered == set(cli.commands) - {"serve"}, "a new verb joins _NON_HTTP_VERBS"
+    names = set(cli.list_commands(click.Context(cli)))
+    assert covered == names - {"serve"}, "a new verb joins _NON_HTTP_VERBS"
     initialised.add("openai", "primary", SECRET)
     verbs = [
         [str(tmp_path / "backup.db") if a == "BACKUP" else a for a in args]
@@ -557,3 +560,28 @@ def test_bad_config_is_one_line_naming_the_key(cli_env: CLI, tmp_path: Path) -> 
     conf.write_text("[server]\nport = 'abc'\n")
     err = cli_env.fails("--config", str(conf), "init")
     assert "[server] port" in err
+
+
+def test_the_cli_loads_only_the_verb_it_runs() -> None:
+    """Verbs are imported when they run: `vaultd list` loads no .env parser, no
+    browser helpers and no isolation plan, and `vaultd serve` none of them either."""
+    code = (
+        "import sys\n"
+        "from vaultd.cli.main import cli, VERBS\n"
+        "import click\n"
+        "verbs = {'vaultd.cli.' + module for module, _ in VERBS.values()}\n"
+        "print(sorted(m for m in verbs if m in sys.modules))\n"
+        "cli.get_command(click.Context(cli), 'list')\n"
+        "print(sorted(m for m in (*verbs, 'dotenv', 'urllib.request') if m in sys.modules))\n"
+        "for name in cli.list_commands(click.Context(cli)):\n"
+        "    assert cli.get_command(click.Context(cli), name).name == name, name\n"
+        "print(len(cli.list_commands(click.Context(cli))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    before, after_list, count = done.stdout.splitlines()
+    assert before == "[]"
+    assert after_list == "['vaultd.cli.credentials']"
+    assert int(count) == len(VERBS) >= 23
