@@ -32,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -491,11 +492,27 @@ def throughput_section(
         )
 
 
-def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(
+    cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``cmd`` in the background, its output dropped (or appended to ``log``)."""
+    if log is None:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
 
 
 VAULTD = str(Path(sys.executable).with_name("vaultd"))
+
+
+def failed_answers(env: dict[str, str]) -> list[tuple[int, str | None, int]]:
+    """(status, refusal, count) of every audited answer of 300 or more."""
+    db = Path(env["HOME"]) / ".local/share/vaultd/vault.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT status, refusal, count(*) FROM audit WHERE status >= 300 GROUP BY 1, 2"
+        ).fetchall()
+    return [(int(s), r, int(n)) for s, r, n in rows]
 
 
 def bench_home(config: str, fast_paths: str = "auto") -> tuple[Path, dict[str, str]]:
@@ -544,6 +561,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved throughput rounds (default 3)"
     )
+    parser.add_argument("--daemon-log", type=Path, help="append vaultd's log to this file")
     parser.add_argument(
         "--only",
         choices=["all", "policy"],
@@ -593,7 +611,7 @@ def main() -> None:
                 ]
             )
         )
-        daemon = start([vaultd, "serve"], env=env)
+        daemon = start([vaultd, "serve"], env=env, log=args.daemon_log)
         procs.append(daemon)
         for port in (up_port, naive_port, vaultd_port):
             wait_port(port)
@@ -652,6 +670,14 @@ def main() -> None:
         ).stdout
         uses = json.loads(conn_rows)[0]["use_count"]
         print(f"\nvaultd exited {code} on SIGTERM; recorded use_count {uses}")
+    except SystemExit:
+        # A run saw answers other than 2xx: what vaultd answered, from its audit
+        # log (written out on SIGTERM), says which refusal or failure it was.
+        if procs and procs[-1].poll() is None:
+            procs[-1].send_signal(signal.SIGTERM)
+            procs[-1].wait(timeout=30)
+        print(f"vaultd's answers other than 2xx (499: wrk left): {failed_answers(env)}")
+        raise
     finally:
         for proc in procs:
             if proc.poll() is None:
