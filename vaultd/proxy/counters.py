@@ -112,8 +112,9 @@ class Counters:
         """
         at = self._clock()
         limits = session.limits
-        count = self._session_count(session)
-        day = self._day_count(credential, at)
+        # The dictionaries first: a count not there yet is read from the database.
+        count = self._sessions.get(session.id) or self._session_count(session)
+        day = self._days.get((credential.id, int(at // DAY))) or self._day_count(credential, at)
         if limits is None or "rpm" not in limits:
             count.window = None  # no rpm limit (any more): no window to keep
         if limits is not None:

@@ -315,7 +315,17 @@ class Forwarder:
         try:
             service = attempt.service
             assert service is not None  # admitted
-            upstream = await self._open(request.method, outgoing, attempt)
+            attempt.forwarded = True
+            try:
+                # The client's send called here, not from a coroutine of ours
+                # around it: one level of coroutine less for every request.
+                upstream = await self.upstream.send(
+                    request.method, outgoing.url, outgoing.headers, outgoing.body
+                )
+            except PayloadTooLarge:
+                raise
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise self._upstream_failed(exc) from None
             async with upstream:
                 attempt.upstream_status = upstream.status
                 if service.usage != "none":
@@ -343,25 +353,15 @@ class Forwarder:
                 raise _too_large(self.config) from None
             raise
 
-    async def _open(
-        self, method: str, outgoing: Outgoing, attempt: Attempt
-    ) -> aiohttp.ClientResponse:
-        """The upstream's answer, its head read; the client library's errors as problems."""
-        attempt.forwarded = True
-        try:
-            return await self.upstream.send(method, outgoing.url, outgoing.headers, outgoing.body)
-        except PayloadTooLarge:
-            raise
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout(
+    def _upstream_failed(self, exc: BaseException) -> VaultdError:
+        """The problem for the client library's failure to send or to read the answer's head."""
+        if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+            return UpstreamTimeout(
                 f"the upstream did not answer within {self.config.read_timeout}s"
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            # OSError: what ClientSession.request would have wrapped in a
-            # ClientOSError; a socket error is the upstream's, not a 500.
-            raise UpstreamUnreachable(
-                f"the upstream could not be reached ({exc.__class__.__name__})"
-            ) from None
+            )
+        # OSError: what ClientSession.request would have wrapped in a
+        # ClientOSError; a socket error is the upstream's, not a 500.
+        return UpstreamUnreachable(f"the upstream could not be reached ({exc.__class__.__name__})")
 
     def _settle(self, attempt: Attempt) -> float | None:
         """Charge the request to the counters; the cost its answer reported (None: unknown).
