@@ -4,6 +4,8 @@ waited for in order, never lost when a waiter gives up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 import pytest
 
@@ -101,3 +103,37 @@ async def test_a_waiter_cancelled_while_waiting_leaves_the_queue() -> None:
     assert slots.count("a") == 0
     slots.leave("x", HOST)
     assert slots.busy(HOST) == 1 and slots.try_enter("b", HOST)
+
+
+@pytest.mark.timeout(10)
+async def test_a_slot_given_back_between_a_waiters_cancellation_and_its_exit_is_not_lost() -> None:
+    """The cancellation cancels the waiter's turn at once; a ``leave`` that runs before
+    the waiter does drops that turn from the queue. The waiter still leaves cleanly:
+    its session is no longer counted, and the slot is free."""
+    slots = InFlight(per_session=1, pool_timeout=5)
+    assert slots.try_enter("x", HOST) and slots.try_enter("y", HOST)
+    waiter = asyncio.create_task(slots.enter("a", HOST))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    slots.leave("x", HOST)  # before the waiter runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert slots.count("a") == 0 and slots.busy(HOST) == 1
+    assert slots.try_enter("a", HOST)  # not refused as if still in flight
+
+
+@pytest.mark.timeout(10)
+async def test_a_wait_timing_out_as_a_slot_is_given_back_is_a_503_not_a_crash() -> None:
+    slots = InFlight(per_session=10, pool_timeout=0.05)
+    assert slots.try_enter("x", HOST) and slots.try_enter("y", HOST)
+    loop = asyncio.get_running_loop()
+    waiter = asyncio.create_task(slots.enter("a", HOST))
+    await asyncio.sleep(0)
+    # Both due in one turn of the loop: the timeout, then the leave.
+    loop.call_at(loop.time() + 0.051, slots.leave, "x", HOST)
+    time.sleep(0.1)  # blocks the loop on purpose: both callbacks come due together
+    with contextlib.suppress(PoolBusy):  # the timeout won
+        await waiter
+    assert slots.count("a") in (0, 1)  # 1 only if it got the slot after all
+    held = slots.count("a")
+    assert slots.busy(HOST) == 1 + held

@@ -18,6 +18,7 @@ Pure bookkeeping on the event loop: no I/O, no aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Hashable
 
@@ -95,14 +96,17 @@ class InFlight:
             async with asyncio.timeout(self._pool_timeout):
                 await turn
         except BaseException as exc:
+            self._leave_session(session_id)  # no slot was taken: ``leave`` is not owed
             if turn.done() and not turn.cancelled():
                 # Handed a slot just as it gave up (timed out, or cancelled):
                 # the slot goes on to the next in line, never lost.
                 self._free(slots)
             else:
                 turn.cancel()
-                slots.waiting.remove(turn)
-            self._leave_session(session_id)  # no slot was taken: ``leave`` is not owed
+                # A cancellation cancels ``turn`` at once, and a ``leave`` that
+                # ran before this line got to run has dropped it from the queue.
+                with contextlib.suppress(ValueError):
+                    slots.waiting.remove(turn)
             if isinstance(exc, TimeoutError):
                 raise PoolBusy(
                     f"all {CONNECTIONS_PER_HOST} connections to the upstream were busy for "
