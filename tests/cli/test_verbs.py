@@ -585,3 +585,11 @@ def test_the_cli_loads_only_the_verb_it_runs() -> None:
     assert before == "[]"
     assert after_list == "['vaultd.cli.credentials']"
     assert int(count) == len(VERBS) >= 23
+
+
+def test_a_mistyped_verb_is_answered_with_the_nearest_one() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vaultd", "lst"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "No such command 'lst'. Did you mean 'list'?" in done.stderr

@@ -66,6 +66,16 @@ class LazyGroup(click.Group):
         self.add_command(command)  # asked again (--help, completion): no second import
         return command
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in VERBS:
+            # Not a verb (a typo, say): every verb loaded, so that click's error
+            # suggests the nearest one from them ("Did you mean 'list'?").
+            for name in VERBS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vaultd")
