@@ -14,6 +14,20 @@ from vaultd.errors import StorageError
 # How long a writer waits for another process's lock before "database is locked".
 BUSY_TIMEOUT_MS = 10_000
 
+
+def _as_null(value: None) -> None:
+    return value
+
+
+# sqlite3 binds a None only after looking for an adapter the slow way: it asks
+# the type's protocol and the value itself, and each miss formats an
+# AttributeError message. That was about 170 ns per None bound, and an audit
+# row of an unmetered request holds seven; under load the usage writer spent
+# 3% of the daemon's instructions on it. An adapter registered for NoneType is
+# found in the module's registry first; returning None, it binds NULL as
+# before. (Process-wide, like every sqlite3 adapter: identity, for anyone.)
+sqlite3.register_adapter(type(None), _as_null)
+
 migrations = Migrations("vaultd")
 
 

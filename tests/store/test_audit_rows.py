@@ -1,5 +1,5 @@
-"""``store.audit.prune``: the age bound, each session's share and the row bound, on a
-real database file, deleting in bounded chunks."""
+"""The audit table on a real database file: ``store.audit.prune`` (the age bound, each
+session's share and the row bound, deleting in bounded chunks) and NULLs bound as NULL."""
 
 from __future__ import annotations
 
@@ -67,3 +67,12 @@ def test_prune_of_a_log_within_its_bounds_changes_nothing(db: Database) -> None:
     with db.conn:
         audit.prune(db, keep_rows=100, keep_seconds=3600, now=NOW)
     assert len(kept(db)) == 10
+
+
+def test_none_is_stored_as_null(db: Database) -> None:
+    """The store registers an adapter for None (db.py): it must still bind NULL."""
+    insert_audit(db, [audit_row(NOW, session_id=None)])
+    null_columns = db.conn.execute(
+        "SELECT session_id IS NULL, model IS NULL, cost_usd IS NULL, typeof(refusal) FROM audit"
+    ).fetchone()
+    assert null_columns == (1, 1, 1, "null")
