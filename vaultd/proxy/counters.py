@@ -112,7 +112,8 @@ class Counters:
         """
         at = self._clock()
         limits = session.limits
-        # The dictionaries first: a count not there yet is read from the database.
+        # The dictionaries first (int(at // DAY) is utc_day(at), without its
+        # call): a count not there yet is read from the database.
         count = self._sessions.get(session.id) or self._session_count(session)
         day = self._days.get((credential.id, int(at // DAY))) or self._day_count(credential, at)
         if limits is None or "rpm" not in limits:
@@ -212,7 +213,7 @@ class Counters:
         return count
 
     def _day_count(self, credential: Credential, at: float) -> _Count:
-        key = (credential.id, int(at // DAY))  # utc_day(at), without the call
+        key = (credential.id, utc_day(at))
         count = self._days.get(key)
         if count is None:
             used = self._load_day(*key)

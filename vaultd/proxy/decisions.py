@@ -176,7 +176,7 @@ def upstream_path(rest: str) -> str:
 def policy_path(rest: str) -> str:
     """The path a request policy matches (DESIGN 11): ``/`` + the tail, every escape
     decoded, a trailing slash kept. ``rest`` must have passed ``checked_tail``."""
-    # Most paths have no escape: unquote (two calls) would give them back as they are.
+    # Most paths have no escape: unquote (a Python call) would give them back as they are.
     return "/" + unquote(rest) if "%" in rest else "/" + rest
 
 

@@ -99,7 +99,6 @@ def pick_credential(
             f"{CREDENTIAL_HEADER} must be a credential name or id "
             f"(at most {MAX_SELECTOR} characters)"
         )
-    # Without a policy the name is the one wanted (``credential_name``): two calls fewer.
     name = wanted if policy is None else credential_name(policy, service.name, wanted)
     credential = cache.credential(service.name, name, wait=wait)
     if credential is None:
@@ -336,8 +335,7 @@ class Forwarder:
                         upstream.status,
                         upstream.headers.get("Content-Type"),
                         attempt.injected,  # strip_usage_chunk
-                        # model_hint: only Gemini's paths name one
-                        model_hint(service, attempt.path) if service.usage == "gemini" else None,
+                        model_hint(service, attempt.path),
                     )
                 response, attempt.received, attempt.status = await relay_answer(
                     request, request_id, upstream, outgoing.secret.patterns, attempt.meter

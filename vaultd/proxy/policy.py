@@ -85,20 +85,21 @@ def _routed(policy: Policy, method: str, rest: str) -> tuple[str | None, str]:
     return None, canonical_tail(path)
 
 
-def credential_name(policy: Policy | None, service: str, wanted: str | None) -> str | None:
+def credential_name(policy: Policy, service: str, wanted: str | None) -> str | None:
     """The credential to look up: the policy's one name, if it has one, else ``wanted``.
 
     ``wanted`` (``X-Vaultd-Credential``) may still name that one credential, by
     name; an id is checked by ``credential_chosen`` once it is looked up.
+    (Without a policy the proxy looks up ``wanted``, and calls neither.)
     """
-    if policy is None or policy.credential is None:
+    if policy.credential is None:
         return wanted
     return wanted if wanted is not None else policy.credential
 
 
-def credential_chosen(policy: Policy | None, name: str) -> None:
+def credential_chosen(policy: Policy, name: str) -> None:
     """Refuse a credential other than the policy's one (``name``: the one found)."""
-    if policy is not None and policy.credential is not None and name != policy.credential:
+    if policy.credential is not None and name != policy.credential:
         raise PolicyDenied(f"this session may use only the credential named {policy.credential!r}")
 
 

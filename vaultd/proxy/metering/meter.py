@@ -224,13 +224,8 @@ class Meter:
     def result(self, *, complete: bool) -> Reading | None:
         """The usage read, or None for unmetered."""
         try:
-            if self._type == _JSON:  # the usual answer: calls fewer
-                body = self._body
-                if body is not None and self._kind != "gemini":
-                    found = read_json(self._kind, decode(body)) if body else None
-                else:
-                    found = self._found_json(complete)
-                final = True
+            if self._type == _JSON:  # the usual answer: one call less
+                found, final = self._found_json(complete), True
             else:
                 found, final = self._found(complete)
         except Exception:  # Invalid usage, or a bug: a reading is never worth failing over
@@ -250,9 +245,8 @@ class Meter:
         )
 
     def _found(self, complete: bool) -> tuple[Found | None, bool]:
-        """The usage found, and whether it can be whole (False marks it incomplete)."""
-        if self._type == _JSON:
-            return self._found_json(complete), True
+        """A stream's usage found, and whether it can be whole (False marks it
+        incomplete). (``result`` reads a JSON body itself, with ``_found_json``.)"""
         stream = self._stream
         if stream is None or stream.failed:
             return None, True
