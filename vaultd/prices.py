@@ -65,23 +65,27 @@ class Price:
                 return tier
         return self
 
-    def cost(
-        self, *, input_tokens: int, output_tokens: int, cached: int, cache_write: int
-    ) -> float:
-        """USD; ``input_tokens`` counts every input token, cache reads and writes included."""
+    def cost(self, input_tokens: int, output_tokens: int, cached: int, cache_write: int) -> float:
+        """USD; ``input_tokens`` counts every input token, cache reads and writes included.
+
+        (Positional or keyword: the proxy calls it positionally for every metered
+        answer, where keywords cost a mapping of names per call.)
+        """
         rates = self.at(input_tokens) if self.tiers else self  # most have no tiers
+        per_input = rates.input_per_mtok
         read = rates.cached_input_per_mtok
         write = rates.cache_write_per_mtok
         # genai-prices refuses cache counts above the input count; an upstream that
         # reports them is billed what it reported rather than a negative remainder.
-        uncached = max(input_tokens - cached - cache_write, 0)
-        usd = (
-            uncached * rates.input_per_mtok
-            + cached * (rates.input_per_mtok if read is None else read)
-            + cache_write * (rates.input_per_mtok if write is None else write)
-            + output_tokens * rates.output_per_mtok
-        )
-        return usd / 1_000_000
+        uncached = input_tokens - cached - cache_write
+        usd = uncached * per_input if uncached > 0 else 0.0
+        # Terms added in this order, the zero ones skipped (adding 0.0 changes
+        # no float): the same sums as genai-prices', to the last bit.
+        if cached:
+            usd += cached * (per_input if read is None else read)
+        if cache_write:
+            usd += cache_write * (per_input if write is None else write)
+        return (usd + output_tokens * rates.output_per_mtok) / 1_000_000
 
 
 # -- [prices] overrides ------------------------------------------------------------------
@@ -350,7 +354,6 @@ class PriceTable:
         self,
         service: str,
         model: str | None,
-        *,
         input_tokens: int,
         output_tokens: int,
         cached_input_tokens: int | None,
@@ -361,6 +364,7 @@ class PriceTable:
         ``input_tokens`` is every input token, cache reads and writes included;
         ``cached_input_tokens`` the cache reads, ``cache_write_tokens`` the cache writes;
         ``output_tokens`` includes reasoning. None counts as 0, as do negatives.
+        (Positional or keyword, as ``Price.cost``.)
         """
         # ``price``, inline: this runs for every metered answer.
         if model is None or len(model) > MAX_MODEL_CHARS:
@@ -370,8 +374,8 @@ class PriceTable:
             return None
         # Conditional expressions, not max(): four builtin calls fewer per answer.
         return price.cost(
-            input_tokens=input_tokens if input_tokens > 0 else 0,
-            output_tokens=output_tokens if output_tokens > 0 else 0,
-            cached=cached_input_tokens if cached_input_tokens and cached_input_tokens > 0 else 0,
-            cache_write=cache_write_tokens if cache_write_tokens and cache_write_tokens > 0 else 0,
+            input_tokens if input_tokens > 0 else 0,
+            output_tokens if output_tokens > 0 else 0,
+            cached_input_tokens if cached_input_tokens and cached_input_tokens > 0 else 0,
+            cache_write_tokens if cache_write_tokens and cache_write_tokens > 0 else 0,
         )

@@ -71,17 +71,13 @@ def reported(service: str, reading: Reading | None, prices: PriceTable) -> tuple
     """The tokens and cost (None: no price known) the answer itself reported."""
     if reading is None:
         return 0, None
-    tokens = reading.input_tokens + reading.output_tokens
+    # Unpacked, and passed positionally (PriceTable.cost takes keywords too):
+    # this runs for every metered answer.
+    model, inputs, outputs, cached, written, _ = reading
+    tokens = inputs + outputs
     if tokens == 0:
         return 0, 0.0  # nothing used costs nothing, whatever the model (an error answer)
-    return tokens, prices.cost(
-        service,
-        reading.model,
-        input_tokens=reading.input_tokens,
-        output_tokens=reading.output_tokens,
-        cached_input_tokens=reading.cached_input_tokens,
-        cache_write_tokens=reading.cache_write_tokens,
-    )
+    return tokens, prices.cost(service, model, inputs, outputs, cached, written)
 
 
 def _estimated(answer: Answer, reading: Reading | None) -> bool:
