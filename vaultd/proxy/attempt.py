@@ -101,9 +101,17 @@ def without_secret(reading: Reading | None, secret: Secret | None) -> Reading | 
     The meter reads the answer before redaction; what it keeps goes to the
     audit log, which read-scoped tokens can list.
     """
-    if reading is None or reading.model is None or secret is None:
+    if reading is None or secret is None:
         return reading
-    if secret.patterns.found_in(reading.model.encode("utf-8", "surrogateescape")):
+    model = reading.model
+    if model is None:
+        return reading
+    patterns = secret.patterns
+    if model.isascii() and len(model) < patterns.shortest:
+        # Too short to hold any form of the key (ASCII: a character is a byte),
+        # the usual case: no encoding, no search.
+        return reading
+    if patterns.found_in(model.encode("utf-8", "surrogateescape")):
         return reading._replace(model=None)
     return reading
 
