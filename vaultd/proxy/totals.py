@@ -27,19 +27,31 @@ _REFUSAL: Final = 16
 
 
 class Totals:
-    """Counts since start, keyed by plain tuples (read at scrape time, never reset)."""
+    """Counts since start, read at scrape time, never reset."""
 
-    __slots__ = ("cost_usd", "refusals", "requests", "tokens")
+    __slots__ = ("_tokens", "cost_usd", "refusals", "requests")
 
     def __init__(self) -> None:
         # (service, status) -> requests audited
         self.requests: dict[tuple[str, int], int] = {}
         # (service, reason, limit) -> refused requests; limit "" unless limit-exceeded
         self.refusals: dict[tuple[str, str, str], int] = {}
-        # (service, kind) -> tokens, kind "input", "output" or "cached_input"
-        self.tokens: dict[tuple[str, str], int] = {}
+        # service -> [input, output, cached_input] tokens: a list added to in
+        # place, where (service, kind) keys made three tuples per metered answer.
+        self._tokens: dict[str, list[int]] = {}
         # service -> USD of the answers that had a price
         self.cost_usd: dict[str, float] = {}
+
+    @property
+    def tokens(self) -> dict[tuple[str, str], int]:
+        """(service, kind) -> tokens, kind "input", "output" or "cached_input"; a
+        kind appears once some answer reported more than none of it."""
+        return {
+            (service, kind): n
+            for service, sums in self._tokens.items()
+            for kind, n in zip(_KINDS, sums, strict=True)
+            if n
+        }
 
     def count(self, row: AuditRow) -> None:
         service = row[_SERVICE]
@@ -49,8 +61,24 @@ class Totals:
         refusal = row[_REFUSAL]
         if refusal is not None:
             self._refused(service, refusal)
-        if row[_INPUT] is not None or row[_OUTPUT] is not None:
-            self._metered(row)
+        inputs, outputs = row[_INPUT], row[_OUTPUT]
+        if inputs is None and outputs is None:
+            return  # not metered
+        # Inline, not a method of its own: this runs for every metered answer.
+        sums = self._tokens.get(service)
+        if sums is None:
+            sums = self._tokens[service] = [0, 0, 0]
+        if inputs:
+            sums[0] += inputs
+        if outputs:
+            sums[1] += outputs
+        cached = row[_CACHED]
+        if cached:
+            sums[2] += cached
+        cost = row[_COST]
+        if cost is not None:
+            costs = self.cost_usd
+            costs[service] = costs.get(service, 0.0) + cost
 
     def _refused(self, service: str, refusal: str) -> None:
         # "limit-exceeded session.rpm": the slug, and the limit (a fixed set of names).
@@ -58,26 +86,8 @@ class Totals:
         key = (service, reason, limit)
         self.refusals[key] = self.refusals.get(key, 0) + 1
 
-    def _metered(self, row: AuditRow) -> None:
-        service = row[_SERVICE]
-        tokens = self.tokens
-        # Unrolled: this runs for every metered answer.
-        value = row[_INPUT]
-        if value:
-            key = (service, "input")
-            tokens[key] = tokens.get(key, 0) + value
-        value = row[_OUTPUT]
-        if value:
-            key = (service, "output")
-            tokens[key] = tokens.get(key, 0) + value
-        value = row[_CACHED]
-        if value:
-            key = (service, "cached_input")
-            tokens[key] = tokens.get(key, 0) + value
-        cost = row[_COST]
-        if cost is not None:
-            costs = self.cost_usd
-            costs[service] = costs.get(service, 0.0) + cost
+
+_KINDS = ("input", "output", "cached_input")
 
 
 def _check_positions() -> None:
