@@ -3,7 +3,7 @@
 Pure code, no aiohttp and no I/O: ``Meter`` reads one answer (``meter``
 documents the counting convention), ``add_stream_usage`` asks OpenAI for the
 usage of a streamed chat completion, ``readers`` knows each provider's shape,
-``sse`` frames event streams.
+``streams`` finds the usage in each provider's events, ``sse`` frames event streams.
 """
 
 from vaultd.proxy.metering.endpoints import Billing, billing

@@ -43,27 +43,25 @@ other byte stays; checked by decoding, and left alone if the check fails).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from vaultd.proxy.metering.readers import (
-    STREAMS,
     Counts,
     Found,
     Invalid,
     Reading,
-    StreamReader,
     decode,
     gemini_array_prefix,
     model_name,
+    read_answer,
     read_json,
 )
 from vaultd.proxy.metering.sse import SSEEvent, SSESplitter, parse_event
+from vaultd.proxy.metering.streams import NULL_USAGE, STREAMS, StreamReader
 
 _SSE, _JSON, _OTHER = 0, 1, 2
 _new_tuple = tuple.__new__
 _ZERO: Counts = (0, 0, 0, 0)
-_NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 _SPACE = b" \t\r\n"
 
 
@@ -263,7 +261,7 @@ class Meter:
         if not body:
             return None
         try:
-            return read_json(self._kind, decode(body))
+            return read_answer(self._kind, body)
         except Invalid:
             if complete or self._kind != "gemini":
                 raise
@@ -277,7 +275,7 @@ class Meter:
 def _strip(event: SSEEvent, first: bool) -> tuple[bytes, bytes | None]:
     """What to send instead of ``event``, and the usage chunk's data when it is one."""
     raw, _, data = event
-    if data is None or data.find(b'"usage"') < 0:  # not ``in``: see readers.AnthropicStream.want
+    if data is None or data.find(b'"usage"') < 0:  # not ``in``: see streams.AnthropicStream.want
         return raw, None
     try:
         obj = decode(data)
@@ -319,7 +317,7 @@ def _null_usage_member(raw: bytes) -> tuple[int, int]:
     if at >= 0:
         return at, at + 13
     match = None
-    for match in _NULL_USAGE.finditer(raw):  # noqa: B007 (the last one is wanted)
+    for match in NULL_USAGE.finditer(raw):  # noqa: B007 (the last one is wanted)
         pass
     if match is None:
         return -1, -1

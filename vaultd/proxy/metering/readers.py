@@ -6,19 +6,17 @@ that is not an int (bools are not), is negative, or is 2**53 or more makes the
 whole reading invalid (``Invalid``), because a half-read answer would bill the
 wrong amount without anyone noticing.
 
-Stream readers (``OpenAIStream``, ``AnthropicStream``, ``GeminiStream``) only
-keep the data of the few events that carry usage (``want`` is a substring
-test on the raw event, so the events in between cost nothing) and decode
-them once, when the reading is asked for.
+A whole JSON answer is read from its bytes (``read_answer``); the stream
+readers (``streams``) read the events that carry usage with the same
+functions.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, NamedTuple
 
-import orjson
+import msgspec
 
 LIMIT = 1 << 53  # counts stay exact wherever a JSON number is read as a double
 MODEL_MAX = 200
@@ -49,17 +47,36 @@ class Invalid(Exception):
 def decode(data: bytes | bytearray) -> Any:
     """UTF-8 JSON, or ``Invalid`` for anything that is not (bad UTF-8, too deep, ...).
 
-    orjson, not the standard library's json: decoding the answer was about
-    half of what metering a chat completion cost the proxy, and orjson does
-    it in under half the time (bench/policy_cost.py --compare metering).
-    It is as strict as the readers need or stricter: a NaN, a lone surrogate
-    or more than 1024 levels are Invalid, and an integer past 64 bits reads
-    as a float, which no count accepts.
+    msgspec, not the standard library's json: it decodes in about a third
+    of the time. It is as strict as the readers need: a NaN, a lone
+    surrogate, a control character in a string, anything after the value
+    or nesting past the recursion limit is Invalid.
     """
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as e:  # a ValueError, bad UTF-8 included
+        return _DECODER.decode(data)
+    except (msgspec.DecodeError, RecursionError) as e:  # bad UTF-8 is a DecodeError
         raise Invalid from e
+
+
+_DECODER = msgspec.json.Decoder()
+
+
+class _Answer(msgspec.Struct):
+    """The members of an OpenAI or Anthropic JSON answer that metering reads.
+
+    Decoded into this, the rest of the answer (its choices, their text, the
+    tool calls: nearly all of it) is checked as JSON but never built into
+    Python objects, which was most of what reading a chat completion cost
+    the proxy. Anything is taken as each member's value, as ``json`` would
+    give it: the readers check them.
+    """
+
+    model: Any = None
+    object: Any = None
+    usage: Any = None
+
+
+_ANSWER_DECODER = msgspec.json.Decoder(_Answer)
 
 
 def model_name(value: Any) -> str | None:
@@ -88,7 +105,7 @@ def _counts(inputs: int, outputs: int, cached: int, written: int) -> Counts:
     return inputs, outputs, cached, written
 
 
-def openai_usage(usage: Any, *, embeddings: bool = False) -> Counts:
+def openai_usage(usage: Any, embeddings: bool = False) -> Counts:
     """Chat and legacy completions (``prompt_tokens``) or ``/v1/responses`` (``input_tokens``).
 
     Both input counts already include cached tokens, both output counts
@@ -100,19 +117,21 @@ def openai_usage(usage: Any, *, embeddings: bool = False) -> Counts:
     # answer, and its calls were most of what reading the usage cost.
     if type(usage) is not dict:
         raise Invalid("usage")
-    if "prompt_tokens" in usage or "input_tokens" not in usage:
+    inputs = usage.get("prompt_tokens")
+    # The chat shape unless only input_tokens is there (a null prompt_tokens
+    # beside it is still the chat shape's, and invalid).
+    if inputs is not None or "prompt_tokens" in usage or "input_tokens" not in usage:
         in_key, out_key, details_key = _CHAT_KEYS
-        optional_output = embeddings
+        outputs = usage.get("completion_tokens")
+        if outputs is None and embeddings:
+            outputs = 0
     else:
         in_key, out_key, details_key = _RESPONSES_KEYS
-        optional_output = False
-    inputs = usage.get(in_key)
-    if type(inputs) is not int or not 0 <= inputs < LIMIT:
+        inputs = usage["input_tokens"]
+        outputs = usage.get("output_tokens")
+    if type(inputs) is not int or inputs < 0 or inputs >= LIMIT:
         raise Invalid(in_key)
-    outputs = usage.get(out_key)
-    if outputs is None and optional_output:
-        outputs = 0
-    elif type(outputs) is not int or not 0 <= outputs < LIMIT:
+    if type(outputs) is not int or outputs < 0 or outputs >= LIMIT:
         raise Invalid(out_key)
     details = usage.get(details_key)
     if details is None:
@@ -122,12 +141,12 @@ def openai_usage(usage: Any, *, embeddings: bool = False) -> Counts:
     cached = details.get("cached_tokens")
     if cached is None:
         cached = 0
-    elif type(cached) is not int or not 0 <= cached < LIMIT:
+    elif type(cached) is not int or cached < 0 or cached >= LIMIT:
         raise Invalid("cached_tokens")
     written = details.get("cache_write_tokens")
     if written is None:
         written = 0
-    elif type(written) is not int or not 0 <= written < LIMIT:
+    elif type(written) is not int or written < 0 or written >= LIMIT:
         raise Invalid("cache_write_tokens")
     if cached + written > inputs:  # as ``_counts`` checks
         raise Invalid("inconsistent counts")
@@ -165,21 +184,55 @@ def gemini_usage(meta: Any) -> Counts:
 Found = tuple[str | None, Counts]  # the model the answer names, and its counts
 
 
-def read_json(kind: str, body: Any) -> Found | None:
-    """A whole JSON answer: None when it carries no usage, ``Invalid`` when it is bad."""
+def read_answer(kind: str, data: bytes | bytearray) -> Found | None:
+    """A whole JSON answer's bytes: None when it carries no usage, ``Invalid`` when it
+    is bad (not JSON, or usage that cannot be trusted)."""
     if kind == "gemini":
-        return _gemini_json(body)
-    if type(body) is not dict or body.get("usage") is None:
+        return gemini_json(decode(data))
+    try:
+        answer = _ANSWER_DECODER.decode(data)
+    except msgspec.ValidationError:
+        # Not an object (msgspec says so at its first byte, before it has
+        # checked the rest): the whole decode says whether it is JSON at all.
+        return read_json(kind, decode(data))
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise Invalid from e
+    if not data.isascii():
+        # What msgspec skips it checks as JSON, escapes and control characters
+        # included, but not as UTF-8: bytes that are not are checked here, so
+        # that the answer is as Invalid as ``decode`` would find it. (An ASCII
+        # body, which is what encoders that escape non-ASCII send, needs none.)
+        try:
+            str(data, "utf-8")
+        except UnicodeDecodeError as e:
+            raise Invalid from e
+    return _usage_of(kind, answer.model, answer.object, answer.usage)
+
+
+def read_json(kind: str, body: Any) -> Found | None:
+    """``read_answer`` for a body decoded already (a Gemini array's complete part)."""
+    if kind == "gemini":
+        return gemini_json(body)
+    if type(body) is not dict:
         return None
-    model = model_name(body.get("model"))
+    return _usage_of(kind, body.get("model"), body.get("object"), body.get("usage"))
+
+
+def _usage_of(kind: str, model: Any, what: Any, usage: Any) -> Found | None:
+    """An OpenAI or Anthropic answer's model and counts, from its top-level members."""
+    if usage is None:
+        return None
+    # ``model_name``, inline: this runs for every metered JSON answer.
+    if type(model) is not str or not 0 < len(model) <= MODEL_MAX or not model.isprintable():
+        model = None
     if kind == "openai":
-        return model, openai_usage(body["usage"], embeddings=body.get("object") == "list")
+        return model, openai_usage(usage, what == "list")  # "list": an embeddings answer
     if kind == "anthropic":
-        return model, anthropic_usage(body["usage"])
+        return model, anthropic_usage(usage)
     return None
 
 
-def _gemini_json(body: Any) -> Found | None:
+def gemini_json(body: Any) -> Found | None:
     # streamGenerateContent without alt=sse answers with a JSON array of the
     # chunks the SSE form would send: the last usageMetadata wins there too.
     chunks = body if type(body) is list else [body]
@@ -224,126 +277,3 @@ def _skip(text: str, pos: int) -> int:
 
 # `"usage":null` is on every chat chunk when include_usage is on; those chunks
 # are skipped without decoding them. Spaced forms come from other servers.
-_NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
-_RESPONSE_DONE = frozenset({"response.completed", "response.incomplete", "response.failed"})
-
-
-class OpenAIStream:
-    """Chat and legacy completions chunks carrying ``usage``, and ``/v1/responses``
-    streams, whose ``response.completed`` (or ``.incomplete``/``.failed``) event
-    carries the response with its usage. The last one seen wins."""
-
-    __slots__ = ("last",)
-    knows_end = True  # the usage chunk, or response.completed, comes last
-
-    def __init__(self) -> None:
-        self.last: bytes | None = None
-
-    @staticmethod
-    def want(raw: bytes) -> bool:
-        n = raw.count(b'"usage"')
-        if not n or raw.count(b'"usage":null') == n:
-            return False
-        return len(_NULL_USAGE.findall(raw)) != n
-
-    def take(self, event: str | None, data: bytes) -> None:
-        if data != b"[DONE]":
-            self.last = data
-
-    @property
-    def final(self) -> bool:
-        return self.last is not None
-
-    def found(self) -> Found | None:
-        if self.last is None:
-            return None
-        obj = decode(self.last)
-        if type(obj) is not dict:
-            return None
-        if obj.get("type") in _RESPONSE_DONE:
-            response = obj.get("response")
-            if type(response) is not dict or response.get("usage") is None:
-                return None
-            return model_name(response.get("model")), openai_usage(response["usage"])
-        if obj.get("usage") is None:
-            return None
-        return model_name(obj.get("model")), openai_usage(obj["usage"])
-
-
-class AnthropicStream:
-    """``message_start`` (model, input and cache counts) and the last ``message_delta``
-    (cumulative output tokens; newer API versions repeat the input and cache
-    counts there, and those win: server tools can add input on the way)."""
-
-    __slots__ = ("delta", "start")
-    knows_end = True  # message_delta comes once, after the content
-
-    def __init__(self) -> None:
-        self.start: bytes | None = None
-        self.delta: bytes | None = None
-
-    @staticmethod
-    def want(raw: bytes) -> bool:
-        # ``find``, not ``in`` (cheaper in CPython: see redact.Patterns.found_in).
-        return raw.find(b"message_start") >= 0 or raw.find(b"message_delta") >= 0
-
-    def take(self, event: str | None, data: bytes) -> None:
-        if event is None:  # the API always names its events; be lenient anyway
-            try:
-                obj = decode(data)
-            except Invalid:
-                return
-            event = obj.get("type") if type(obj) is dict else None
-        if event == "message_start":
-            self.start = data
-        elif event == "message_delta":
-            self.delta = data
-
-    @property
-    def final(self) -> bool:
-        return self.delta is not None
-
-    def found(self) -> Found | None:
-        if self.start is None:
-            return None
-        start = decode(self.start)
-        message = start.get("message") if type(start) is dict else None
-        if type(message) is not dict or type(message.get("usage")) is not dict:
-            raise Invalid("message_start")
-        usage = dict(message["usage"])
-        if self.delta is not None:
-            delta = decode(self.delta)
-            update = delta.get("usage") if type(delta) is dict else None
-            if type(update) is not dict:
-                raise Invalid("message_delta")
-            usage.update({k: v for k, v in update.items() if v is not None})
-        return model_name(message.get("model")), anthropic_usage(usage)
-
-
-class GeminiStream:
-    """Every chunk repeats ``usageMetadata`` with the counts so far: the last one wins."""
-
-    __slots__ = ("last",)
-    knows_end = False  # no event says "this was the last": only the end of the stream does
-    final = False
-
-    def __init__(self) -> None:
-        self.last: bytes | None = None
-
-    @staticmethod
-    def want(raw: bytes) -> bool:
-        return raw.find(b'"usageMetadata"') >= 0  # not ``in``: see AnthropicStream.want
-
-    def take(self, event: str | None, data: bytes) -> None:
-        self.last = data
-
-    def found(self) -> Found | None:
-        return None if self.last is None else _gemini_json(decode(self.last))
-
-
-StreamReader = OpenAIStream | AnthropicStream | GeminiStream
-STREAMS: dict[str, type[StreamReader]] = {
-    "openai": OpenAIStream,
-    "anthropic": AnthropicStream,
-    "gemini": GeminiStream,
-}
