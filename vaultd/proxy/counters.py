@@ -153,12 +153,16 @@ class Counters:
         if not ticket.open:
             return
         ticket.open = False
+        # Conditional expressions, not min(): this runs for every answer.
         for count in (ticket.session, ticket.credential):
             if count is not None:
                 count.open -= 1
-                count.tokens = min(count.tokens + tokens, COUNT_CEILING)
+                if tokens:
+                    total = count.tokens + tokens
+                    count.tokens = total if total < COUNT_CEILING else COUNT_CEILING
                 if cost_usd is not None:
-                    count.cost_usd = min(count.cost_usd + cost_usd, COST_CEILING)
+                    usd = count.cost_usd + cost_usd
+                    count.cost_usd = usd if usd < COST_CEILING else COST_CEILING
 
     def session_used(self, session_id: str) -> Used | None:
         """What the session has used, if it was counted since the daemon started."""
