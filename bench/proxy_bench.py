@@ -456,7 +456,8 @@ def throughput_section(
 
     On a small machine a run's figure moves by a tenth with what else the
     cores do meanwhile; runs side by side in time, compared in pairs, see the
-    same conditions. CPU time per request (the proxy process's user plus
+    same conditions, and the order turns each round (with 3 rounds each proxy
+    runs once first, once second, once third). CPU time per request (the proxy process's user plus
     system time over the requests it served) is printed beside: it is what
     throughput is the inverse of while the proxy is the bottleneck, and
     moves less.
@@ -466,8 +467,12 @@ def throughput_section(
         direct = load(urls["direct"], token, conns, seconds)["rps"]
         rps: dict[str, list[float]] = {name: [] for name in pids}
         cpu: dict[str, list[float]] = {name: [] for name in pids}
-        for _ in range(rounds):
-            for name, pid in pids.items():
+        names = list(pids)
+        for i in range(rounds):
+            # Each round starts with the next proxy: a place in the order (just
+            # after another proxy's run, say) is not always the same proxy's.
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                pid = pids[name]
                 before = cpu_seconds(pid)
                 served = load(urls[name], token, conns, seconds)["rps"]
                 rps[name].append(served)
