@@ -71,13 +71,15 @@ def reported(service: str, reading: Reading | None, prices: PriceTable) -> tuple
     """The tokens and cost (None: no price known) the answer itself reported."""
     if reading is None:
         return 0, None
-    # Unpacked, and passed positionally (PriceTable.cost takes keywords too):
-    # this runs for every metered answer.
+    # Unpacked, and priced by the Price itself: a Reading's counts are ints
+    # from 0 already (readers), which PriceTable.cost would check again for
+    # every metered answer.
     model, inputs, outputs, cached, written, _ = reading
     tokens = inputs + outputs
     if tokens == 0:
         return 0, 0.0  # nothing used costs nothing, whatever the model (an error answer)
-    return tokens, prices.cost(service, model, inputs, outputs, cached, written)
+    price = prices.price(service, model)
+    return tokens, None if price is None else price.cost(inputs, outputs, cached, written)
 
 
 def _estimated(answer: Answer, reading: Reading | None) -> bool:

@@ -92,6 +92,31 @@ def test_the_fixtures_are_not_all_unread() -> None:
         b'{"usage":{"prompt_tokens":1e3,"completion_tokens":1}}',
         b'{"usage":{"prompt_tokens":99999999999999999999999,"completion_tokens":1}}',
         b'{"usageMetadata":{"promptTokenCount":3},"modelVersion":"gemini-2.0-flash"}',
+        *(
+            b'{"model":"m","usage":' + usage + b"}"
+            for usage in (
+                b'{"prompt_tokens":true,"completion_tokens":1}',
+                b'{"prompt_tokens":1.0,"completion_tokens":1}',
+                b'{"prompt_tokens":-1,"completion_tokens":1}',
+                b'{"prompt_tokens":9007199254740992,"completion_tokens":1}',
+                b'{"prompt_tokens":9007199254740991,"completion_tokens":0}',
+                b'{"prompt_tokens":null,"input_tokens":5,"output_tokens":1}',
+                b'{"input_tokens":5,"output_tokens":1,"input_tokens_details":{"cached_tokens":2}}',
+                b'{"prompt_tokens":5,"total_tokens":5}',  # embeddings: object "list" only
+                b'{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":[]}',
+                b'{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":null}',
+                b'{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":'
+                b'{"cached_tokens":3,"cache_write_tokens":2}}',
+                b'{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":'
+                b'{"cached_tokens":3,"cache_write_tokens":3}}',
+                b'{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":'
+                b'{"cached_tokens":"3"}}',
+                b'{"prompt_tokens":5,"prompt_tokens":6,"completion_tokens":1}',
+                b'{"prompt_tokens":5,"completion_tokens":1,"input_tokens_details":[]}',
+                b'[{"prompt_tokens":5}]',
+                b'{"input_tokens":5,"output_tokens":2,"cache_read_input_tokens":1}',
+            )
+        ),
     ],
 )
 def test_edge_cases_read_the_same(kind: str, body: bytes) -> None:
@@ -108,3 +133,39 @@ def test_edge_cases_read_the_same(kind: str, body: bytes) -> None:
 def test_damaged_answers_read_the_same(kind: str, at: int, byte: int, cut: bool) -> None:
     damaged = CHAT[:at] if cut else CHAT[:at] + bytes([byte]) + CHAT[at + 1 :]
     same(kind, damaged)
+
+
+COUNTS = st.one_of(
+    st.integers(min_value=-2, max_value=2**53 + 1),
+    st.sampled_from([None, True, 1.0, "1", [], {}]),
+)
+FIELDS = [
+    "prompt_tokens",
+    "completion_tokens",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+]
+DETAILS = st.one_of(
+    st.none(),
+    st.just([]),
+    st.dictionaries(st.sampled_from(["cached_tokens", "cache_write_tokens"]), COUNTS),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    usage=st.dictionaries(st.sampled_from(FIELDS), COUNTS),
+    details=st.dictionaries(
+        st.sampled_from(["prompt_tokens_details", "input_tokens_details"]), DETAILS
+    ),
+    what=st.sampled_from(["chat.completion", "list", None]),
+)
+def test_any_usage_reads_the_same(
+    kind: str, usage: dict[str, Any], details: dict[str, Any], what: str | None
+) -> None:
+    """Counts of every type, in and out of range, either shape, details or none."""
+    body = {"model": "gpt-4o", "object": what, "usage": {**usage, **details}}
+    same(kind, json.dumps(body).encode())

@@ -14,7 +14,7 @@ functions.
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -76,7 +76,40 @@ class _Answer(msgspec.Struct):
     usage: Any = None
 
 
-_ANSWER_DECODER = msgspec.json.Decoder(_Answer)
+# A count as every reader takes one: an int (not a bool, not a float) from 0 to 2**53 - 1.
+_Count = Annotated[int, msgspec.Meta(ge=0, lt=LIMIT)]
+
+
+class _Cache(msgspec.Struct):
+    cached_tokens: _Count | None = None
+    cache_write_tokens: _Count | None = None
+
+
+class _ChatUsage(msgspec.Struct):
+    """The usual OpenAI usage (chat and legacy completions), checked by msgspec in C.
+
+    Only the chat shape as ``openai_usage`` reads it, with every count that
+    it requires: any other usage (``/v1/responses``' ``input_tokens``, an
+    embeddings answer without ``completion_tokens``, a count of the wrong
+    type) fails this and is read by ``openai_usage`` from the whole decode.
+    """
+
+    prompt_tokens: _Count
+    completion_tokens: _Count
+    prompt_tokens_details: _Cache | None = None
+
+
+class _OpenAIAnswer(msgspec.Struct):
+    model: Any = None
+    object: Any = None
+    usage: _ChatUsage | None = None
+
+
+# By provider: what a whole JSON answer is decoded into (Gemini's may be an array).
+_ANSWER_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "openai": msgspec.json.Decoder(_OpenAIAnswer),
+    "anthropic": msgspec.json.Decoder(_Answer),
+}
 
 
 def model_name(value: Any) -> str | None:
@@ -187,13 +220,15 @@ Found = tuple[str | None, Counts]  # the model the answer names, and its counts
 def read_answer(kind: str, data: bytes | bytearray) -> Found | None:
     """A whole JSON answer's bytes: None when it carries no usage, ``Invalid`` when it
     is bad (not JSON, or usage that cannot be trusted)."""
-    if kind == "gemini":
-        return gemini_json(decode(data))
+    decoder = _ANSWER_DECODERS.get(kind)
+    if decoder is None:  # Gemini: an object, or an array of the stream's chunks
+        return read_json(kind, decode(data))
     try:
-        answer = _ANSWER_DECODER.decode(data)
+        answer = decoder.decode(data)
     except msgspec.ValidationError:
-        # Not an object (msgspec says so at its first byte, before it has
-        # checked the rest): the whole decode says whether it is JSON at all.
+        # Not an object, or not the usual usage (msgspec stops at its first
+        # mismatch, before it has checked the rest): the whole decode says
+        # whether it is JSON at all, and the general readers read it.
         return read_json(kind, decode(data))
     except (msgspec.DecodeError, RecursionError) as e:
         raise Invalid from e
@@ -225,11 +260,26 @@ def _usage_of(kind: str, model: Any, what: Any, usage: Any) -> Found | None:
     # ``model_name``, inline: this runs for every metered JSON answer.
     if type(model) is not str or not 0 < len(model) <= MODEL_MAX or not model.isprintable():
         model = None
+    if type(usage) is _ChatUsage:  # checked by msgspec already
+        return model, _chat_counts(usage)
     if kind == "openai":
         return model, openai_usage(usage, what == "list")  # "list": an embeddings answer
     if kind == "anthropic":
         return model, anthropic_usage(usage)
     return None
+
+
+def _chat_counts(usage: _ChatUsage) -> Counts:
+    """``openai_usage``'s chat shape, of counts msgspec has checked: what is left to check."""
+    inputs = usage.prompt_tokens
+    details = usage.prompt_tokens_details
+    if details is None:
+        return inputs, usage.completion_tokens, 0, 0
+    cached = details.cached_tokens or 0
+    written = details.cache_write_tokens or 0
+    if cached + written > inputs:  # as ``_counts`` checks
+        raise Invalid("inconsistent counts")
+    return inputs, usage.completion_tokens, cached, written
 
 
 def gemini_json(body: Any) -> Found | None:
