@@ -135,7 +135,7 @@ def test_damaged_answers_read_the_same(kind: str, at: int, byte: int, cut: bool)
     same(kind, damaged)
 
 
-COUNTS = st.one_of(
+COUNTS: st.SearchStrategy[Any] = st.one_of(
     st.integers(min_value=-2, max_value=2**53 + 1),
     st.sampled_from([None, True, 1.0, "1", [], {}]),
 )
