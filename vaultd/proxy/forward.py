@@ -375,7 +375,7 @@ class Forwarder:
         meter = attempt.meter
         if meter is not None:
             complete = attempt.status not in (CLIENT_CLOSED, STREAM_BROKEN)
-            attempt.reading = without_secret(meter.result(complete=complete), attempt.secret)
+            attempt.reading = without_secret(meter.result(complete), attempt.secret)
         service = attempt.service
         if service is None:
             return None

@@ -219,15 +219,22 @@ class Meter:
 
     # -- the reading ---------------------------------------------------------
 
-    def result(self, *, complete: bool) -> Reading | None:
-        """The usage read, or None for unmetered."""
+    def result(self, complete: bool) -> Reading | None:
+        """The usage read, or None for unmetered. (``complete``: whether the answer
+        was passed on whole; positional or keyword.)"""
+        found: Found | None
+        final = True
         try:
-            if self._type == _JSON:  # the usual answer: one call less
-                found, final = self._found_json(complete), True
+            if self._type == _JSON:
+                # The usual answer, read here: a call less than ``_found_json``.
+                body = self._body if self._body is not None else self._json
+                found = read_answer(self._kind, body) if body else None
             else:
                 found, final = self._found(complete)
-        except Exception:  # Invalid usage, or a bug: a reading is never worth failing over
-            found, final = None, True
+        except Invalid:
+            found = self._found_json_prefix(complete)
+        except Exception:  # a bug: a reading is never worth failing over
+            found = None
         if found is None:
             if self._status >= 400:
                 found = (None, _ZERO)
@@ -256,17 +263,16 @@ class Meter:
         ended = reader.final if reader.knows_end else not stream.splitter.gave_up
         return reader.found(), ended
 
-    def _found_json(self, complete: bool) -> Found | None:
-        body: bytes | bytearray | None = self._body if self._body is not None else self._json
-        if not body:
+    def _found_json_prefix(self, complete: bool) -> Found | None:
+        """After ``Invalid``: a Gemini JSON-array stream cut off mid-way still counts its
+        complete chunks; anything else is unmetered."""
+        body = self._body if self._body is not None else self._json
+        if complete or self._kind != "gemini" or self._type != _JSON or not body:
             return None
         try:
-            return read_answer(self._kind, body)
-        except Invalid:
-            if complete or self._kind != "gemini":
-                raise
-        # A Gemini JSON-array stream cut off mid-way: its complete chunks still count.
-        return read_json(self._kind, gemini_array_prefix(body))
+            return read_json(self._kind, gemini_array_prefix(body))
+        except Exception:  # Invalid usage in a complete chunk, or a bug
+            return None
 
 
 # -- what include_usage added, taken out again -------------------------------
