@@ -456,8 +456,8 @@ def throughput_section(
 
     On a small machine a run's figure moves by a tenth with what else the
     cores do meanwhile; runs side by side in time, compared in pairs, see the
-    same conditions, and the order turns each round (with 3 rounds each proxy
-    runs once first, once second, once third). CPU time per request (the proxy process's user plus
+    same conditions, and the order turns each round (over 6 rounds, the
+    default, each proxy runs twice in each place). CPU time per request (the proxy process's user plus
     system time over the requests it served) is printed beside: it is what
     throughput is the inverse of while the proxy is the bottleneck, and
     moves less.
@@ -564,7 +564,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved throughput rounds (default 3)"
+        "--rounds", type=int, default=6, help="interleaved throughput rounds (default 6)"
     )
     parser.add_argument("--daemon-log", type=Path, help="append vaultd's log to this file")
     parser.add_argument(
