@@ -253,31 +253,32 @@ def peak_rss_mib(pid: int) -> float:
 def wrk(
     url: str, token: str, connections: int, seconds: int, body: bytes | None = None
 ) -> dict[str, float]:
-    script: list[str] = []
-    if body is not None:
-        lua = Path(tempfile.mkdtemp(prefix="vaultd-bench-wrk-")) / "post.lua"
-        lua.write_text(
-            'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(body.decode())}\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-        )
-        script = ["-s", str(lua)]
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            *script,
-            "-H",
-            f"Authorization: Bearer {token}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    with tempfile.TemporaryDirectory(prefix="vaultd-bench-wrk-") as scratch:
+        script: list[str] = []
+        if body is not None:
+            lua = Path(scratch) / "post.lua"
+            lua.write_text(
+                'wrk.method = "POST"\n'
+                f"wrk.body = {json.dumps(body.decode())}\n"
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
+            script = ["-s", str(lua)]
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                *script,
+                "-H",
+                f"Authorization: Bearer {token}",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if errors or socket_errors:
@@ -457,10 +458,10 @@ def throughput_section(
     On a small machine a run's figure moves by a tenth with what else the
     cores do meanwhile; runs side by side in time, compared in pairs, see the
     same conditions, and the order turns each round (over 6 rounds, the
-    default, each proxy runs twice in each place). CPU time per request (the proxy process's user plus
-    system time over the requests it served) is printed beside: it is what
-    throughput is the inverse of while the proxy is the bottleneck, and
-    moves less.
+    default, each proxy runs twice in each place). CPU time per request (the
+    proxy process's user plus system time over the requests it served) is
+    printed beside: it is what throughput is the inverse of while the proxy
+    is the bottleneck, and moves less.
     """
     print(f"\nthroughput (requests/s; median of {rounds} interleaved rounds)")
     for conns in (16, 64):
