@@ -169,3 +169,16 @@ def test_any_usage_reads_the_same(
     """Counts of every type, in and out of range, either shape, details or none."""
     body = {"model": "gpt-4o", "object": what, "usage": {**usage, **details}}
     same(kind, json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1.8e308", b"1e999999999999999999999"])
+def test_a_number_past_a_double_where_metering_does_not_look_is_metered(number: bytes) -> None:
+    """The one difference from the whole decode (readers.read_answer says so): msgspec
+    does not range-check the numbers it skips. The usage is still read and checked."""
+    skipped = CHAT.replace(b'"index": 0', b'"index": ' + number)
+    assert skipped != CHAT
+    with pytest.raises(Invalid):
+        decode(skipped)
+    assert read_answer("openai", skipped) == ("gpt-4o-2024-08-06", (12, 8, 4, 0))
+    in_usage = CHAT.replace(b'"prompt_tokens": 12', b'"prompt_tokens": ' + number)
+    assert outcome(read_answer, "openai", in_usage) == "invalid"

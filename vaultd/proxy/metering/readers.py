@@ -48,13 +48,18 @@ def decode(data: bytes | bytearray) -> Any:
     """UTF-8 JSON, or ``Invalid`` for anything that is not (bad UTF-8, too deep, ...).
 
     msgspec, not the standard library's json: it decodes in about a third
-    of the time. It is as strict as the readers need: a NaN, a lone
-    surrogate, a control character in a string, anything after the value
-    or nesting past the recursion limit is Invalid.
+    of the time. It refuses what the readers need refused: a NaN, a lone
+    surrogate, a control character in a string, anything after the value,
+    and nesting past Python's recursion limit (some 950 levels where the
+    proxy calls it, less than orjson's fixed 1024: such an answer is
+    unmetered, and under a budget charged the estimate). An integer of any
+    length is read whole (orjson refused one past a double's range); no
+    count takes one past 2**53.
     """
     try:
         return _DECODER.decode(data)
-    except (msgspec.DecodeError, RecursionError) as e:  # bad UTF-8 is a DecodeError
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
+        # Bad UTF-8 is a DecodeError in msgspec 0.23, a UnicodeDecodeError in 0.18.
         raise Invalid from e
 
 
@@ -219,7 +224,13 @@ Found = tuple[str | None, Counts]  # the model the answer names, and its counts
 
 def read_answer(kind: str, data: bytes | bytearray) -> Found | None:
     """A whole JSON answer's bytes: None when it carries no usage, ``Invalid`` when it
-    is bad (not JSON, or usage that cannot be trusted)."""
+    is bad (not JSON, or usage that cannot be trusted).
+
+    The outcome is ``read_json(kind, decode(data))``'s but for one thing that
+    msgspec does not check in the members it skips: a number past a double's
+    range (``1e400``). Such an answer is metered where the whole decode would
+    refuse it; its usage is read and checked all the same.
+    """
     decoder = _ANSWER_DECODERS.get(kind)
     if decoder is None:  # Gemini: an object, or an array of the stream's chunks
         return read_json(kind, decode(data))
@@ -230,7 +241,7 @@ def read_answer(kind: str, data: bytes | bytearray) -> Found | None:
         # mismatch, before it has checked the rest): the whole decode says
         # whether it is JSON at all, and the general readers read it.
         return read_json(kind, decode(data))
-    except (msgspec.DecodeError, RecursionError) as e:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
         raise Invalid from e
     if not data.isascii():
         # What msgspec skips it checks as JSON, escapes and control characters
