@@ -225,15 +225,15 @@ class Meter:
         found: Found | None
         final = True
         try:
-            if self._type == _JSON:
-                # The usual answer, read here: a call less than ``_found_json``.
+            if self._type == _JSON:  # the usual answer, read here: a call less
                 body = self._body if self._body is not None else self._json
-                found = read_answer(self._kind, body) if body else None
+                try:
+                    found = read_answer(self._kind, body) if body else None
+                except Invalid:
+                    found = self._gemini_prefix(body, complete) if body else None
             else:
                 found, final = self._found(complete)
-        except Invalid:
-            found = self._found_json_prefix(complete)
-        except Exception:  # a bug: a reading is never worth failing over
+        except Exception:  # Invalid usage, or a bug: a reading is never worth failing over
             found = None
         if found is None:
             if self._status >= 400:
@@ -251,7 +251,7 @@ class Meter:
 
     def _found(self, complete: bool) -> tuple[Found | None, bool]:
         """A stream's usage found, and whether it can be whole (False marks it
-        incomplete). (``result`` reads a JSON body itself, with ``_found_json``.)"""
+        incomplete). (``result`` reads a JSON body itself.)"""
         stream = self._stream
         if stream is None or stream.failed:
             return None, True
@@ -263,16 +263,12 @@ class Meter:
         ended = reader.final if reader.knows_end else not stream.splitter.gave_up
         return reader.found(), ended
 
-    def _found_json_prefix(self, complete: bool) -> Found | None:
-        """After ``Invalid``: a Gemini JSON-array stream cut off mid-way still counts its
-        complete chunks; anything else is unmetered."""
-        body = self._body if self._body is not None else self._json
-        if complete or self._kind != "gemini" or self._type != _JSON or not body:
-            return None
-        try:
-            return read_json(self._kind, gemini_array_prefix(body))
-        except Exception:  # Invalid usage in a complete chunk, or a bug
-            return None
+    def _gemini_prefix(self, body: bytes | bytearray, complete: bool) -> Found | None:
+        """After ``Invalid``: a Gemini JSON-array stream cut off mid-way still counts
+        its complete chunks; anything else is unmetered (``Invalid`` again)."""
+        if complete or self._kind != "gemini":
+            raise Invalid("not JSON")
+        return read_json(self._kind, gemini_array_prefix(body))
 
 
 # -- what include_usage added, taken out again -------------------------------

@@ -268,9 +268,7 @@ def _usage_of(kind: str, model: Any, what: Any, usage: Any) -> Found | None:
     """An OpenAI or Anthropic answer's model and counts, from its top-level members."""
     if usage is None:
         return None
-    # ``model_name``, inline: this runs for every metered JSON answer.
-    if type(model) is not str or not 0 < len(model) <= MODEL_MAX or not model.isprintable():
-        model = None
+    model = model_name(model)
     if type(usage) is _ChatUsage:  # checked by msgspec already
         return model, _chat_counts(usage)
     if kind == "openai":
@@ -282,15 +280,15 @@ def _usage_of(kind: str, model: Any, what: Any, usage: Any) -> Found | None:
 
 def _chat_counts(usage: _ChatUsage) -> Counts:
     """``openai_usage``'s chat shape, of counts msgspec has checked: what is left to check."""
-    inputs = usage.prompt_tokens
     details = usage.prompt_tokens_details
     if details is None:
-        return inputs, usage.completion_tokens, 0, 0
-    cached = details.cached_tokens or 0
-    written = details.cache_write_tokens or 0
-    if cached + written > inputs:  # as ``_counts`` checks
-        raise Invalid("inconsistent counts")
-    return inputs, usage.completion_tokens, cached, written
+        return usage.prompt_tokens, usage.completion_tokens, 0, 0
+    return _counts(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        details.cached_tokens or 0,
+        details.cache_write_tokens or 0,
+    )
 
 
 def gemini_json(body: Any) -> Found | None:
