@@ -15,10 +15,13 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from vaultd.http.middleware import add_standard_headers
+from vaultd.proxy.attempt import Attempt, without_secret
 from vaultd.proxy.decisions import response_headers, unscannable_coding
 from vaultd.proxy.errors import UpstreamEncoding, UpstreamInvalid, UpstreamUnreachable
-from vaultd.proxy.metering import Meter
+from vaultd.proxy.metering import Meter, is_json_answer, read_json_answer
+from vaultd.proxy.metering.meter import MAX_JSON
 from vaultd.proxy.redact import Patterns
+from vaultd.proxy.streamusage import model_hint
 
 log = logging.getLogger("vaultd.proxy")
 
@@ -35,12 +38,14 @@ async def relay_answer(
     request_id: str,
     upstream: aiohttp.ClientResponse,
     patterns: Patterns,
-    meter: Meter | None = None,
+    attempt: Attempt,
 ) -> tuple[web.StreamResponse, int, int]:
     """Pass the upstream's answer on, redacted: (response, bytes received, audit status).
 
-    ``meter`` reads the usage from the body as it passes (DESIGN 10), before
-    redaction: what it removes (the usage-only chunk vaultd asked for) never
+    Where ``attempt``'s service reports usage, the body is metered as it
+    passes (DESIGN 10), before redaction: ``attempt.reading`` is read from a
+    JSON body that came whole; any other body goes through ``attempt.meter``,
+    and what that removes (the usage-only chunk vaultd asked for) never
     reaches the client.
     """
     # A HEAD answer, or a 204/304, has no body to redact: its Content-Length
@@ -70,9 +75,26 @@ async def relay_answer(
     # path (proxy.direct) has no signal to run.
     add_standard_headers(headers, request_id)
     if not bodiless and upstream.content.is_eof():
-        return await _relay_whole(request, upstream, patterns, reason, headers, meter)
+        return await _relay_whole(request, upstream, patterns, reason, headers, attempt)
     response = web.StreamResponse(status=upstream.status, reason=reason, headers=headers)
-    return await _relay_stream(request, response, upstream, patterns, meter)
+    return await _relay_stream(request, response, upstream, patterns, _meter(attempt, upstream))
+
+
+def _meter(attempt: Attempt, upstream: aiohttp.ClientResponse) -> Meter | None:
+    """A meter for the answer's body (``attempt.meter``), unless its service reports no usage."""
+    service = attempt.service
+    if service is None or service.usage == "none":
+        return None
+    # Positional: a class called with keywords has them packed into a dict
+    # for __init__.
+    meter = attempt.meter = Meter(
+        service.usage,
+        upstream.status,
+        upstream.headers.get("Content-Type"),
+        attempt.injected,  # strip_usage_chunk
+        model_hint(service, attempt.path),
+    )
+    return meter
 
 
 def _refuse_unscannable(upstream: aiohttp.ClientResponse) -> None:
@@ -104,13 +126,14 @@ async def _relay_whole(
     patterns: Patterns,
     reason: str | None,
     headers: CIMultiDict[str],
-    meter: Meter | None,
+    attempt: Attempt,
 ) -> tuple[web.StreamResponse, int, int]:
     """A body that came whole with the head, out in one write with its length.
 
     The usual small JSON answer (aiohttp's flow control bounds what it
     buffers): redacted at once, it takes one write where streaming it takes
-    three (head, chunk, end) and their system calls.
+    three (head, chunk, end) and their system calls. A JSON body is metered
+    in one call, without a Meter, once it has gone out.
     """
     try:
         body = upstream.content.read_nowait()
@@ -119,8 +142,18 @@ async def _relay_whole(
             f"the upstream's answer broke off ({exc.__class__.__name__})"
         ) from None
     received = len(body)
-    if meter is not None:
-        body = meter.whole(body)
+    answered = body  # as the upstream sent it: what the usage is read from
+    service = attempt.service
+    kind = "none" if service is None else service.usage
+    whole_json = (
+        kind != "none"
+        and is_json_answer(kind, upstream.headers.get("Content-Type"))
+        and received <= MAX_JSON
+    )
+    if kind != "none" and not whole_json:
+        meter = _meter(attempt, upstream)
+        assert meter is not None
+        body = meter.whole(body)  # an event stream, say: its usage chunk may go
     if patterns.found_in(body):
         body = patterns.sub(body)
     status = upstream.status
@@ -130,6 +163,14 @@ async def _relay_whole(
         await whole.write_eof()
     except ConnectionResetError:
         status = CLIENT_CLOSED
+    finally:
+        # Also when the client left or the handler was cancelled: the answer
+        # came whole from the upstream, which bills all of it.
+        if whole_json:
+            assert service is not None
+            hint = model_hint(service, attempt.path)
+            reading = read_json_answer(kind, upstream.status, answered, True, hint)
+            attempt.reading = without_secret(reading, patterns)
     return whole, received, status
 
 

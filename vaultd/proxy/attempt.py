@@ -20,6 +20,7 @@ from vaultd.models import Credential
 from vaultd.proxy.cache import Secret
 from vaultd.proxy.counters import Ticket
 from vaultd.proxy.metering import Billing, Meter, Reading
+from vaultd.proxy.redact import Patterns
 from vaultd.services import Service
 from vaultd.store.audit import AuditRow, audit_path
 
@@ -95,18 +96,18 @@ class Outgoing(NamedTuple):
     host: tuple[str | None, int | None]
 
 
-def without_secret(reading: Reading | None, secret: Secret | None) -> Reading | None:
-    """``reading`` without a model name that holds the key (an upstream echoing it there).
+def without_secret(reading: Reading | None, patterns: Patterns | None) -> Reading | None:
+    """``reading`` without a model name that holds the key (``patterns``: its forms),
+    as an upstream echoing it there would have it.
 
     The meter reads the answer before redaction; what it keeps goes to the
     audit log, which read-scoped tokens can list.
     """
-    if reading is None or secret is None:
+    if reading is None or patterns is None:
         return reading
     model = reading.model
     if model is None:
         return reading
-    patterns = secret.patterns
     if model.isascii() and len(model) < patterns.shortest:
         # Too short to hold any form of the key (ASCII: a character is a byte),
         # the usual case: no encoding, no search.

@@ -63,9 +63,8 @@ from vaultd.proxy.errors import (
 )
 from vaultd.proxy.inflight import InFlight
 from vaultd.proxy.inspection import inspected, needs_body
-from vaultd.proxy.metering import Billing, Meter, billing
+from vaultd.proxy.metering import Billing, billing
 from vaultd.proxy.policy import credential_chosen, credential_name, route
-from vaultd.proxy.streamusage import model_hint
 from vaultd.proxy.usage import UsageRecorder
 from vaultd.services import Service
 from vaultd.sources.catalog import Pending
@@ -327,18 +326,8 @@ class Forwarder:
                 raise self._upstream_failed(exc) from None
             async with upstream:
                 attempt.upstream_status = upstream.status
-                if service.usage != "none":
-                    # Positional: a class called with keywords has them packed
-                    # into a dict for __init__, for every metered answer.
-                    attempt.meter = Meter(
-                        service.usage,
-                        upstream.status,
-                        upstream.headers.get("Content-Type"),
-                        attempt.injected,  # strip_usage_chunk
-                        model_hint(service, attempt.path),
-                    )
                 response, attempt.received, attempt.status = await relay_answer(
-                    request, request_id, upstream, outgoing.secret.patterns, attempt.meter
+                    request, request_id, upstream, outgoing.secret.patterns, attempt
                 )
             return response
         except VaultdError:
@@ -375,7 +364,8 @@ class Forwarder:
         meter = attempt.meter
         if meter is not None:
             complete = attempt.status not in (CLIENT_CLOSED, STREAM_BROKEN)
-            attempt.reading = without_secret(meter.result(complete), attempt.secret)
+            patterns = None if attempt.secret is None else attempt.secret.patterns
+            attempt.reading = without_secret(meter.result(complete), patterns)
         service = attempt.service
         if service is None:
             return None

@@ -60,6 +60,8 @@ from vaultd.proxy.metering.sse import SSEEvent, SSESplitter, parse_event
 from vaultd.proxy.metering.streams import NULL_USAGE, STREAMS, StreamReader
 
 _SSE, _JSON, _OTHER = 0, 1, 2
+# A JSON body larger than this is not parsed: unmetered (a Meter's default).
+MAX_JSON = 4 << 20
 _new_tuple = tuple.__new__
 _ZERO: Counts = (0, 0, 0, 0)
 _SPACE = b" \t\r\n"
@@ -85,6 +87,15 @@ def _body_type(content_type: str | None) -> int:
     if len(_BODY_TYPES) < _BODY_TYPES_MAX and len(content_type) <= 200:
         _BODY_TYPES[content_type] = found
     return found
+
+
+def is_json_answer(kind: str, content_type: str | None) -> bool:
+    """Whether an answer of a ``kind`` of usage is JSON by its Content-Type: what
+    ``read_json_answer`` reads (anything else goes through a ``Meter``)."""
+    if not content_type or kind not in STREAMS:
+        return False
+    known = _BODY_TYPES.get(content_type)  # the memo first: the usual type costs no call
+    return (_body_type(content_type) if known is None else known) == _JSON
 
 
 # Content-Type -> body type, as ``_body_type`` found it (one per answer otherwise).
@@ -146,11 +157,11 @@ class Meter:
         model_hint: str | None = None,
         *,
         max_event: int = 1 << 20,
-        max_json: int = 4 << 20,
+        max_json: int = MAX_JSON,
     ) -> None:
         self._kind = kind
         self._status = status
-        self._hint = None if model_hint is None else model_name(model_hint)
+        self._hint = model_hint  # checked (model_name) only where it is used
         self.max_json = max_json
         reader_type = STREAMS.get(kind)
         body_type = _OTHER
@@ -222,32 +233,14 @@ class Meter:
     def result(self, complete: bool) -> Reading | None:
         """The usage read, or None for unmetered. (``complete``: whether the answer
         was passed on whole; positional or keyword.)"""
-        found: Found | None
-        final = True
+        if self._type == _JSON:
+            body = self._body if self._body is not None else self._json
+            return read_json_answer(self._kind, self._status, body, complete, self._hint)
         try:
-            if self._type == _JSON:  # the usual answer, read here: a call less
-                body = self._body if self._body is not None else self._json
-                try:
-                    found = read_answer(self._kind, body) if body else None
-                except Invalid:
-                    found = self._gemini_prefix(body, complete) if body else None
-            else:
-                found, final = self._found(complete)
+            found, final = self._found(complete)
         except Exception:  # Invalid usage, or a bug: a reading is never worth failing over
-            found = None
-        if found is None:
-            if self._status >= 400:
-                found = (None, _ZERO)
-            else:
-                return None
-        model, (inputs, outputs, cached, written) = found
-        if not final:
-            complete = False
-        # tuple.__new__, as NamedTuple._make does: Reading's own __new__ is a
-        # Python function, a call more for every metered answer.
-        return _new_tuple(
-            Reading, (model or self._hint, inputs, outputs, cached, written, complete)
-        )
+            found, final = None, True
+        return _reading(found, self._status, self._hint, complete and final)
 
     def _found(self, complete: bool) -> tuple[Found | None, bool]:
         """A stream's usage found, and whether it can be whole (False marks it
@@ -263,12 +256,48 @@ class Meter:
         ended = reader.final if reader.knows_end else not stream.splitter.gave_up
         return reader.found(), ended
 
-    def _gemini_prefix(self, body: bytes | bytearray, complete: bool) -> Found | None:
-        """After ``Invalid``: a Gemini JSON-array stream cut off mid-way still counts
-        its complete chunks; anything else is unmetered (``Invalid`` again)."""
-        if complete or self._kind != "gemini":
-            raise Invalid("not JSON")
-        return read_json(self._kind, gemini_array_prefix(body))
+
+def read_json_answer(
+    kind: str, status: int, body: bytes | bytearray | None, complete: bool, hint: str | None
+) -> Reading | None:
+    """A JSON answer's reading, from its body (as far as it came, when not ``complete``).
+
+    What ``Meter`` does for a JSON body, without a Meter: the proxy calls it
+    for the usual answer, whose body came whole with its head, to read it
+    with one call. ``hint``: the model the request named, for an answer that
+    names none (as ``Meter`` takes it).
+    """
+    found: Found | None
+    try:
+        try:
+            found = read_answer(kind, body) if body else None
+        except Invalid:
+            found = _gemini_prefix(kind, body, complete) if body else None
+    except Exception:  # Invalid usage, or a bug: a reading is never worth failing over
+        found = None
+    return _reading(found, status, hint, complete)
+
+
+def _gemini_prefix(kind: str, body: bytes | bytearray, complete: bool) -> Found | None:
+    """After ``Invalid``: a Gemini JSON-array stream cut off mid-way still counts
+    its complete chunks; anything else is unmetered (``Invalid`` again)."""
+    if complete or kind != "gemini":
+        raise Invalid("not JSON")
+    return read_json(kind, gemini_array_prefix(body))
+
+
+def _reading(found: Found | None, status: int, hint: str | None, complete: bool) -> Reading | None:
+    """``found`` as a Reading; an error answer (400 or more) without usage reads as zero."""
+    if found is None:
+        if status < 400:
+            return None
+        found = (None, _ZERO)
+    model, (inputs, outputs, cached, written) = found
+    if model is None and hint is not None:
+        model = model_name(hint)
+    # tuple.__new__, as NamedTuple._make does: Reading's own __new__ is a
+    # Python function, a call more for every metered answer.
+    return _new_tuple(Reading, (model, inputs, outputs, cached, written, complete))
 
 
 # -- what include_usage added, taken out again -------------------------------
