@@ -450,9 +450,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def throughput_section(
-    urls: dict[str, str], pids: dict[str, int], token: str, seconds: int, rounds: int
+    urls: dict[str, str],
+    pids: dict[str, int],
+    token: str,
+    seconds: int,
+    rounds: int,
+    connections: tuple[int, ...] = (16, 64),
 ) -> None:
-    """Requests/s at 16 and 64 connections, each proxy's run interleaved with the
+    """Requests/s at each of ``connections``, each proxy's run interleaved with the
     others' ``rounds`` times; each ratio is the median of the rounds' ratios.
 
     On a small machine a run's figure moves by a tenth with what else the
@@ -464,7 +469,7 @@ def throughput_section(
     is the bottleneck, and moves less.
     """
     print(f"\nthroughput (requests/s; median of {rounds} interleaved rounds)")
-    for conns in (16, 64):
+    for conns in connections:
         direct = load(urls["direct"], token, conns, seconds)["rps"]
         rps: dict[str, list[float]] = {name: [] for name in pids}
         cpu: dict[str, list[float]] = {name: [] for name in pids}
@@ -570,9 +575,15 @@ def main() -> None:
     parser.add_argument("--daemon-log", type=Path, help="append vaultd's log to this file")
     parser.add_argument(
         "--only",
-        choices=["all", "policy"],
+        choices=["all", "policy", "throughput"],
         default="all",
-        help="policy: only the request-policy section (its own target, in a minute)",
+        help="policy: only the request-policy section (its own target, in a minute); "
+        "throughput: only the throughput rounds (with more --rounds, a firmer ratio)",
+    )
+    parser.add_argument(
+        "--connections",
+        default="16,64",
+        help="the throughput rounds' connection counts, comma-separated (default 16,64)",
     )
     parser.add_argument(
         "--fast-paths",
@@ -584,6 +595,12 @@ def main() -> None:
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        connections = tuple(int(n) for n in args.connections.split(","))
+    except ValueError:
+        connections = ()
+    if not connections or min(connections) < 1:
+        parser.error(f"--connections: comma-separated counts from 1, not {args.connections!r}")
     if args.role == "upstream":
         return run_upstream(args.port)
     if args.role == "naive":
@@ -645,7 +662,9 @@ def main() -> None:
             f"{os.cpu_count()} cores"
         )
         pids = {"naive": naive.pid, "vaultd": daemon.pid, "unmetered": daemon.pid}
-        throughput_section(urls, pids, token, args.seconds, args.rounds)
+        throughput_section(urls, pids, token, args.seconds, args.rounds, connections)
+        if args.only == "throughput":
+            return
         print("\nlatency at 1 connection (ms)")
         lat = {name: load(url, token, 1, args.seconds) for name, url in urls.items()}
         for name in urls:
