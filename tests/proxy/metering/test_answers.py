@@ -171,6 +171,34 @@ def test_any_usage_reads_the_same(
     same(kind, json.dumps(body).encode())
 
 
+MODELS: st.SearchStrategy[Any] = st.one_of(
+    st.text(max_size=210),
+    st.text(min_size=195, max_size=205),
+    st.sampled_from(
+        ["", "a" * 200, "a" * 201, "gpt\n4", "gpt\u00a04", "gpt\u20284", None, 7, True, [], {}]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    model=MODELS,
+    cached=st.sampled_from([None, 0, 3, 6]),
+    ascii_only=st.booleans(),
+)
+def test_any_model_reads_the_same(
+    kind: str, model: Any, cached: int | None, ascii_only: bool
+) -> None:
+    """The model, any JSON value (empty, too long, unprintable, no string), beside a
+    usage every reader takes: recorded, or not, as the general readers decide."""
+    usage: dict[str, Any] = {"prompt_tokens": 5, "completion_tokens": 1}
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    body = {"model": model, "object": "chat.completion", "usage": usage}
+    same(kind, json.dumps(body, ensure_ascii=ascii_only).encode())
+
+
 @pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1.8e308", b"1e999999999999999999999"])
 def test_a_number_past_a_double_where_metering_does_not_look_is_metered(number: bytes) -> None:
     """The one difference from the whole decode (readers.read_answer says so): msgspec

@@ -275,6 +275,10 @@ def read_json_answer(
             found = _gemini_prefix(kind, body, complete) if body else None
     except Exception:  # Invalid usage, or a bug: a reading is never worth failing over
         found = None
+    if found is not None and found[0] is not None:
+        # The usual answer, which names its model: made here, a call less.
+        model, (inputs, outputs, cached, written) = found
+        return _new_tuple(Reading, (model, inputs, outputs, cached, written, complete))
     return _reading(found, status, hint, complete)
 
 

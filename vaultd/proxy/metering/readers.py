@@ -252,7 +252,25 @@ def read_answer(kind: str, data: bytes | bytearray) -> Found | None:
             str(data, "utf-8")
         except UnicodeDecodeError as e:
             raise Invalid from e
-    return _usage_of(kind, answer.model, answer.object, answer.usage)
+    usage = answer.usage
+    if type(usage) is not _ChatUsage:
+        return _usage_of(kind, answer.model, answer.object, usage)
+    # The usual OpenAI answer, read in this frame: its counts checked by
+    # msgspec, the model as ``model_name`` takes it. Each call more here was a
+    # frame run cold for every metered answer (tests/proxy/metering/
+    # test_answers.py holds this to the general readers).
+    model = answer.model
+    if type(model) is not str or not 0 < len(model) <= MODEL_MAX or not model.isprintable():
+        model = None
+    details = usage.prompt_tokens_details
+    if details is None:
+        return model, (usage.prompt_tokens, usage.completion_tokens, 0, 0)
+    return model, _counts(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        details.cached_tokens or 0,
+        details.cache_write_tokens or 0,
+    )
 
 
 def read_json(kind: str, body: Any) -> Found | None:
@@ -269,26 +287,11 @@ def _usage_of(kind: str, model: Any, what: Any, usage: Any) -> Found | None:
     if usage is None:
         return None
     model = model_name(model)
-    if type(usage) is _ChatUsage:  # checked by msgspec already
-        return model, _chat_counts(usage)
     if kind == "openai":
         return model, openai_usage(usage, what == "list")  # "list": an embeddings answer
     if kind == "anthropic":
         return model, anthropic_usage(usage)
     return None
-
-
-def _chat_counts(usage: _ChatUsage) -> Counts:
-    """``openai_usage``'s chat shape, of counts msgspec has checked: what is left to check."""
-    details = usage.prompt_tokens_details
-    if details is None:
-        return usage.prompt_tokens, usage.completion_tokens, 0, 0
-    return _counts(
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        details.cached_tokens or 0,
-        details.cache_write_tokens or 0,
-    )
 
 
 def gemini_json(body: Any) -> Found | None:
