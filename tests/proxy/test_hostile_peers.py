@@ -585,6 +585,50 @@ async def test_a_status_outside_100_to_599_is_a_502(
         assert f"status {int(status)}," in body["detail"]
 
 
+@pytest.mark.parametrize(
+    ("reply", "tokens"),
+    [
+        (
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: 2\r\n\r\nxx",
+            0,
+        ),
+        (b"HTTP/1.1 600 Odd\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", 0),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: 2\r\n\r\nxx",
+            None,
+        ),
+    ],
+    ids=["gzip-401", "status-600", "gzip-200"],
+)
+async def test_an_answer_refused_unread_is_metered_by_its_status(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    reply: bytes,
+    tokens: int | None,
+) -> None:
+    """An error answer bills nothing, its body read or not: a zero reading (not one of
+    /api/usage's unmetered requests). A 2xx answer refused unread is unmetered."""
+    async with raw_upstream(reply) as (url, _):
+        client, config, _ = await vaultd_for(url, tmp_path, aiohttp_client)
+        token = mint_token(client.app[VAULT], config, scopes=["proxy"])
+        resp = await client.post(
+            "/proxy/openai/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": []},
+            headers=bearer(token),
+        )
+        assert resp.status == 502
+        await resp.read()
+        await client.app[USAGE].flush()
+    conn = sqlite3.connect(config.db_path)
+    try:
+        (row,) = conn.execute("SELECT input_tokens, output_tokens, cost_usd FROM audit").fetchall()
+    finally:
+        conn.close()
+    assert row == (tokens, tokens, None if tokens is None else 0.0)
+
+
 # -- header bytes pass as sent, or not at all ------------------------------------------
 
 

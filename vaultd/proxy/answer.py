@@ -53,12 +53,17 @@ async def relay_answer(
     if not 100 <= upstream.status <= 599:
         # RFC 9110 15: three digits, 1xx to 5xx. aiohttp's parser takes any
         # three digits, and a client handed status 0 or 99 may misread it.
+        _unread(attempt, upstream.status, patterns)
         raise UpstreamInvalid(
             f"the upstream answered with status {upstream.status}, which is not an HTTP status"
         )
     bodiless = request.method == "HEAD" or upstream.status in _BODILESS
     if not bodiless:
-        _refuse_unscannable(upstream)
+        try:
+            _refuse_unscannable(upstream)
+        except UpstreamEncoding:
+            _unread(attempt, upstream.status, patterns)
+            raise
     reason = upstream.reason
     if reason:
         # aiohttp decoded the phrase as UTF-8 with surrogateescape: encoded
@@ -95,6 +100,19 @@ def _meter(attempt: Attempt, upstream: aiohttp.ClientResponse) -> Meter | None:
         model_hint(service, attempt.path),
     )
     return meter
+
+
+def _unread(attempt: Attempt, status: int, patterns: Patterns) -> None:
+    """The reading of an answer whose body was never read (refused, or broken off):
+    what its head says, as a meter reads an empty body. An error status (400 or
+    more) bills nothing, so it is a zero reading; anything else is unmetered."""
+    service = attempt.service
+    if service is None or service.usage == "none":
+        return
+    hint = model_hint(service, attempt.path)
+    # Not complete: nothing of the body was seen.
+    reading = read_json_answer(service.usage, status, None, False, hint)
+    attempt.reading = without_secret(reading, patterns)
 
 
 def _refuse_unscannable(upstream: aiohttp.ClientResponse) -> None:
@@ -138,6 +156,7 @@ async def _relay_whole(
     try:
         body = upstream.content.read_nowait()
     except aiohttp.ClientError as exc:
+        _unread(attempt, upstream.status, patterns)
         raise UpstreamUnreachable(
             f"the upstream's answer broke off ({exc.__class__.__name__})"
         ) from None
