@@ -25,7 +25,9 @@ from vaultd.core.limits import COUNT_CEILING
 from vaultd.core.sessions import Session, Used
 from vaultd.http.appkeys import VAULT
 from vaultd.models import Credential
+from vaultd.proxy import forward, settling
 from vaultd.proxy.counters import Counters
+from vaultd.proxy.routes import FORWARDER
 
 
 @pytest.fixture
@@ -262,3 +264,75 @@ def test_an_rpm_window_is_dropped_when_the_limit_is(tmp_path: Path) -> None:
     for _ in range(1000):
         counters.charge(counters.admit(unlimited, credential, in_flight=0), 0, None)
     assert counters._sessions["s"].window is None
+
+
+# -- requests settled behind, once per turn of the event loop ----------------------------
+
+
+@pytest.fixture
+async def unsettled(rig: ProviderRig, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The turn of the loop that would settle requests put behind never comes: only a
+    flush settles them. (The list: each time that turn was asked for.)"""
+    settle_behind = rig.client.app[FORWARDER].settle_behind
+    loop = asyncio.get_running_loop()
+    real_call_soon = loop.call_soon
+    asked: list[object] = []
+
+    def call_soon(callback: Any, *args: Any, **kw: Any) -> Any:
+        if callback == settle_behind:
+            asked.append(callback)
+            return None
+        return real_call_soon(callback, *args, **kw)
+
+    monkeypatch.setattr(loop, "call_soon", call_soon)
+    return asked
+
+
+async def test_a_flush_writes_requests_not_yet_settled(
+    rig: ProviderRig, unsettled: list[object]
+) -> None:
+    """A request without a budget is settled in the next turn of the loop; a flush
+    before that turn (the last one at shutdown, say) still writes its row."""
+    token = rig.mint()
+    response = await rig.chat(token)
+    assert response.status == 200
+    await response.read()
+    assert unsettled and (await used(rig, token))["tokens"] == 0  # ended, not yet settled
+    (row,) = await rig.audit()  # the flush settles it first
+    assert (row["model"], row["input_tokens"], row["status"]) == ("gpt-test", 12, 200)
+    assert (await used(rig, token))["tokens"] == 20
+
+
+async def test_one_request_that_cannot_be_settled_costs_no_other_its_row(
+    rig: ProviderRig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = rig.mint()
+    real_settle = settling.settle
+    calls = 0
+
+    def settle_once_broken(*args: Any) -> float | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError(f"a message that holds {OPENAI_KEY}")
+        return real_settle(*args)
+
+    monkeypatch.setattr(forward, "settle", settle_once_broken)
+    statuses = [r.status for r in await asyncio.gather(*(rig.chat(token) for _ in range(4)))]
+    assert statuses == [200] * 4
+    rows = await rig.audit()
+    assert len(rows) == 3 and all(row["input_tokens"] == 12 for row in rows)
+    assert "could not settle a proxied request: RuntimeError" in caplog.text
+    assert OPENAI_KEY not in caplog.text
+
+
+async def test_under_a_budget_a_request_is_charged_before_its_handler_ends(
+    rig: ProviderRig, unsettled: list[object]
+) -> None:
+    """The next request of a session with a cost or token limit is admitted against
+    what the one before cost: nothing of it waits for the loop's next turn."""
+    token = rig.mint(limits={"max_tokens": 10**6})
+    response = await rig.chat(token)
+    await response.read()
+    assert not unsettled
+    assert (await used(rig, token))["tokens"] == 20

@@ -43,8 +43,9 @@ async def relay_answer(
     """Pass the upstream's answer on, redacted: (response, bytes received, audit status).
 
     Where ``attempt``'s service reports usage, the body is metered as it
-    passes (DESIGN 10), before redaction: ``attempt.reading`` is read from a
-    JSON body that came whole; any other body goes through ``attempt.meter``,
+    passes (DESIGN 10), before redaction: a JSON body that came whole is kept
+    as ``attempt.answer``, to be read once the request is settled; any other
+    body goes through ``attempt.meter``,
     and what that removes (the usage-only chunk vaultd asked for) never
     reaches the client.
     """
@@ -150,8 +151,8 @@ async def _relay_whole(
 
     The usual small JSON answer (aiohttp's flow control bounds what it
     buffers): redacted at once, it takes one write where streaming it takes
-    three (head, chunk, end) and their system calls. A JSON body is metered
-    in one call, without a Meter, once it has gone out.
+    three (head, chunk, end) and their system calls. A JSON body needs no
+    Meter: it is kept (``attempt.answer``) and read when the request is settled.
     """
     try:
         body = upstream.content.read_nowait()
@@ -186,10 +187,7 @@ async def _relay_whole(
         # Also when the client left or the handler was cancelled: the answer
         # came whole from the upstream, which bills all of it.
         if whole_json:
-            assert service is not None
-            hint = model_hint(service, attempt.path)
-            reading = read_json_answer(kind, upstream.status, answered, True, hint)
-            attempt.reading = without_secret(reading, patterns)
+            attempt.answer = answered
     return whole, received, status
 
 

@@ -29,6 +29,7 @@ class Attempt:
     """What one request has come to so far: the audit row is made of it, however it ends."""
 
     __slots__ = (
+        "answer",
         "billing",
         "budget",
         "credential",
@@ -74,6 +75,9 @@ class Attempt:
         # What the answer said it used (None: not metered), read by ``meter``.
         self.reading: Reading | None = None
         self.meter: Meter | None = None
+        # A JSON answer's body that came whole, as the upstream sent it: read
+        # when the request is settled (``Forwarder._settle``), not by a meter.
+        self.answer: bytes | None = None
         self.secret: Secret | None = None
         self.upstream_status: int | None = None
         # Under a token or cost budget (the session's or the credential's), and
@@ -118,9 +122,10 @@ def without_secret(reading: Reading | None, patterns: Patterns | None) -> Readin
 
 
 def audit_row(
-    request: web.Request, request_id: str, attempt: Attempt, started: float, cost: float | None
+    request: web.Request, request_id: str, attempt: Attempt, elapsed: float, cost: float | None
 ) -> AuditRow:
-    """The audit row of ``attempt``, in ``store.audit.ROW_FIELDS`` order (see there why a tuple)."""
+    """The audit row of ``attempt`` (``elapsed``: seconds from its start to its answer's
+    end), in ``store.audit.ROW_FIELDS`` order (see there why a tuple)."""
     credential, service, reading = attempt.credential, attempt.service, attempt.reading
     assert attempt.session is not None  # only authenticated attempts are audited
     return (
@@ -134,7 +139,7 @@ def audit_row(
         request.method[:16],
         audit_path(attempt.rest),
         attempt.status,
-        round((time.perf_counter() - started) * 1000, 3),
+        round(elapsed * 1000, 3),
         attempt.sent[0],
         attempt.received,
         reading.model if reading is not None else None,

@@ -136,7 +136,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         app[PROXY_STATS] = Stats(recorder, inflight)
         upstream = make_upstream_client(client, timeout)
-        app[FORWARDER] = Forwarder(
+        forwarder = app[FORWARDER] = Forwarder(
             config,
             cache,
             recorder,
@@ -146,6 +146,8 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
             PriceTable(config.prices),
             sources or None,
         )
+        # Each flush writes every request that has ended, settled or not yet.
+        recorder.before_flush = forwarder.settle_behind
         try:
             yield
         finally:

@@ -66,12 +66,16 @@ class UsageRecorder:
         audit_keep_seconds: int,
         after_write: Callable[[], None] | None = None,
         counters: Counters | None = None,
+        before_flush: Callable[[], None] | None = None,
     ) -> None:
         self.db_path = db_path
         # The limits' counters, written in the same transaction as the rows.
         self.counters = counters
         # Run on the event loop after each flush that wrote (the proxy cache's rewarm).
         self.after_write = after_write
+        # Run on the event loop before each flush: what is still to be recorded
+        # (the proxy's requests settled behind, Forwarder.settle_behind).
+        self.before_flush = before_flush
         self.interval = interval
         self.audit_keep_rows = audit_keep_rows
         self.audit_keep_seconds = audit_keep_seconds
@@ -151,6 +155,8 @@ class UsageRecorder:
         full.clear()
 
     async def flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()
         async with self._lock:
             snap = self.counters.snapshot() if self.counters is not None else Snapshot()
             if (not self._pending and not snap) or self._db is None:
