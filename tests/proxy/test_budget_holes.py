@@ -322,7 +322,7 @@ async def test_one_request_that_cannot_be_settled_costs_no_other_its_row(
     assert statuses == [200] * 4
     rows = await rig.audit()
     assert len(rows) == 3 and all(row["input_tokens"] == 12 for row in rows)
-    assert "could not settle a proxied request: RuntimeError" in caplog.text
+    assert "could not settle a proxied request: RuntimeError request=" in caplog.text
     assert OPENAI_KEY not in caplog.text
 
 

@@ -76,7 +76,7 @@ class Attempt:
         self.reading: Reading | None = None
         self.meter: Meter | None = None
         # A JSON answer's body that came whole, as the upstream sent it: read
-        # when the request is settled (``Forwarder._settle``), not by a meter.
+        # when the request is settled (``settling.settle``), not by a meter.
         self.answer: bytes | None = None
         self.secret: Secret | None = None
         self.upstream_status: int | None = None

@@ -384,8 +384,13 @@ class Forwarder:
                 self._record(settled)
             except Exception as exc:
                 # One request's bug must not cost the others their rows. The
-                # class only: a message could hold anything the request held.
-                log.error("could not settle a proxied request: %s", exc.__class__.__name__)
+                # class only (a message could hold anything the request held),
+                # and the request id, which vaultd made.
+                log.error(
+                    "could not settle a proxied request: %s request=%s",
+                    exc.__class__.__name__,
+                    settled[1],
+                )
 
     def _record(self, settled: Settled) -> None:
         """Charge a request that has ended to the counters, and record its audit row."""

@@ -44,6 +44,7 @@ def settle(attempt: Attempt, counters: Counters, prices: PriceTable) -> float | 
         hint = model_hint(service, attempt.path)
         reading = read_json_answer(service.usage, status, body, True, hint)
         attempt.reading = without_secret(reading, attempt.secret.patterns)
+        attempt.answer = None  # read: up to MAX_JSON bytes need not outlive this
     if not attempt.budget:
         # Nothing to estimate without a budget (``charging.charge``): what the
         # answer reported, without the Answer that an estimate needs.
