@@ -15,10 +15,10 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from vaultd.http.middleware import add_standard_headers
-from vaultd.proxy.attempt import Attempt, without_secret
+from vaultd.proxy.attempt import Attempt
 from vaultd.proxy.decisions import response_headers, unscannable_coding
 from vaultd.proxy.errors import UpstreamEncoding, UpstreamInvalid, UpstreamUnreachable
-from vaultd.proxy.metering import Meter, is_json_answer, read_json_answer
+from vaultd.proxy.metering import Meter, is_json_answer
 from vaultd.proxy.metering.meter import MAX_JSON
 from vaultd.proxy.redact import Patterns
 from vaultd.proxy.streamusage import model_hint
@@ -54,17 +54,12 @@ async def relay_answer(
     if not 100 <= upstream.status <= 599:
         # RFC 9110 15: three digits, 1xx to 5xx. aiohttp's parser takes any
         # three digits, and a client handed status 0 or 99 may misread it.
-        _unread(attempt, upstream.status, patterns)
         raise UpstreamInvalid(
             f"the upstream answered with status {upstream.status}, which is not an HTTP status"
         )
     bodiless = request.method == "HEAD" or upstream.status in _BODILESS
     if not bodiless:
-        try:
-            _refuse_unscannable(upstream)
-        except UpstreamEncoding:
-            _unread(attempt, upstream.status, patterns)
-            raise
+        _refuse_unscannable(upstream)
     reason = upstream.reason
     if reason:
         # aiohttp decoded the phrase as UTF-8 with surrogateescape: encoded
@@ -101,19 +96,6 @@ def _meter(attempt: Attempt, upstream: aiohttp.ClientResponse) -> Meter | None:
         model_hint(service, attempt.path),
     )
     return meter
-
-
-def _unread(attempt: Attempt, status: int, patterns: Patterns) -> None:
-    """The reading of an answer whose body was never read (refused, or broken off):
-    what its head says, as a meter reads an empty body. An error status (400 or
-    more) bills nothing, so it is a zero reading; anything else is unmetered."""
-    service = attempt.service
-    if service is None or service.usage == "none":
-        return
-    hint = model_hint(service, attempt.path)
-    # Not complete: nothing of the body was seen.
-    reading = read_json_answer(service.usage, status, None, False, hint)
-    attempt.reading = without_secret(reading, patterns)
 
 
 def _refuse_unscannable(upstream: aiohttp.ClientResponse) -> None:
@@ -157,7 +139,6 @@ async def _relay_whole(
     try:
         body = upstream.content.read_nowait()
     except aiohttp.ClientError as exc:
-        _unread(attempt, upstream.status, patterns)
         raise UpstreamUnreachable(
             f"the upstream's answer broke off ({exc.__class__.__name__})"
         ) from None

@@ -33,17 +33,20 @@ def settle(attempt: Attempt, counters: Counters, prices: PriceTable) -> float | 
         return None
     meter = attempt.meter
     body = attempt.answer
+    status = attempt.upstream_status
+    patterns = None if attempt.secret is None else attempt.secret.patterns
     if meter is not None:
         complete = attempt.status not in (CLIENT_CLOSED, STREAM_BROKEN)
-        patterns = None if attempt.secret is None else attempt.secret.patterns
         attempt.reading = without_secret(meter.result(complete), patterns)
-    elif body is not None and attempt.secret is not None:
-        # A JSON answer that came whole: whole, whatever the client did
-        # after (the upstream bills all of it).
-        status = attempt.upstream_status or 0
+    elif status is not None and service.usage != "none":
+        # No meter: a JSON answer that came whole (whole, whatever the client
+        # did after: the upstream bills all of it), or one refused or broken
+        # off on its head (not an HTTP status, compressed), read as a meter
+        # reads an empty body: an error status is a zero reading.
+        complete = body is not None or attempt.status not in (CLIENT_CLOSED, STREAM_BROKEN)
         hint = model_hint(service, attempt.path)
-        reading = read_json_answer(service.usage, status, body, True, hint)
-        attempt.reading = without_secret(reading, attempt.secret.patterns)
+        reading = read_json_answer(service.usage, status, body, complete, hint)
+        attempt.reading = without_secret(reading, patterns)
         attempt.answer = None  # read: up to MAX_JSON bytes need not outlive this
     if not attempt.budget:
         # Nothing to estimate without a budget (``charging.charge``): what the

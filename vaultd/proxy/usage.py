@@ -66,7 +66,6 @@ class UsageRecorder:
         audit_keep_seconds: int,
         after_write: Callable[[], None] | None = None,
         counters: Counters | None = None,
-        before_flush: Callable[[], None] | None = None,
     ) -> None:
         self.db_path = db_path
         # The limits' counters, written in the same transaction as the rows.
@@ -74,8 +73,9 @@ class UsageRecorder:
         # Run on the event loop after each flush that wrote (the proxy cache's rewarm).
         self.after_write = after_write
         # Run on the event loop before each flush: what is still to be recorded
-        # (the proxy's requests settled behind, Forwarder.settle_behind).
-        self.before_flush = before_flush
+        # (the proxy's requests settled behind, Forwarder.settle_behind; set
+        # once the Forwarder, which records through this, exists).
+        self.before_flush: Callable[[], None] | None = None
         self.interval = interval
         self.audit_keep_rows = audit_keep_rows
         self.audit_keep_seconds = audit_keep_seconds
