@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from aiohttp import HttpVersion, web
@@ -11,6 +12,7 @@ from aiohttp.test_utils import make_mocked_request
 from tests.support.config import write_api_config
 from vaultd.errors import ConfigError, VaultdError
 from vaultd.http.appkeys import REQUEST_ID
+from vaultd.http.connections import ConnectionNotes
 from vaultd.http.errors import ForbiddenHost, ForbiddenOrigin, UnsupportedMediaType
 from vaultd.http.guard import MAX_HEAD, Guard, HostPolicy, split_host
 
@@ -51,6 +53,12 @@ def test_configured_hosts_bare_or_with_their_own_port() -> None:
     assert split_host(" Example.COM:80 ") == ("example.com", 80)
 
 
+class _Noted(ConnectionNotes):
+    def __init__(self) -> None:
+        self.listening_port = PORT
+        self.head_arrival = None
+
+
 def request(
     method: str = "GET",
     path: str = "/api/credentials",
@@ -58,9 +66,10 @@ def request(
     version: HttpVersion = HTTP11,
 ) -> web.Request:
     sent = {"Host": f"127.0.0.1:{PORT}", **(headers or {})}
-    made = make_mocked_request(method, path, headers=sent, version=version)
-    # As vaultd serve's connections note it (daemon.connection_fast).
-    made.protocol.listening_port = PORT  # type: ignore[attr-defined]
+    # As vaultd serve's connections note it (http.connections).
+    transport = mock.Mock()
+    transport.get_protocol.return_value = _Noted()
+    made = make_mocked_request(method, path, headers=sent, version=version, transport=transport)
     made[REQUEST_ID] = "01234567-89ab-7def-8123-456789abcdef"
     return made
 

@@ -283,7 +283,6 @@ async def test_a_revocation_reaches_every_request_sent_after_it_under_load(proxy
     assert 200 in before
 
 
-@fast_server_only  # heads are numbered as they arrive by the fast server path only
 async def test_requests_that_arrived_together_share_one_check(
     proxy: Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:

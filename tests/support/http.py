@@ -107,8 +107,8 @@ def split_reply(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 
 # What only vaultd serve's fast server path does (daemon/connection_fast.py):
 # a problem body for a request aiohttp cannot parse, a head bounded while it
-# arrives, head arrivals numbered. The suite's run on the public paths
-# (tests/daemon/test_fastpaths.py) skips these.
+# arrives. The suite's run on the public paths (tests/daemon/test_fastpaths.py)
+# skips these.
 fast_server_only = pytest.mark.skipif(
     os.environ.get("VAULTD_FAST_PATHS", "").strip().lower() in ("off", "none", "client"),
     reason="only the fast server path answers this way",

@@ -37,6 +37,7 @@ from aiohttp.web_request import BaseRequest
 from vaultd.daemon.connection import DaemonRunner, log
 from vaultd.errors import VaultdError
 from vaultd.http import fastpaths
+from vaultd.http.connections import ConnectionNotes
 from vaultd.http.errors import InternalError
 from vaultd.http.guard import HEAD_TOO_LARGE, MAX_HEAD, socket_port
 from vaultd.http.middleware import new_request_id, set_standard_headers
@@ -68,18 +69,20 @@ def internals_missing() -> str | None:
     return None
 
 
-class ProblemRequestHandler(web.RequestHandler):
+class ProblemRequestHandler(web.RequestHandler, ConnectionNotes):
+    """aiohttp's connection handler, with problems, heads bounded, and its notes
+    (``http.connections``): its heads are numbered exactly when each one ends."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Bytes of a request head still incomplete, counted while the
         # connection waits for its next request.
         self._head_bytes = 0
         self._head_refused = False
-        # The port this connection came in on, for the Host check
-        # (guard._listening_port); noted once in connection_made.
+        # Noted once in connection_made.
         self.listening_port: int | None = None
-        # When this connection's latest request head arrived, in the order of
-        # arrivals.ARRIVALS (for the proxy cache's check; see there).
+        # When this connection's latest request head arrived (a number of
+        # arrivals.ARRIVALS; only for the proxy cache's check, see there).
         self.head_arrival: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,6 +157,9 @@ class ProblemRequestHandler(web.RequestHandler):
 
 
 class ProblemServer(web.Server):
+    # Its connections number their own heads: DaemonRunner.server leaves it be.
+    numbers_arrivals = True
+
     def __call__(self) -> web.RequestHandler:
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 from itertools import chain
-from typing import cast
 
 from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from multidict import istr
@@ -20,6 +19,7 @@ from vaultd.config import Config
 from vaultd.errors import ConfigError, VaultdError
 from vaultd.http.appkeys import REQUEST_ID
 from vaultd.http.bearer import authenticate
+from vaultd.http.connections import notes_of
 from vaultd.http.errors import ForbiddenHost, ForbiddenOrigin, UnsupportedMediaType
 from vaultd.http.problems import problem_response, status_problem
 
@@ -35,7 +35,6 @@ HEAD_TOO_LARGE = f"the request line and headers are larger than {MAX_HEAD // 102
 # Methods whose body is JSON on every /api/ endpoint (T3: a browser can send
 # text/plain or a form cross-origin without a preflight, but not JSON).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_UNKNOWN = object()
 # Header names for lookups are ``istr`` (as aiohttp's ``hdrs``): multidict then
 # skips folding the name's case on every lookup of every request.
 _SEC_FETCH_SITE = istr("Sec-Fetch-Site")
@@ -114,13 +113,13 @@ def socket_port(transport: asyncio.BaseTransport | None) -> int | None:
 
 
 def _listening_port(request: web.Request) -> int | None:
-    # ``vaultd serve``'s connections (daemon.connection_fast.ProblemRequestHandler) note the
-    # port once when they open: asking the transport costs a getsockname()
-    # system call, which per request showed in the proxy's profile.
-    port = getattr(request.protocol, "listening_port", _UNKNOWN)
-    if port is _UNKNOWN:
+    # ``vaultd serve``'s connections note the port once when they open
+    # (http.connections): asking the transport per request showed in the
+    # proxy's profile.
+    notes = notes_of(request)
+    if notes is None:
         return socket_port(request.transport)
-    return cast("int | None", port)
+    return notes.listening_port
 
 
 def framing_fault(request: web.Request) -> str | None:

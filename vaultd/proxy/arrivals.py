@@ -1,12 +1,14 @@
 """The order in which request heads arrived, for "was this checked after the request came in?".
 
-``daemon.connection_fast.ProblemRequestHandler`` numbers request heads as their bytes
-arrive; ``ProxyCache.refresh_for`` then skips its database check for a
-request whose head arrived before the last check ran: that check already saw
-every commit made before the request was sent, which is all a revocation
-promises (DESIGN 6: the next request). Under load the event loop reads many
-heads between two turns of the handlers, and one check now serves all of
-them instead of one each.
+``vaultd serve``'s connections number their bytes as they arrive
+(``http.connections``: the fast server path each request head as it ends, the
+public path the latest bytes read, which is no earlier);
+``ProxyCache.refresh_for`` then skips its database check for a request whose
+number is no later than the last check's: that check already saw every
+commit made before the request was sent, which is all a revocation promises
+(DESIGN 6: the next request). Under load the event loop reads many heads
+between two turns of the handlers, and one check now serves all of them
+instead of one each.
 
 An order, not a time: numbers are handed out on the event loop's thread, in
 the order the bytes were read, so "arrived before the check" is exact.

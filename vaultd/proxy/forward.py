@@ -37,6 +37,7 @@ from vaultd.errors import (
     VaultdError,
 )
 from vaultd.http.appkeys import REQUEST_ID
+from vaultd.http.connections import notes_of
 from vaultd.http.errors import MalformedRequest, MethodNotAllowed, PayloadTooLarge
 from vaultd.models import Credential
 from vaultd.prices import PriceTable
@@ -202,8 +203,9 @@ class Forwarder:
     async def serve(self, request: web.Request) -> web.StreamResponse:
         """One proxied request, from the checks to the audit row (after ``middleware.checked``)."""
         started = time.perf_counter()
-        # A connection of `vaultd serve` numbers its request heads (arrivals.py).
-        self.cache.refresh_for(getattr(request.protocol, "head_arrival", None))
+        # A connection of `vaultd serve` numbers its arrivals (http.connections).
+        notes = notes_of(request)
+        self.cache.refresh_for(None if notes is None else notes.head_arrival)
         request_id = request[REQUEST_ID]
         attempt = Attempt()
         try:
