@@ -109,6 +109,35 @@ async def test_the_fast_runner_numbers_its_own_heads() -> None:
         await runner.cleanup()
 
 
+@pytest.mark.skipif(
+    connection_fast.internals_missing() is not None, reason="the fast server path is off"
+)
+async def test_the_fast_connection_numbers_every_read() -> None:
+    """Not only a read that ends a head: aiohttp parses some bytes later than it reads
+    them (those held back while an Upgrade request is handled), and a request made of
+    them must carry the number of the read that brought them."""
+    runner = connection_fast.FastDaemonRunner(web.Application())
+    await runner.setup()
+    try:
+        server = runner.server
+        assert server is not None
+        handler = server()
+        assert isinstance(handler, connection_fast.ProblemRequestHandler)
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None: (
+            ("127.0.0.1", 3978) if name == "sockname" else default
+        )
+        handler.connection_made(transport)
+        handler.data_received(b"GET /x HTTP/1.1\r\nHo")  # a head not ended yet
+        first = handler.head_arrival
+        assert first is not None and first == ARRIVALS.latest
+        handler.data_received(b"st: localhost\r\n\r\n")
+        assert handler.head_arrival == first + 1 == ARRIVALS.latest
+        handler.connection_lost(None)
+    finally:
+        await runner.cleanup()
+
+
 class PublicTestServer(TestServer):
     """The app on the public runner, whatever VAULTD_FAST_PATHS says."""
 

@@ -71,7 +71,7 @@ def internals_missing() -> str | None:
 
 class ProblemRequestHandler(web.RequestHandler, ConnectionNotes):
     """aiohttp's connection handler, with problems, heads bounded, and its notes
-    (``http.connections``): its heads are numbered exactly when each one ends."""
+    (``http.connections``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,8 +81,9 @@ class ProblemRequestHandler(web.RequestHandler, ConnectionNotes):
         self._head_refused = False
         # Noted once in connection_made.
         self.listening_port: int | None = None
-        # When this connection's latest request head arrived (a number of
-        # arrivals.ARRIVALS; only for the proxy cache's check, see there).
+        # When this connection's latest bytes arrived, so no earlier than its
+        # current request's head (a number of arrivals.ARRIVALS; only for the
+        # proxy cache's check, see there).
         self.head_arrival: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -100,11 +101,15 @@ class ProblemRequestHandler(web.RequestHandler, ConnectionNotes):
         """
         if self._head_refused:
             return  # the 431 is on its way and the connection closes after it
+        # Every read is numbered, before aiohttp sees it, not only one that
+        # ends a head: aiohttp may parse bytes later than it reads them (those
+        # held back while an Upgrade request is handled are parsed when it
+        # ends), and such a request must not carry an earlier read's number.
+        self.head_arrival = ARRIVALS.tick()
         requests_before = self._request_count
         super().data_received(data)
         if self._request_count != requests_before:
             self._head_bytes = 0  # a head ended: the usual case, decided first
-            self.head_arrival = ARRIVALS.tick()
             return
         # No message came of ``data``, so aiohttp left the state read here as
         # it was before ``data``. Waiting for a head: nothing parsed yet on

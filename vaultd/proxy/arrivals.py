@@ -1,8 +1,8 @@
 """The order in which request heads arrived, for "was this checked after the request came in?".
 
 ``vaultd serve``'s connections number their bytes as they arrive
-(``http.connections``: the fast server path each request head as it ends, the
-public path the latest bytes read, which is no earlier);
+(``http.connections``: each read, so a request carries the number of the
+latest read on its connection, no earlier than its head's);
 ``ProxyCache.refresh_for`` then skips its database check for a request whose
 number is no later than the last check's: that check already saw every
 commit made before the request was sent, which is all a revocation promises
