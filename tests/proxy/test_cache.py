@@ -9,6 +9,7 @@ import pytest
 from vaultd.core.vault import Vault, open_vault
 from vaultd.errors import Unauthorized
 from vaultd.proxy import cache as cache_module
+from vaultd.proxy.arrivals import ARRIVALS
 from vaultd.proxy.cache import ProxyCache
 
 KEY = "sk-proj-CACHEDkeyCACHEDkey0001"
@@ -142,3 +143,32 @@ def test_rewarm_refills_what_a_usage_write_emptied(
     cache.session(token)
     cache.secret(credential, vault.config.services["openai"])
     assert (authenticate, reveal) == ([], [])
+
+
+class _FailingCheck:
+    """Stands in for the cache's PRAGMA cursor: the database cannot be read (busy, I/O)."""
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_a_check_that_failed_vouches_for_no_request(
+    stocked: tuple[Vault, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request sent after a revocation, whose check failed, is checked again when
+    the database can be read, not served from the cache by the next request."""
+    vault, token = stocked
+    cache = ProxyCache(vault)
+    cache.refresh()
+    session = cache.session(token)
+    with open_vault(vault.config) as other:  # the CLI revokes it
+        other.sessions.revoke(session.id)
+    arrival = ARRIVALS.tick()  # then a request with the token arrives
+    working = cache._version
+    monkeypatch.setattr(cache, "_version", _FailingCheck())
+    with pytest.raises(sqlite3.OperationalError):  # its check fails (a 503)
+        cache.refresh_for(arrival)
+    monkeypatch.setattr(cache, "_version", working)
+    cache.refresh_for(arrival)  # as another request that arrived with it
+    with pytest.raises(Unauthorized, match="revoked"):
+        cache.session(token)

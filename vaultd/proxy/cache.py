@@ -103,11 +103,13 @@ class ProxyCache:
     def refresh(self) -> bool:
         """Forget everything if the database changed since the last call (then True)."""
         # Read first: every head numbered up to here arrived before this check.
-        self._checked_arrival = ARRIVALS.latest
+        # Kept only once the check has run: one that raised vouches for nothing.
+        arrived = ARRIVALS.latest
         stamp = (
             self._version.execute("PRAGMA data_version").fetchone()[0],
             self._conn.total_changes,
         )
+        self._checked_arrival = arrived
         if stamp != self._stamp or len(self) > MAX_ENTRIES:
             self._sessions.clear()
             self._credentials.clear()
