@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from vaultd.daemon import connection_fast
 from vaultd.daemon.connection import DaemonRunner, NumberedConnection, NumberingServer
-from vaultd.http.connections import ConnectionNotes, notes_of
+from vaultd.http.connections import notes_of
 from vaultd.proxy.arrivals import ARRIVALS
 
 
@@ -98,42 +98,31 @@ async def test_the_public_runner_makes_numbered_connections() -> None:
 @pytest.mark.skipif(
     connection_fast.internals_missing() is not None, reason="the fast server path is off"
 )
-async def test_the_fast_runner_numbers_its_own_heads() -> None:
-    runner = connection_fast.FastDaemonRunner(web.Application())
-    await runner.setup()
-    try:
-        server = runner.server
-        assert isinstance(server, connection_fast.ProblemServer)
-        assert isinstance(server(), ConnectionNotes)
-    finally:
-        await runner.cleanup()
-
-
-@pytest.mark.skipif(
-    connection_fast.internals_missing() is not None, reason="the fast server path is off"
-)
 async def test_the_fast_connection_numbers_every_read() -> None:
-    """Not only a read that ends a head: aiohttp parses some bytes later than it reads
-    them (those held back while an Upgrade request is handled), and a request made of
-    them must carry the number of the read that brought them."""
+    """The fast path's handler is behind the same notes, and every read is numbered, not
+    only one that ends a head: aiohttp parses some bytes later than it reads them
+    (those held back while an Upgrade request is handled), and a request made of them
+    must carry the number of the read that brought them."""
     runner = connection_fast.FastDaemonRunner(web.Application())
     await runner.setup()
     try:
-        server = runner.server
-        assert server is not None
-        handler = server()
-        assert isinstance(handler, connection_fast.ProblemRequestHandler)
+        server: Any = runner.server  # typed as aiohttp's Server, which it stands in for
+        assert isinstance(server, NumberingServer)
+        connection = server()
+        assert isinstance(connection, NumberedConnection)
+        assert isinstance(connection.handler, connection_fast.ProblemRequestHandler)
         transport = mock.Mock()
         transport.get_extra_info.side_effect = lambda name, default=None: (
             ("127.0.0.1", 3978) if name == "sockname" else default
         )
-        handler.connection_made(transport)
-        handler.data_received(b"GET /x HTTP/1.1\r\nHo")  # a head not ended yet
-        first = handler.head_arrival
+        connection.connection_made(transport)
+        connection.data_received(b"GET /x HTTP/1.1\r\nHo")  # a head not ended yet
+        first = connection.head_arrival
         assert first is not None and first == ARRIVALS.latest
-        handler.data_received(b"st: localhost\r\n\r\n")
-        assert handler.head_arrival == first + 1 == ARRIVALS.latest
-        handler.connection_lost(None)
+        connection.data_received(b"st: localhost\r\n\r\n")
+        assert connection.head_arrival == first + 1 == ARRIVALS.latest
+        assert connection.listening_port == 3978
+        connection.connection_lost(None)
     finally:
         await runner.cleanup()
 

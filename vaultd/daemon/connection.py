@@ -11,11 +11,11 @@ idle_timeout`` either way, so a client that never finishes its headers holds
 no socket for long.
 
 Either way each connection notes its listening port and when its latest
-bytes arrived (``http.connections``). Here, on the public API, that is
-``NumberedConnection``: the protocol the transport calls, in front of
-aiohttp's own handler. It spares the proxy cache's database check for most
-requests under load (a tenth of the CPU a proxied call costs on this path,
-measured with ``bench/proxy_bench.py --fast-paths off``).
+bytes arrived (``http.connections``): ``NumberedConnection``, the protocol
+the transport calls, in front of aiohttp's handler (or the fast path's), on
+the public API alone. It spares the proxy cache's database check for most
+requests under load (a tenth of the CPU a proxied call cost with fast
+paths off, measured with ``bench/proxy_bench.py --fast-paths off``).
 """
 
 from __future__ import annotations
@@ -68,9 +68,12 @@ class NumberedConnection(asyncio.Protocol, ConnectionNotes):
 
     Every call the transport makes is passed on to ``handler`` unchanged;
     ``data_received`` first takes a number from ``ARRIVALS``. The number is of
-    the latest bytes, not of the head's last ones (finding those would need
-    aiohttp's parser state): bytes after the head only make it later, which
-    makes the proxy cache check more often, never less.
+    the latest bytes, not of the head's last ones: bytes after the head only
+    make it later, which makes the proxy cache check more often, never less.
+    Every read is numbered, not only one that ends a head, because aiohttp
+    may parse bytes later than it reads them (those held back while an
+    Upgrade request is handled are parsed when it ends), and such a request
+    must not carry an earlier read's number.
     """
 
     __slots__ = ("handler", "head_arrival", "listening_port")
@@ -131,13 +134,13 @@ class DaemonRunner(web.AppRunner):
     def server(self) -> web.Server | None:
         """The server, as aiohttp's sites read it to make each connection's protocol.
 
-        Wrapped in ``NumberingServer`` unless it numbers arrivals itself (the
-        fast path's). A site that made its connections another way would
-        leave them without notes: every request is then checked in full.
+        Wrapped in ``NumberingServer``, the fast path's too. A site that made
+        its connections another way would leave them without notes: every
+        request is then checked in full.
         """
         server = super().server
-        if server is None or getattr(server, "numbers_arrivals", False):
-            return server
+        if server is None:
+            return None
         # Not a web.Server, but it stands in for one wherever a site uses it:
         # as the protocol factory, and for anything else through __getattr__.
         return cast("web.Server", NumberingServer(server))

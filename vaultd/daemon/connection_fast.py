@@ -25,7 +25,6 @@ goes through the app.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any
 
@@ -37,12 +36,10 @@ from aiohttp.web_request import BaseRequest
 from vaultd.daemon.connection import DaemonRunner, log
 from vaultd.errors import VaultdError
 from vaultd.http import fastpaths
-from vaultd.http.connections import ConnectionNotes
 from vaultd.http.errors import InternalError
-from vaultd.http.guard import HEAD_TOO_LARGE, MAX_HEAD, socket_port
+from vaultd.http.guard import HEAD_TOO_LARGE, MAX_HEAD
 from vaultd.http.middleware import new_request_id, set_standard_headers
 from vaultd.http.problems import problem_response, status_problem
-from vaultd.proxy.arrivals import ARRIVALS
 from vaultd.proxy.direct import front_door
 
 _HANDLER_SLOTS = ("_request_count", "_waiter", "_messages")
@@ -69,9 +66,12 @@ def internals_missing() -> str | None:
     return None
 
 
-class ProblemRequestHandler(web.RequestHandler, ConnectionNotes):
-    """aiohttp's connection handler, with problems, heads bounded, and its notes
-    (``http.connections``)."""
+class ProblemRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, with problems and heads bounded while they arrive.
+
+    Its notes (``http.connections``) are the ``NumberedConnection``'s in front
+    of it, as on the public path (``DaemonRunner.server``).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,16 +79,6 @@ class ProblemRequestHandler(web.RequestHandler, ConnectionNotes):
         # connection waits for its next request.
         self._head_bytes = 0
         self._head_refused = False
-        # Noted once in connection_made.
-        self.listening_port: int | None = None
-        # When this connection's latest bytes arrived, so no earlier than its
-        # current request's head (a number of arrivals.ARRIVALS; only for the
-        # proxy cache's check, see there).
-        self.head_arrival: int | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.listening_port = socket_port(transport)
 
     def data_received(self, data: bytes) -> None:
         """aiohttp's, plus ``MAX_HEAD`` on a head that has not ended yet.
@@ -101,11 +91,6 @@ class ProblemRequestHandler(web.RequestHandler, ConnectionNotes):
         """
         if self._head_refused:
             return  # the 431 is on its way and the connection closes after it
-        # Every read is numbered, before aiohttp sees it, not only one that
-        # ends a head: aiohttp may parse bytes later than it reads them (those
-        # held back while an Upgrade request is handled are parsed when it
-        # ends), and such a request must not carry an earlier read's number.
-        self.head_arrival = ARRIVALS.tick()
         requests_before = self._request_count
         super().data_received(data)
         if self._request_count != requests_before:
@@ -162,9 +147,6 @@ class ProblemRequestHandler(web.RequestHandler, ConnectionNotes):
 
 
 class ProblemServer(web.Server):
-    # Its connections number their own heads: DaemonRunner.server leaves it be.
-    numbers_arrivals = True
-
     def __call__(self) -> web.RequestHandler:
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 

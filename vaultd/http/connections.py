@@ -11,12 +11,11 @@ Two things are cheaper known per connection than asked per request:
   number is no later than the last check's (``ProxyCache.refresh_for``):
   that check already saw every commit made before the request was sent.
 
-Both of the daemon's connection kinds note them: ``daemon.connection``'s
-``NumberedConnection`` on aiohttp's public API, and the fast server path's
-``ProblemRequestHandler``. Each is the protocol its transport calls, so one
-lookup finds either. A connection that notes nothing (an aiohttp server other
-than the daemon's, as some tests run) gives None, and its requests are
-checked in full: it fails safe.
+``daemon.connection``'s ``NumberedConnection`` notes them, in front of
+aiohttp's handler (or the fast server path's), on aiohttp's public API: it
+is the protocol the transport calls, so the transport finds it. A connection
+that notes nothing (an aiohttp server other than the daemon's, as some tests
+run) gives None, and its requests are checked in full: it fails safe.
 """
 
 from __future__ import annotations

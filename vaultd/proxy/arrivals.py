@@ -18,7 +18,7 @@ from __future__ import annotations
 
 
 class ArrivalCounter:
-    """A number that grows by one each time request heads arrive."""
+    """A number that grows by one each time a connection reads bytes."""
 
     __slots__ = ("latest",)
 
@@ -26,7 +26,7 @@ class ArrivalCounter:
         self.latest = 0
 
     def tick(self) -> int:
-        """The number of heads that just arrived (larger than every one before)."""
+        """The number of the bytes that just arrived (larger than every one before)."""
         self.latest += 1
         return self.latest
 
