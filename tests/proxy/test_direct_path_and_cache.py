@@ -9,10 +9,11 @@ usage writer's commit never lets a revoked token or a replaced key through.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -20,13 +21,14 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from aiohttp.typedefs import Handler
 
 from tests.support.config import write_proxy_config
-from tests.support.http import DaemonTestServer, bearer, fast_server_only
+from tests.support.http import DaemonTestServer, bearer
 from tests.support.upstream import OPENAI_KEY, Proxy, StartUpstream, seed_vault
 from vaultd.config import Config
 from vaultd.core.vault import init_vault
 from vaultd.daemon.app import create_app
+from vaultd.daemon.connection import DaemonRunner
 from vaultd.http.appkeys import VAULT
-from vaultd.proxy.direct import _direct
+from vaultd.proxy.direct import _direct, front
 from vaultd.proxy.routes import CACHE, USAGE
 
 STANDARD = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Server": "vaultd"}
@@ -92,11 +94,14 @@ async def test_both_paths_answer_alike(proxy: Proxy, target: str, extra: dict[st
     assert OPENAI_KEY.encode() not in await resp.read()
 
 
-@fast_server_only  # the direct path is the fast server path's
 async def test_proxied_calls_skip_the_router_and_the_rest_go_through_it(
     proxy: Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The direct path is taken, not only correct: a proxied call never reaches the router."""
+    """The direct path is taken, not only correct: a proxied call never reaches the router.
+
+    On either path: it needs none of aiohttp's internals (the suite's run with
+    VAULTD_FAST_PATHS=off runs this too).
+    """
     resolved: list[str] = []
     real_resolve = web.UrlDispatcher.resolve
 
@@ -110,6 +115,78 @@ async def test_proxied_calls_skip_the_router_and_the_rest_go_through_it(
     assert resolved == []
     assert (await proxy.client.get("/healthz")).status == 200
     assert resolved == ["/healthz"]
+
+
+class PublicRunnerServer(TestServer):
+    """A test server on the public runner itself, whatever VAULTD_FAST_PATHS says."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs.pop("handler_cancellation", None)
+        return DaemonRunner(self.app, **kwargs)
+
+
+async def test_the_public_runner_takes_the_direct_path(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct path needs no internal of aiohttp's: the public runner fronts proxied calls."""
+    upstream = await start_upstream()
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
+    seed_vault(config)
+    server = PublicRunnerServer(create_app(config), host="127.0.0.1")
+    client = await aiohttp_client(server)
+    runner = server.runner
+    assert type(runner) is DaemonRunner and runner.direct
+    resolved: list[str] = []
+    real_resolve = web.UrlDispatcher.resolve
+
+    async def counting(self: web.UrlDispatcher, request: web.Request) -> Any:
+        if self is client.app.router:
+            resolved.append(request.path)
+        return await real_resolve(self, request)
+
+    monkeypatch.setattr(web.UrlDispatcher, "resolve", counting)
+    _session, token = client.app[VAULT].sessions.create(
+        name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
+    )
+    resp = await client.get("/proxy/openai/x", headers=bearer(token))
+    assert resp.status == 200
+    assert resp.headers["X-Request-Id"] and resp.headers["Server"] == "vaultd"
+    assert (await client.get("/healthz")).status == 200
+    assert resolved == ["/healthz"]
+
+
+class _RenamedHandlerServer:
+    """An aiohttp Server as a later release might make it: no ``request_handler``."""
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        raise AssertionError("not called")
+
+
+def test_without_the_server_attribute_everything_goes_through_the_app(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="vaultd")
+    server = _RenamedHandlerServer()
+    assert front(cast("web.Server", server), proxy.client.app) is False
+    assert not hasattr(server, "request_handler")
+    assert [r.getMessage() for r in caplog.records] == [
+        "the proxy's direct path: off (aiohttp's Server has no request_handler);"
+        " proxied calls go through the app's router and middlewares"
+    ]
+
+
+async def test_an_app_the_direct_path_does_not_stand_in_for_keeps_its_handler() -> None:
+    app = web.Application()  # no proxy: nothing to go direct to
+
+    async def routed(request: web.BaseRequest) -> web.StreamResponse:
+        raise AssertionError("not called")
+
+    server = web.Server(routed)
+    assert front(server, app) is False
+    assert server.request_handler is routed
 
 
 @pytest.mark.parametrize(

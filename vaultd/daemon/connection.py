@@ -1,10 +1,10 @@
 """How ``vaultd serve`` runs the app on its connections: the access log, idle connections,
 and what each connection notes about itself.
 
-``DaemonRunner`` serves on aiohttp's public API alone;
-``connection_fast.FastDaemonRunner`` adds, on aiohttp's internals, problems for
-unparseable requests, heads bounded while they arrive and the proxy's direct
-path. ``runners.daemon_runner`` picks one.
+``DaemonRunner`` serves on aiohttp's public API alone, proxied calls past the
+router (``proxy.direct``); ``connection_fast.FastDaemonRunner`` adds, on
+aiohttp's internals, problems for unparseable requests and heads bounded
+while they arrive. ``runners.daemon_runner`` picks one.
 
 A connection with no complete request is closed after ``[server]
 idle_timeout`` either way, so a client that never finishes its headers holds
@@ -32,6 +32,7 @@ from vaultd.http.appkeys import CONFIG
 from vaultd.http.connections import ConnectionNotes
 from vaultd.http.guard import socket_port
 from vaultd.proxy.arrivals import ARRIVALS
+from vaultd.proxy.direct import front
 from vaultd.tokens import redact_path
 
 log = logging.getLogger("vaultd.http")
@@ -146,6 +147,9 @@ class DaemonRunner(web.AppRunner):
         return cast("web.Server", NumberingServer(server))
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        # Whether proxied calls skip the router and middlewares (proxy.direct),
+        # known after setup().
+        self.direct = False
         kwargs.setdefault("access_log_class", AccessLogger)
         kwargs.setdefault("access_log", logging.getLogger("vaultd.access"))
         # A request body is the client's bytes, passed on as they came: the
@@ -161,3 +165,13 @@ class DaemonRunner(web.AppRunner):
             # its default (about an hour) would let pile up.
             kwargs.setdefault("keepalive_timeout", config.idle_timeout)
         super().__init__(app, **kwargs)
+
+    async def setup(self) -> None:
+        """aiohttp's setup (the app's startup), then proxied calls fronted (``proxy.direct``).
+
+        Before any site exists: connections take the server's handler as they open.
+        """
+        await super().setup()
+        server = super().server
+        if server is not None:
+            self.direct = front(server, self.app)

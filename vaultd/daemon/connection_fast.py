@@ -1,5 +1,5 @@
 """``vaultd serve``'s connections on aiohttp's internals: problems for unparseable requests,
-a bound on request heads while they arrive, and the proxy's direct path.
+and a bound on request heads while they arrive.
 
 aiohttp's HTTP parser answers a request it cannot parse (no Host in HTTP/1.1,
 a control character or CRLF in a header, an over-long line) itself, as plain
@@ -11,9 +11,8 @@ Slow clients are bounded here too: a request head (request line and headers)
 may not grow past ``MAX_HEAD`` while it is being sent (a head that arrives
 whole is checked by ``http.guard`` on either path).
 
-Proxied calls are handed straight to the proxy (``proxy.direct``), past
-aiohttp's router and middleware chain, with the same checks; everything else
-goes through the app.
+Proxied calls go past aiohttp's router on either path (``proxy.direct``,
+installed by ``DaemonRunner.setup``).
 
 .. warning:: ``AppRunner._make_server``, ``Server._kwargs`` and ``_loop``,
    ``RequestHandler.handle_error``'s signature, its ``_waiter``,
@@ -40,7 +39,6 @@ from vaultd.http.errors import InternalError
 from vaultd.http.guard import HEAD_TOO_LARGE, MAX_HEAD
 from vaultd.http.middleware import new_request_id, set_standard_headers
 from vaultd.http.problems import problem_response, status_problem
-from vaultd.proxy.direct import front_door
 
 _HANDLER_SLOTS = ("_request_count", "_waiter", "_messages")
 _SERVER_ATTRIBUTES = ("_kwargs", "_loop", "request_factory", "handler_cancellation")
@@ -152,7 +150,7 @@ class ProblemServer(web.Server):
 
 
 class FastDaemonRunner(DaemonRunner):
-    """``DaemonRunner`` whose connections are ``ProblemRequestHandler``s and front the proxy."""
+    """``DaemonRunner`` whose connections are ``ProblemRequestHandler``s."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()  # runs the app's startup
@@ -163,9 +161,7 @@ class FastDaemonRunner(DaemonRunner):
             return server
         kwargs: dict[str, Any] = server._kwargs
         return ProblemServer(
-            # Proxied calls skip the router and the middleware chain (the
-            # same checks run on them): see proxy.direct.
-            front_door(self.app, server.request_handler),
+            server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,

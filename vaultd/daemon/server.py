@@ -147,7 +147,12 @@ async def run_app(
         return _fail(_bind_error(host, port, exc))
     ports = sorted({address[1] for address in runner.addresses})
     bound = ", ".join(f"http://{_display(host, p)}" for p in ports)
-    log.info("listening on %s (aiohttp fast paths: %s)", bound, fastpaths.summary() or "none")
+    log.info(
+        "listening on %s (aiohttp fast paths: %s; proxied calls: %s)",
+        bound,
+        fastpaths.summary() or "none",
+        "direct" if runner.direct else "through the app",
+    )
     notify(f"READY=1\nSTATUS=listening on {bound}")
     if on_ready is not None:
         on_ready(ports)

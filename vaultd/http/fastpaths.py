@@ -1,17 +1,20 @@
 """Whether vaultd may use aiohttp's internals where they buy measured speed, decided once.
 
 vaultd installs with any aiohttp from its lower bound up, releases that do
-not exist yet included, so it must run on aiohttp's public, documented API
-alone. Two places go past it, because that is worth it (figures from
+not exist yet included, so it must run on aiohttp's public API alone. Two
+places go past it, because that is worth it (figures from
 ``bench/proxy_bench.py`` on the 2-core reference machine):
 
 - ``client``: the proxy sends upstream through aiohttp's connector and
   ``ClientRequest`` instead of ``ClientSession.request`` (about 18% of
   throughput; ``proxy/client_fast.py``);
 - ``server``: ``vaultd serve``'s connections answer unparseable requests with
-  problems, bound a request head while it arrives, and hand proxied calls to
-  the proxy past the router (``proxy/direct.py``: about 15% of throughput;
-  ``daemon/connection.py``).
+  problems and bound a request head while it arrives
+  (``daemon/connection_fast.py``). This one is for what a user sees, not
+  for speed.
+
+Proxied calls skip the router on both paths (``proxy/direct.py``, about 7%
+of throughput): that takes only ``web.Server``'s public ``request_handler``.
 
 Each checks at start that the internals it calls are there as it calls them
 (``*_internals_missing``) and otherwise the public path serves. It gives

@@ -4,12 +4,18 @@ aiohttp's router, middleware chain and ``on_response_prepare`` signal are
 generic machinery that cost a proxied call about a tenth of its CPU time
 while doing nothing for it but the checks; ``front_door`` runs the same
 checks from the same code and hands the request straight to the proxy.
-It is one of the daemon's fast paths (``http.fastpaths``): without it,
-every request goes through the app, with the same result.
+
+``front`` installs it on aiohttp's ``web.Server`` through that class's
+public ``request_handler`` attribute, which each new connection reads. It
+is public but not in aiohttp's reference documentation, so it is checked
+at start and, where it is missing, every request goes through the app,
+with the same answers (one warning in the log). It needs none of aiohttp's
+internals, so it serves on the public path too (``VAULTD_FAST_PATHS=off``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import hdrs, web
@@ -20,6 +26,8 @@ from vaultd.http.chain import STANDARD_CHAIN
 from vaultd.http.middleware import checked, ensure_standard_headers
 from vaultd.proxy.routes import FORWARDER
 from vaultd.services import Service
+
+log = logging.getLogger("vaultd")
 
 # What aiohttp's server calls for each request (``web.Server``'s handler).
 RequestHandlerFn = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
@@ -71,3 +79,23 @@ def front_door(app: web.Application, routed: RequestHandlerFn) -> RequestHandler
         return response
 
     return serve
+
+
+def front(server: web.Server, app: web.Application) -> bool:
+    """Put ``front_door`` before ``server``'s handler; whether proxied calls now go direct.
+
+    Call it before any connection is made: aiohttp's connections take the
+    server's ``request_handler`` when they open. Where it is missing (an
+    aiohttp that renamed it), nothing changes and every request goes through
+    the app, as it would without this path.
+    """
+    routed = getattr(server, "request_handler", None)
+    if not callable(routed):
+        log.warning(
+            "the proxy's direct path: off (aiohttp's Server has no request_handler);"
+            " proxied calls go through the app's router and middlewares"
+        )
+        return False
+    door = front_door(app, routed)
+    server.request_handler = door
+    return door is not routed
