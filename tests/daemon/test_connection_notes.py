@@ -14,8 +14,9 @@ from unittest import mock
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
+from tests.support.http import PublicTestServer
 from vaultd.daemon import connection_fast
 from vaultd.daemon.connection import DaemonRunner, NumberedConnection, NumberingServer
 from vaultd.http.connections import notes_of
@@ -125,14 +126,6 @@ async def test_the_fast_connection_numbers_every_read() -> None:
         connection.connection_lost(None)
     finally:
         await runner.cleanup()
-
-
-class PublicTestServer(TestServer):
-    """The app on the public runner, whatever VAULTD_FAST_PATHS says."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        kwargs.pop("handler_cancellation", None)
-        return DaemonRunner(self.app, **kwargs)
 
 
 async def test_a_request_on_the_public_path_finds_its_connections_notes(

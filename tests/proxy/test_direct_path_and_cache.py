@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from aiohttp.typedefs import Handler
 
 from tests.support.config import write_proxy_config
-from tests.support.http import DaemonTestServer, bearer
+from tests.support.http import DaemonTestServer, PublicTestServer, bearer
 from tests.support.upstream import OPENAI_KEY, Proxy, StartUpstream, seed_vault
 from vaultd.config import Config
 from vaultd.core.vault import init_vault
@@ -117,14 +117,6 @@ async def test_proxied_calls_skip_the_router_and_the_rest_go_through_it(
     assert resolved == ["/healthz"]
 
 
-class PublicRunnerServer(TestServer):
-    """A test server on the public runner itself, whatever VAULTD_FAST_PATHS says."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        kwargs.pop("handler_cancellation", None)
-        return DaemonRunner(self.app, **kwargs)
-
-
 async def test_the_public_runner_takes_the_direct_path(
     tmp_path: Path,
     start_upstream: StartUpstream,
@@ -135,7 +127,7 @@ async def test_the_public_runner_takes_the_direct_path(
     upstream = await start_upstream()
     config = write_proxy_config(tmp_path / "config.toml", upstream.url)
     seed_vault(config)
-    server = PublicRunnerServer(create_app(config), host="127.0.0.1")
+    server = PublicTestServer(create_app(config), host="127.0.0.1")
     client = await aiohttp_client(server)
     runner = server.runner
     assert type(runner) is DaemonRunner and runner.direct

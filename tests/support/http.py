@@ -17,6 +17,7 @@ from vaultd.config import Config
 from vaultd.core.sessions import ALL_SERVICES, DEFAULT_SCOPES
 from vaultd.core.vault import Vault
 from vaultd.daemon.app import create_app
+from vaultd.daemon.connection import DaemonRunner
 from vaultd.daemon.runners import daemon_runner
 from vaultd.http.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
 
@@ -35,6 +36,14 @@ class DaemonTestServer(TestServer):
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
         kwargs.pop("handler_cancellation", None)
         return daemon_runner(self.app, **kwargs)
+
+
+class PublicTestServer(TestServer):
+    """``DaemonTestServer`` on the public runner itself, whatever VAULTD_FAST_PATHS says."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs.pop("handler_cancellation", None)
+        return DaemonRunner(self.app, **kwargs)
 
 
 async def start_client(
