@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from aiohttp import web
+from aiohttp import web, web_app
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from aiohttp.typedefs import Handler
 
@@ -29,7 +29,7 @@ from vaultd.daemon.app import create_app
 from vaultd.daemon.connection import DaemonRunner
 from vaultd.http.appkeys import VAULT
 from vaultd.proxy.direct import _direct, front
-from vaultd.proxy.routes import CACHE, USAGE
+from vaultd.proxy.routes import CACHE, FORWARDER, USAGE
 
 STANDARD = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Server": "vaultd"}
 
@@ -102,15 +102,7 @@ async def test_proxied_calls_skip_the_router_and_the_rest_go_through_it(
     On either path: it needs none of aiohttp's internals (the suite's run with
     VAULTD_FAST_PATHS=off runs this too).
     """
-    resolved: list[str] = []
-    real_resolve = web.UrlDispatcher.resolve
-
-    async def counting(self: web.UrlDispatcher, request: web.Request) -> Any:
-        if self is proxy.client.app.router:  # not the fake upstream's, in this process too
-            resolved.append(request.path)
-        return await real_resolve(self, request)
-
-    monkeypatch.setattr(web.UrlDispatcher, "resolve", counting)
+    resolved = count_resolves(proxy.client.app, monkeypatch)
     assert (await proxy.client.get("/proxy/openai/v1/x", headers=proxy.auth())).status == 200
     assert resolved == []
     assert (await proxy.client.get("/healthz")).status == 200
@@ -131,15 +123,7 @@ async def test_the_public_runner_takes_the_direct_path(
     client = await aiohttp_client(server)
     runner = server.runner
     assert type(runner) is DaemonRunner and runner.direct
-    resolved: list[str] = []
-    real_resolve = web.UrlDispatcher.resolve
-
-    async def counting(self: web.UrlDispatcher, request: web.Request) -> Any:
-        if self is client.app.router:
-            resolved.append(request.path)
-        return await real_resolve(self, request)
-
-    monkeypatch.setattr(web.UrlDispatcher, "resolve", counting)
+    resolved = count_resolves(client.app, monkeypatch)
     _session, token = client.app[VAULT].sessions.create(
         name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
     )
@@ -168,6 +152,78 @@ def test_without_the_server_attribute_everything_goes_through_the_app(
         "the proxy's direct path: off (aiohttp's Server has no request_handler);"
         " proxied calls go through the app's router and middlewares"
     ]
+
+
+class _SetOnceServer(web.Server):
+    """aiohttp's Server as a later release might make it: ``request_handler`` read-only."""
+
+    @property
+    def request_handler(self) -> Any:
+        return self._set_once
+
+    @request_handler.setter
+    def request_handler(self, handler: Any) -> None:
+        if hasattr(self, "_set_once"):
+            raise AttributeError("property 'request_handler' has no setter")
+        self._set_once = handler
+
+
+async def test_a_read_only_server_handler_means_every_call_goes_through_the_app(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The daemon still starts, says so once, and serves every call through the app."""
+    caplog.set_level(logging.WARNING, logger="vaultd")
+    monkeypatch.setattr(web_app, "Server", _SetOnceServer)  # what AppRunner's setup makes
+    upstream = await start_upstream()
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
+    seed_vault(config)
+    server = PublicTestServer(create_app(config), host="127.0.0.1")
+    client = await aiohttp_client(server)
+    assert isinstance(server.runner, DaemonRunner) and not server.runner.direct
+    assert [r.getMessage() for r in caplog.records if "direct path" in r.getMessage()] == [
+        "the proxy's direct path: off (aiohttp's Server.request_handler cannot be set);"
+        " proxied calls go through the app's router and middlewares"
+    ]
+    resolved = count_resolves(client.app, monkeypatch)
+    _session, token = client.app[VAULT].sessions.create(
+        name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
+    )
+    resp = await client.get("/proxy/openai/x", headers=bearer(token))
+    assert resp.status == 200
+    assert resp.headers["X-Request-Id"] and resp.headers["Cache-Control"] == "no-store"
+    assert resolved == ["/proxy/openai/x"]
+
+
+async def test_a_service_added_by_a_reload_goes_direct_too(
+    proxy: Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = f'[services.added]\nbase_url = "{proxy.upstream.url}"\n'
+    reloaded = write_proxy_config(tmp_path / "reloaded.toml", proxy.upstream.url, extra)
+    proxy.client.app[FORWARDER].reconfigure(reloaded)
+    resolved = count_resolves(proxy.client.app, monkeypatch)
+    resp = await proxy.client.get("/proxy/added/v1/x", headers=proxy.auth())
+    # No credential for it in the vault: the proxy's own answer, not the router's.
+    assert resp.status == 404, await resp.text()
+    assert (await resp.json())["type"].endswith("/no-credential")
+    assert resolved == []
+
+
+def count_resolves(app: web.Application, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``app``'s router resolves from now on (not the fake upstream's)."""
+    resolved: list[str] = []
+    real_resolve = web.UrlDispatcher.resolve
+
+    async def counting(self: web.UrlDispatcher, request: web.Request) -> Any:
+        if self is app.router:
+            resolved.append(request.path)
+        return await real_resolve(self, request)
+
+    monkeypatch.setattr(web.UrlDispatcher, "resolve", counting)
+    return resolved
 
 
 async def test_an_app_the_direct_path_does_not_stand_in_for_keeps_its_handler() -> None:

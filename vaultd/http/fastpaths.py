@@ -1,8 +1,8 @@
-"""Whether vaultd may use aiohttp's internals where they buy measured speed, decided once.
+"""Whether vaultd may use aiohttp's internals where they are worth it, decided once.
 
 vaultd installs with any aiohttp from its lower bound up, releases that do
-not exist yet included, so it must run on aiohttp's public API alone. Two
-places go past it, because that is worth it (figures from
+not exist yet included, so it must run on aiohttp's public, documented API
+alone. Two places go past it, because that is worth it (figures from
 ``bench/proxy_bench.py`` on the 2-core reference machine):
 
 - ``client``: the proxy sends upstream through aiohttp's connector and
@@ -14,7 +14,10 @@ places go past it, because that is worth it (figures from
   for speed.
 
 Proxied calls skip the router on both paths (``proxy/direct.py``, about 7%
-of throughput): that takes only ``web.Server``'s public ``request_handler``.
+of throughput). That is not one of these: it takes none of aiohttp's
+internals, only ``web.Server``'s ``request_handler``, public but not in
+aiohttp's reference documentation (the one exception to "documented", which
+the README names), and has its own start-up check.
 
 Each checks at start that the internals it calls are there as it calls them
 (``*_internals_missing``) and otherwise the public path serves. It gives

@@ -68,9 +68,10 @@ def front_door(app: web.Application, routed: RequestHandlerFn) -> RequestHandler
         # else an app adds must see proxied requests too, so they go through it.
         return routed
     guard = chain.guard
-    services = forwarder.config.services
 
     async def serve(request: BaseRequest) -> web.StreamResponse:
+        # The services as configured now: a reload (SIGHUP) replaces the config.
+        services = forwarder.config.services
         if not isinstance(request, web.Request) or not _direct(request, services):
             return await routed(request)
         response = await checked(request, guard, forwarder.serve)
@@ -85,17 +86,28 @@ def front(server: web.Server, app: web.Application) -> bool:
     """Put ``front_door`` before ``server``'s handler; whether proxied calls now go direct.
 
     Call it before any connection is made: aiohttp's connections take the
-    server's ``request_handler`` when they open. Where it is missing (an
-    aiohttp that renamed it), nothing changes and every request goes through
-    the app, as it would without this path.
+    server's ``request_handler`` when they open. Where it is missing or
+    cannot be set (an aiohttp that renamed it or made it read-only), nothing
+    changes and every request goes through the app, as it would without
+    this path.
     """
     routed = getattr(server, "request_handler", None)
     if not callable(routed):
-        log.warning(
-            "the proxy's direct path: off (aiohttp's Server has no request_handler);"
-            " proxied calls go through the app's router and middlewares"
-        )
-        return False
+        return _off("aiohttp's Server has no request_handler")
     door = front_door(app, routed)
-    server.request_handler = door
-    return door is not routed
+    if door is routed:
+        return False
+    try:
+        server.request_handler = door
+    except (AttributeError, TypeError):
+        return _off("aiohttp's Server.request_handler cannot be set")
+    return True
+
+
+def _off(why: str) -> bool:
+    log.warning(
+        "the proxy's direct path: off (%s); proxied calls go through the app's router"
+        " and middlewares",
+        why,
+    )
+    return False
