@@ -116,17 +116,9 @@ async def test_the_public_runner_takes_the_direct_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The direct path needs no internal of aiohttp's: the public runner fronts proxied calls."""
-    upstream = await start_upstream()
-    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
-    seed_vault(config)
-    server = PublicTestServer(create_app(config), host="127.0.0.1")
-    client = await aiohttp_client(server)
-    runner = server.runner
+    runner, client, token = await on_the_public_runner(tmp_path, start_upstream, aiohttp_client)
     assert type(runner) is DaemonRunner and runner.direct
     resolved = count_resolves(client.app, monkeypatch)
-    _session, token = client.app[VAULT].sessions.create(
-        name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
-    )
     resp = await client.get("/proxy/openai/x", headers=bearer(token))
     assert resp.status == 200
     assert resp.headers["X-Request-Id"] and resp.headers["Server"] == "vaultd"
@@ -178,20 +170,13 @@ async def test_a_read_only_server_handler_means_every_call_goes_through_the_app(
     """The daemon still starts, says so once, and serves every call through the app."""
     caplog.set_level(logging.WARNING, logger="vaultd")
     monkeypatch.setattr(web_app, "Server", _SetOnceServer)  # what AppRunner's setup makes
-    upstream = await start_upstream()
-    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
-    seed_vault(config)
-    server = PublicTestServer(create_app(config), host="127.0.0.1")
-    client = await aiohttp_client(server)
-    assert isinstance(server.runner, DaemonRunner) and not server.runner.direct
+    runner, client, token = await on_the_public_runner(tmp_path, start_upstream, aiohttp_client)
+    assert not runner.direct
     assert [r.getMessage() for r in caplog.records if "direct path" in r.getMessage()] == [
         "the proxy's direct path: off (aiohttp's Server.request_handler cannot be set);"
         " proxied calls go through the app's router and middlewares"
     ]
     resolved = count_resolves(client.app, monkeypatch)
-    _session, token = client.app[VAULT].sessions.create(
-        name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
-    )
     resp = await client.get("/proxy/openai/x", headers=bearer(token))
     assert resp.status == 200
     assert resp.headers["X-Request-Id"] and resp.headers["Cache-Control"] == "no-store"
@@ -210,6 +195,24 @@ async def test_a_service_added_by_a_reload_goes_direct_too(
     assert resp.status == 404, await resp.text()
     assert (await resp.json())["type"].endswith("/no-credential")
     assert resolved == []
+
+
+async def on_the_public_runner(
+    tmp_path: Path,
+    start_upstream: StartUpstream,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> tuple[DaemonRunner, TestClient[web.Request, web.Application], str]:
+    """vaultd in front of a fake upstream on the public runner: the runner, a client, a token."""
+    upstream = await start_upstream()
+    config = write_proxy_config(tmp_path / "config.toml", upstream.url)
+    seed_vault(config)
+    server = PublicTestServer(create_app(config), host="127.0.0.1")
+    client = await aiohttp_client(server)
+    assert isinstance(server.runner, DaemonRunner)
+    _session, token = client.app[VAULT].sessions.create(
+        name="t", scopes=["proxy"], services=["*"], ttl=3600, known_services=config.services
+    )
+    return server.runner, client, token
 
 
 def count_resolves(app: web.Application, monkeypatch: pytest.MonkeyPatch) -> list[str]:
