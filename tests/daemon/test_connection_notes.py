@@ -9,6 +9,8 @@ revocation through on a stale session, so the order is checked exactly.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from unittest import mock
 
@@ -80,20 +82,26 @@ def test_a_numbered_connection_passes_every_call_on_and_numbers_bytes_first() ->
     ]
 
 
-async def test_the_public_runner_makes_numbered_connections() -> None:
-    runner = DaemonRunner(web.Application())
+@asynccontextmanager
+async def made_by(runner: DaemonRunner) -> AsyncIterator[tuple[Any, NumberedConnection]]:
+    """``runner`` set up: its server as a site reads it, and a connection it made."""
     await runner.setup()
     try:
         server: Any = runner.server  # typed as aiohttp's Server, which it stands in for
         assert isinstance(server, NumberingServer)
-        made = server()
-        assert isinstance(made, NumberedConnection)
+        connection = server()
+        assert isinstance(connection, NumberedConnection)
+        yield server, connection
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_public_runner_makes_numbered_connections() -> None:
+    async with made_by(DaemonRunner(web.Application())) as (server, made):
         assert isinstance(made.handler, web.RequestHandler)
         # Anything else asked of it is the real server's (aiohttp's test
         # server reads it as ``handler``, for one).
         assert server.requests_count == 0
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.skipif(
@@ -104,13 +112,7 @@ async def test_the_fast_connection_numbers_every_read() -> None:
     only one that ends a head: aiohttp parses some bytes later than it reads them
     (those held back while an Upgrade request is handled), and a request made of them
     must carry the number of the read that brought them."""
-    runner = connection_fast.FastDaemonRunner(web.Application())
-    await runner.setup()
-    try:
-        server: Any = runner.server  # typed as aiohttp's Server, which it stands in for
-        assert isinstance(server, NumberingServer)
-        connection = server()
-        assert isinstance(connection, NumberedConnection)
+    async with made_by(connection_fast.FastDaemonRunner(web.Application())) as (_, connection):
         assert isinstance(connection.handler, connection_fast.ProblemRequestHandler)
         transport = mock.Mock()
         transport.get_extra_info.side_effect = lambda name, default=None: (
@@ -124,8 +126,6 @@ async def test_the_fast_connection_numbers_every_read() -> None:
         assert connection.head_arrival == first + 1 == ARRIVALS.latest
         assert connection.listening_port == 3978
         connection.connection_lost(None)
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_request_on_the_public_path_finds_its_connections_notes(
